@@ -1,0 +1,94 @@
+"""Human-facing output of results: readable tables, files, figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from jointopt.solvers import ProblemBase, SolveResult
+
+
+def headline(result: SolveResult) -> list[tuple[str, str]]:
+    """``(label, value)`` pairs summarising a result."""
+    rows = [("scenario", result.scenario), ("status", result.status),
+            ("objective", f"{result.objective:.6g}"), ("solver", result.solver),
+            ("solve time", f"{result.solve_time_s * 1e3:.2f} ms"),
+            ("iterations", str(result.iterations))]
+    diag = result.diagnostics
+    if "timely_accuracy" in diag:
+        rows += [("K now -> next", f"{diag['K']:.4g} -> {diag['K_next']:.4g}"),
+                 ("timely accuracy", f"{diag['timely_accuracy']:.4f}"),
+                 ("caps binding", f"{int(np.sum(diag['cap_binding']))} of "
+                                  f"{len(diag['cap_binding'])} clients")]
+    return rows
+
+
+def text_report(result: SolveResult, max_rows: int = 25) -> str:
+    """A readable summary plus the per-client decisions table (truncated past ``max_rows``)."""
+    width = max(len(k) for k, _ in headline(result))
+    lines = [f"{k:<{width}}  {v}" for k, v in headline(result)]
+    frame = result.decisions_frame()
+    for extra in ("resource_use", "cap_multiplier"):
+        if extra in result.diagnostics:
+            frame[extra] = result.diagnostics[extra]
+    shown = frame if len(frame) <= max_rows else frame.head(max_rows)
+    lines += ["", shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+    if len(frame) > max_rows:
+        lines.append(f"... {len(frame) - max_rows} more rows (use --out to write them all)")
+    return "\n".join(lines)
+
+
+def plot_allocation(result: SolveResult, problem: ProblemBase, path: str | Path) -> Path:
+    """Per-client allocation against request rate: q, d, mu and the resource use vs cap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lam = problem.clients.arrival_rate
+    order = np.argsort(lam)
+    dec, diag = result.decisions, result.diagnostics
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    panels = [("q", "participation probability q"), ("d", "download probability d"),
+              ("mu", "service rate mu"), ("resource_use", "resource use per round")]
+    for ax, (key, label) in zip(axes.flat, panels, strict=True):
+        y = dec[key] if key in dec else diag[key]
+        ax.plot(lam[order], np.asarray(y)[order], "o-", ms=3)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1, 0].plot(lam[order], lam[order], "k:", lw=1, label="arrival rate")
+    axes[1, 0].legend()
+    cap = problem.clients.cap[order]
+    if np.isfinite(cap).any():
+        axes[1, 1].plot(lam[order], cap, "r--", lw=1, label="hard cap R")
+    budget = problem.clients.budget[order]
+    if np.isfinite(budget).any():
+        axes[1, 1].plot(lam[order], budget, "g:", lw=1, label="average budget")
+    axes[1, 1].legend()
+    for ax in axes[1]:
+        ax.set_xlabel("request arrival rate lambda")
+    fig.suptitle(f"{result.scenario}: per-client allocation ({result.solver}, "
+                 f"objective {result.objective:.4g})")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
+    """``result.json``, ``decisions.csv`` and ``allocation.png`` under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "result.json", out / "decisions.csv"]
+    paths[0].write_text(json.dumps(result.to_dict(), indent=2))
+    frame = result.decisions_frame()
+    for key, value in result.diagnostics.items():
+        if np.ndim(value) == 1 and len(value) == len(frame):
+            frame[key] = value
+    frame.to_csv(paths[1], index=False)
+    if hasattr(problem, "clients"):
+        paths.append(plot_allocation(result, problem, out / "allocation.png"))
+    return paths

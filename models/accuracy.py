@@ -1,0 +1,82 @@
+"""Accuracy maps: inference accuracy of a model copy from its convergence-error proxy.
+
+Provenance: **project choice** (spec §3). The paper uses the convergence error as a proxy
+of inference performance; the map from error to accuracy is ours, calibrated by the
+validation harness. The default is affine and clipped; an exponential map is offered as a
+swappable alternative. The per-round solver uses a map through :meth:`linearize`, which is
+exact for the affine map inside its clip range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from jointopt.models.checks import check_range
+from jointopt.models.errors import ValidationError
+
+
+class AccuracyMap(Protocol):
+    """A decreasing map from error proxy ``e >= 0`` to accuracy in ``[acc_min, acc_max]``."""
+
+    acc_max: float
+    acc_min: float
+
+    def __call__(self, e) -> np.ndarray: ...
+
+    def linearize(self, e0: float) -> tuple[float, float]:
+        """``(intercept, slope)`` with ``acc(e) ~ intercept - slope * e`` near ``e0``."""
+        ...
+
+
+def _check_levels(acc_max: float, acc_min: float) -> None:
+    check_range("accuracy.acc_max", acc_max, gt=0.0, le=1.0)
+    check_range("accuracy.acc_min", acc_min, ge=0.0)
+    if acc_min >= acc_max:
+        raise ValidationError("accuracy.acc_min", f"must be < acc_max ({acc_max:g}), got {acc_min:g}")
+
+
+@dataclass(frozen=True)
+class AffineAccuracy:
+    """``acc(e) = clip(acc_max - kappa * e, acc_min, acc_max)`` (default map)."""
+
+    acc_max: float = 0.95
+    kappa: float = 0.3
+    acc_min: float = 0.0
+
+    def __post_init__(self):
+        _check_levels(self.acc_max, self.acc_min)
+        check_range("accuracy.kappa", self.kappa, gt=0.0)
+
+    def __call__(self, e) -> np.ndarray:
+        return np.clip(self.acc_max - self.kappa * np.asarray(e, dtype=float),
+                       self.acc_min, self.acc_max)
+
+    def linearize(self, e0: float) -> tuple[float, float]:
+        return self.acc_max, self.kappa
+
+
+@dataclass(frozen=True)
+class ExponentialAccuracy:
+    """``acc(e) = acc_min + (acc_max - acc_min) exp(-e / scale)``."""
+
+    acc_max: float = 0.95
+    scale: float = 1.0
+    acc_min: float = 0.0
+
+    def __post_init__(self):
+        _check_levels(self.acc_max, self.acc_min)
+        check_range("accuracy.scale", self.scale, gt=0.0)
+
+    def __call__(self, e) -> np.ndarray:
+        e = np.asarray(e, dtype=float)
+        return self.acc_min + (self.acc_max - self.acc_min) * np.exp(-e / self.scale)
+
+    def linearize(self, e0: float) -> tuple[float, float]:
+        slope = (self.acc_max - self.acc_min) / self.scale * float(np.exp(-e0 / self.scale))
+        return float(self(e0)) + slope * e0, slope
+
+
+ACCURACY_MAPS = {"affine": AffineAccuracy, "exponential": ExponentialAccuracy}

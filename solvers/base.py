@@ -1,0 +1,157 @@
+"""What every problem and every result of jointopt shares.
+
+A problem is an immutable, validated pydantic value that loads from a plain dict (the
+parsed TOML/YAML scenario) and dumps back to one. Pydantic's own errors are turned into
+:class:`~jointopt.models.errors.ValidationError` naming the dotted field path, so every
+layer reports bad input the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pydantic
+
+from jointopt.models.errors import JointoptError, ValidationError
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """numpy values -> plain Python (lists, floats), recursively."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+class ProblemBase(pydantic.BaseModel):
+    """Frozen, validated, dict-round-trippable problem value."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid",
+                                       arbitrary_types_allowed=True)
+    kind: ClassVar[str] = ""
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """Validate ``data``; bad input raises ``ValidationError`` naming the field."""
+        try:
+            return cls.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise _convert(exc) from None
+
+    def to_dict(self) -> dict:
+        """Plain-Python dict that :meth:`from_dict` turns back into an equal problem."""
+        return {"kind": self.kind, **_plain(self.model_dump())}
+
+    def replace(self, **changes):
+        """A validated copy with top-level fields replaced (sections as dicts or models)."""
+        data = self.to_dict()
+        data.update({k: _plain(v.model_dump() if isinstance(v, pydantic.BaseModel) else v)
+                     for k, v in changes.items()})
+        return type(self).from_dict(data)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    __hash__ = None
+
+
+class Section(pydantic.BaseModel):
+    """A frozen sub-section of a problem (``[controller]``, ``[accuracy]``, ...)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid",
+                                       arbitrary_types_allowed=True)
+
+
+def _convert(exc: pydantic.ValidationError) -> JointoptError:
+    err = exc.errors(include_url=False)[0]
+    original = (err.get("ctx") or {}).get("error")
+    if isinstance(original, JointoptError):
+        return original
+    where = _path(tuple(err["loc"]))
+    kind = err["type"]
+    if kind == "missing":
+        return ValidationError(where, "is required")
+    if kind == "extra_forbidden":
+        return ValidationError(where, "is not a known field")
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return ValidationError(where, f"is invalid: {msg} (got {err.get('input')!r})")
+
+
+@dataclass
+class SolveResult:
+    """What a solver returns: decisions, objective, status, solver, time, diagnostics."""
+
+    kind: str
+    scenario: str
+    status: str
+    objective: float
+    solver: str
+    solve_time_s: float
+    iterations: int
+    decisions: dict[str, np.ndarray]
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    OK_STATUSES: ClassVar[tuple[str, ...]] = ("optimal", "converged")
+
+    @property
+    def ok(self) -> bool:
+        return self.status in self.OK_STATUSES
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (lists for arrays, plain floats)."""
+        out = {
+            "kind": self.kind, "scenario": self.scenario, "status": self.status,
+            "objective": self.objective, "solver": self.solver,
+            "solve_time_s": self.solve_time_s, "iterations": self.iterations,
+            "decisions": _plain(self.decisions), "diagnostics": _plain(self.diagnostics),
+        }
+        return _finite_or_none(out)
+
+    def decisions_frame(self) -> pd.DataFrame:
+        """One row per decision index (client, device, ...), one column per decision."""
+        cols = {k: np.asarray(v) for k, v in self.decisions.items() if np.ndim(v) == 1}
+        return pd.DataFrame(cols).rename_axis("index").reset_index()
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+class Timer:
+    """``with Timer() as t: ...; t.seconds``."""
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._start
+        return False

@@ -1,0 +1,325 @@
+"""The joint training-inference allocation problem (age of model), as a validated value.
+
+Spec: ``joint_training_inference.md``. Per client n and round: participation probability
+``q_n``, download probability ``d_n`` and inference service rate ``mu_n``. The problem
+holds the client population, the convergence model, the accuracy map, the controller
+settings and the state a round is solved at (``K``, ``ebar``, ``Z``).
+
+Per-client fields in a scenario file may be a scalar (same for every client), a list (one
+entry per client) or a random draw ``{dist = "uniform", low = .., high = ..}`` /
+``{dist = "lognormal", mean = .., sigma = ..}`` taken with ``clients.seed``. Clients may
+also be written as a list of tables (``[[clients]]`` in TOML).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Literal
+
+import numpy as np
+import pydantic
+
+from jointopt.models.accuracy import ACCURACY_MAPS
+from jointopt.models.checks import as_vector, check_range, culprit
+from jointopt.models.convergence import ConvergenceModel
+from jointopt.models.errors import InfeasibleError, ValidationError
+from jointopt.solvers.base import ProblemBase, Section
+
+Vector = Annotated[np.ndarray, pydantic.Field()]
+
+# field name -> (default or None when required, description)
+CLIENT_FIELDS: dict[str, tuple[float | None, str]] = {
+    "data_weight": (1.0, "relative data size p_n (normalised to sum 1)"),
+    "arrival_rate": (None, "mean inference-request rate lambda_n (requests per unit time)"),
+    "deadline": (float("inf"), "request deadline tau_n (inf = none)"),
+    "cost_train": (None, "resource cost of one participation c_tr_n"),
+    "cost_download": (None, "resource cost of one download c_dl_n"),
+    "cost_service": (None, "resource cost of one unit of service rate c_inf_n"),
+    "cap": (float("inf"), "hard per-round resource cap R_n (inf = none)"),
+    "budget": (float("inf"), "long-run average resource budget Rbar_n (inf = none)"),
+    "mu_max": (None, "largest service rate mu_max_n"),
+    "q_min": (0.01, "smallest participation probability q_min"),
+}
+
+
+def _draw(field: str, spec: dict, n: int, rng: np.random.Generator) -> np.ndarray:
+    spec = dict(spec)
+    dist = spec.pop("dist", None)
+    try:
+        if dist == "uniform":
+            lo, hi = float(spec.pop("low")), float(spec.pop("high"))
+            if hi < lo:
+                raise ValidationError(f"clients.{field}.high", f"must be >= low ({lo:g}), got {hi:g}")
+            out = rng.uniform(lo, hi, n)
+        elif dist == "lognormal":
+            mean, sigma = float(spec.pop("mean")), float(spec.pop("sigma"))
+            check_range(f"clients.{field}.mean", mean, gt=0.0)
+            check_range(f"clients.{field}.sigma", sigma, ge=0.0)
+            out = rng.lognormal(np.log(mean) - 0.5 * sigma**2, sigma, n)
+        else:
+            raise ValidationError(f"clients.{field}.dist",
+                                  f"must be 'uniform' or 'lognormal', got {dist!r}")
+    except KeyError as exc:
+        raise ValidationError(f"clients.{field}.{exc.args[0]}", f"is required for dist={dist!r}")
+    if spec:
+        raise ValidationError(f"clients.{field}.{next(iter(spec))}", "is not a known field")
+    return out
+
+
+class Clients(Section):
+    """Per-client parameters as read-only float vectors of length ``count``."""
+
+    count: int
+    seed: int = 0
+    data_weight: Vector
+    arrival_rate: Vector
+    deadline: Vector
+    cost_train: Vector
+    cost_download: Vector
+    cost_service: Vector
+    cap: Vector
+    budget: Vector
+    mu_max: Vector
+    q_min: Vector
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _columns(cls, data):
+        if isinstance(data, list | tuple):  # [[clients]] list of tables
+            rows = list(data)
+            if not rows:
+                raise ValidationError("clients", "must list at least one client")
+            for i, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    raise ValidationError(f"clients[{i}]", "must be a table of client fields")
+                for key in row:
+                    if key not in CLIENT_FIELDS:
+                        raise ValidationError(f"clients[{i}].{key}", "is not a known field")
+            data = {"count": len(rows)}
+            for key, (default, _) in CLIENT_FIELDS.items():
+                if any(key in r for r in rows):
+                    missing = [i for i, r in enumerate(rows) if key not in r]
+                    if missing and default is None:
+                        raise ValidationError(f"clients[{missing[0]}].{key}", "is required")
+                    data[key] = [r.get(key, default) for r in rows]
+        if not isinstance(data, dict):
+            raise ValidationError("clients", "must be a table of per-client fields")
+        data = dict(data)
+        for key in data:
+            if key not in CLIENT_FIELDS and key not in ("count", "seed"):
+                raise ValidationError(f"clients.{key}", "is not a known field")
+        n = data.get("count")
+        if n is None:
+            lengths = [len(v) for v in data.values() if isinstance(v, list | tuple | np.ndarray)]
+            if not lengths:
+                raise ValidationError("clients.count", "is required when no field is a list")
+            n = lengths[0]
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValidationError("clients.count", f"must be a positive integer, got {n!r}")
+        n = int(n)
+        seed = data.get("seed", 0)
+        rng = np.random.default_rng(seed)
+        out = {"count": n, "seed": seed}
+        for key, (default, _) in CLIENT_FIELDS.items():
+            value = data.get(key, default)
+            if value is None:
+                raise ValidationError(f"clients.{key}", "is required")
+            if isinstance(value, dict):
+                value = _draw(key, value, n, rng)
+            out[key] = as_vector(f"clients.{key}", value, n)
+        return out
+
+    @pydantic.model_validator(mode="after")
+    def _ranges(self):
+        check_range("clients.data_weight", self.data_weight, gt=0.0)
+        check_range("clients.arrival_rate", self.arrival_rate, ge=0.0)
+        check_range("clients.deadline", self.deadline, gt=0.0, finite=False)
+        for key in ("cost_train", "cost_download", "cost_service"):
+            check_range(f"clients.{key}", getattr(self, key), ge=0.0)
+        check_range("clients.cap", self.cap, gt=0.0, finite=False)
+        check_range("clients.budget", self.budget, gt=0.0, finite=False)
+        check_range("clients.mu_max", self.mu_max, gt=0.0)
+        check_range("clients.q_min", self.q_min, gt=0.0, le=1.0)
+        return self
+
+    @cached_property
+    def p(self) -> np.ndarray:
+        """Data weights normalised to sum 1."""
+        p = self.data_weight / self.data_weight.sum()
+        p.flags.writeable = False
+        return p
+
+
+class ConvergenceSpec(Section):
+    """``model = "fitted"`` with ``a, b, c``, or ``model = "analytic"`` with theory constants."""
+
+    model: Literal["fitted", "analytic"] = "fitted"
+    a: float | None = None
+    b: float | None = None
+    c: float | None = None
+    lr: float | None = None
+    smoothness: float | None = None
+    strong_convexity: float | None = None
+    local_steps: int | None = None
+    grad_sq_bound: float | None = None
+    noise_var: float | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _complete(self):
+        need = (("a", "b", "c") if self.model == "fitted" else
+                ("lr", "smoothness", "strong_convexity", "local_steps", "grad_sq_bound",
+                 "noise_var"))
+        for key in need:
+            if getattr(self, key) is None:
+                raise ValidationError(f"convergence.{key}", f"is required for model={self.model!r}")
+        if self.model == "fitted":
+            ConvergenceModel.from_fitted(self.a, self.b, self.c)  # range checks
+        return self
+
+    def build(self, p: np.ndarray) -> ConvergenceModel:
+        if self.model == "fitted":
+            return ConvergenceModel.from_fitted(self.a, self.b, self.c)
+        return ConvergenceModel.from_smoothness(
+            lr=self.lr, smoothness=self.smoothness, strong_convexity=self.strong_convexity,
+            local_steps=self.local_steps, grad_sq_bound=self.grad_sq_bound,
+            noise_var=self.noise_var, p=p)
+
+
+class AccuracySpec(Section):
+    """``map = "affine"`` (acc_max, kappa, acc_min) or ``"exponential"`` (acc_max, scale, acc_min)."""
+
+    map: Literal["affine", "exponential"] = "affine"
+    acc_max: float = 0.95
+    acc_min: float = 0.0
+    kappa: float = 0.3
+    scale: float = 1.0
+
+    @pydantic.model_validator(mode="after")
+    def _valid(self):
+        self.build()
+        return self
+
+    def build(self):
+        if self.map == "affine":
+            return ACCURACY_MAPS["affine"](self.acc_max, self.kappa, self.acc_min)
+        return ACCURACY_MAPS["exponential"](self.acc_max, self.scale, self.acc_min)
+
+
+class ControllerSpec(Section):
+    """Drift-plus-penalty and block-coordinate-ascent settings."""
+
+    V: float = 1.0
+    service_margin: float = 0.01
+    refresh: Literal["download", "download_or_train"] = "download"
+    tol: float = 1e-9
+    max_iter: int = 200
+
+    @pydantic.model_validator(mode="after")
+    def _valid(self):
+        check_range("controller.V", self.V, gt=0.0)
+        check_range("controller.service_margin", self.service_margin, ge=0.0)
+        check_range("controller.tol", self.tol, gt=0.0)
+        check_range("controller.max_iter", self.max_iter, ge=1)
+        return self
+
+
+class StateSpec(Section):
+    """The state a round is solved at: global error ``K``, held errors ``ebar``, queues ``Z``."""
+
+    K: float = 1.0
+    ebar: float | list[float] | None = None
+    Z: float | list[float] = 0.0
+
+    @pydantic.model_validator(mode="after")
+    def _valid(self):
+        check_range("state.K", self.K, ge=0.0)
+        return self
+
+
+class JointTrainingInferenceProblem(ProblemBase):
+    """Per-round joint allocation of participation, downloads and service rates."""
+
+    kind = "joint_training_inference"
+    name: str = "unnamed"
+    description: str = ""
+    clients: Clients
+    convergence: ConvergenceSpec
+    accuracy: AccuracySpec = AccuracySpec()
+    controller: ControllerSpec = ControllerSpec()
+    state: StateSpec = StateSpec()
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _drop_kind(cls, data):
+        if isinstance(data, dict) and "kind" in data:
+            data = dict(data)
+            if data.pop("kind") != cls.kind:
+                raise ValidationError("kind", f"must be {cls.kind!r}")
+        return data
+
+    @pydantic.model_validator(mode="after")
+    def _feasible(self):
+        c = self.clients
+        n = c.count
+        ebar = as_vector("state.ebar", self.K if self.state.ebar is None else self.state.ebar, n)
+        check_range("state.ebar", ebar, ge=0.0)
+        Z = as_vector("state.Z", self.state.Z, n)
+        check_range("state.Z", Z, ge=0.0)
+        mu_lo = self.mu_lo
+        bad = c.mu_max < mu_lo
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValidationError(
+                culprit("clients.mu_max", i),
+                f"must be >= arrival_rate*(1+service_margin) = {mu_lo[i]:g} for a stable "
+                f"queue, got {c.mu_max[i]:g}")
+        min_use = self.min_use
+        for field, limit, family in (("cap", c.cap, "hard cap"),
+                                     ("budget", c.budget, "average budget")):
+            short = min_use - limit
+            if (short > 1e-12).any():
+                i = int(np.argmax(short))
+                raise InfeasibleError(
+                    family,
+                    f"{culprit('clients.' + field, i)} = {limit[i]:g} is below the least "
+                    f"resource use {min_use[i]:g} (q_min*cost_train + "
+                    f"arrival_rate*(1+service_margin)*cost_service); short by {short[i]:g} "
+                    f"({int((short > 1e-12).sum())} client(s) affected)",
+                    field=culprit("clients." + field, i), shortfall=float(short[i]))
+        return self
+
+    # -- derived quantities ------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return self.clients.count
+
+    @property
+    def K(self) -> float:
+        return self.state.K
+
+    @cached_property
+    def ebar(self) -> np.ndarray:
+        return as_vector("state.ebar", self.K if self.state.ebar is None else self.state.ebar,
+                         self.n)
+
+    @cached_property
+    def Z(self) -> np.ndarray:
+        return as_vector("state.Z", self.state.Z, self.n)
+
+    @cached_property
+    def mu_lo(self) -> np.ndarray:
+        """Least admissible service rate, ``lambda (1 + service_margin)``."""
+        return self.clients.arrival_rate * (1.0 + self.controller.service_margin)
+
+    @cached_property
+    def min_use(self) -> np.ndarray:
+        c = self.clients
+        return c.q_min * c.cost_train + self.mu_lo * c.cost_service
+
+    @cached_property
+    def convergence_model(self) -> ConvergenceModel:
+        return self.convergence.build(self.clients.p)
+
+    @cached_property
+    def accuracy_map(self):
+        return self.accuracy.build()

@@ -1,0 +1,386 @@
+"""Per-round drift-plus-penalty problem of the joint allocator, by block-coordinate ascent.
+
+Spec ``joint_training_inference.md`` §4 (form: **project choice**). Each round, at state
+``(K_t, ebar, Z)``, maximise
+
+    V * sum_n lambda_n P_n(mu_n) acc(d_n K_{t+1}(q) + (1 - d_n) ebar_n) - sum_n Z_n (use_n - Rbar_n)
+
+over ``q_min <= q <= 1``, ``0 <= d <= 1``, ``lambda (1+eps) <= mu <= mu_max`` and the hard
+cap ``use_n <= R_n``. The problem is not jointly concave, so it is solved by block-coordinate
+ascent (q -> d -> mu, repeated until the objective stops improving), each block exactly,
+given the other two (the cap bounds the block's variable by what the other two leave).
+Every block step can only raise the objective, so the iterates ascend monotonically and
+stay feasible from a feasible start. The accuracy map enters through its linearisation
+``acc(e) ~ alpha - kappa e`` taken at ``K_t`` (exact for the default affine map; its clip is
+left to the reported metrics).
+
+Two interchangeable block solvers share one driver, so they follow the same path:
+
+* :class:`FastBlocks` (default): closed forms, vectorised in numpy.
+* :class:`CvxpyBlocks`: each block a DPP-compliant CVXPY problem, compiled once with
+  ``cp.Parameter`` and re-solved (Clarabel, then SCS as the documented fallback).
+
+The cap multiplier ``nu_n`` reported in the diagnostics is the KKT multiplier of client n's
+hard cap in the last block that its cap bounds (0 when the cap is slack).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from jointopt.models.aom import expected_error_step, refresh_probability
+from jointopt.models.checks import as_vector
+from jointopt.models.errors import SolverError
+from jointopt.models.queueing import on_time_fraction
+from jointopt.solvers.base import SolveResult, Timer
+from jointopt.solvers.jti.problem import JointTrainingInferenceProblem
+
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """Observed state at the start of a round."""
+
+    K: float
+    ebar: np.ndarray
+    Z: np.ndarray
+
+    @classmethod
+    def initial(cls, problem: JointTrainingInferenceProblem) -> RoundState:
+        return cls(problem.K, problem.ebar, problem.Z)
+
+    def checked(self, n: int) -> RoundState:
+        return RoundState(float(self.K), as_vector("state.ebar", self.ebar, n),
+                          as_vector("state.Z", self.Z, n))
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One round's decisions, vectors over clients."""
+
+    q: np.ndarray
+    d: np.ndarray
+    mu: np.ndarray
+
+
+class _Data:
+    """The problem's vectors unpacked once (the solver's hot loop reads these)."""
+
+    def __init__(self, problem: JointTrainingInferenceProblem):
+        c = problem.clients
+        self.n = c.count
+        self.p2 = c.p * c.p
+        self.p = c.p
+        self.lam = c.arrival_rate
+        self.tau = c.deadline
+        self.has_deadline = np.isfinite(self.tau)
+        self.tau_f = np.where(self.has_deadline, self.tau, 0.0)
+        self.ctr, self.cdl, self.cinf = c.cost_train, c.cost_download, c.cost_service
+        self.cap = c.cap
+        self.budget = c.budget
+        self.mu_lo = problem.mu_lo
+        self.mu_max = c.mu_max
+        self.q_min = c.q_min
+        self.V = problem.controller.V
+        self.conv = problem.convergence_model
+        self.acc = problem.accuracy_map
+        self.refresh = problem.controller.refresh
+
+
+def _ratio(num, den):
+    """``num / den`` with ``den == 0`` read as ``+inf`` (a free resource is unbounded)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf)
+
+
+class FastBlocks:
+    """Closed-form block solutions, vectorised over clients."""
+
+    name = "fast"
+
+    def __init__(self, data: _Data):
+        self.data = data
+
+    def q_block(self, G, price, ub):
+        """argmax over ``[q_min, ub]`` of ``-G p^2 / q - price c_tr q``."""
+        D = self.data
+        cost = price * D.ctr
+        with np.errstate(invalid="ignore"):
+            q = np.where(cost > 0, np.sqrt(G * _ratio(D.p2, cost)), 1.0)
+        return np.clip(q, D.q_min, ub)
+
+    def d_block(self, beta, ub):
+        """argmax over ``[0, ub]`` of ``beta d`` (threshold; fractional only at the cap)."""
+        return np.where(beta > 0, ub, 0.0)
+
+    def mu_block(self, w, price, ub):
+        """argmax over ``[mu_lo, ub]`` of ``w (1 - exp(-(mu - lam) tau)) - price c_inf mu``."""
+        D = self.data
+        cost = price * D.cinf
+        with np.errstate(divide="ignore", invalid="ignore"):
+            arg = np.where(D.has_deadline & (w > 0), w * D.tau_f, 0.0)
+            inner = D.lam + np.log(_ratio(arg, cost)) / np.where(D.has_deadline, D.tau_f, 1.0)
+        free = cost <= 0
+        mu = np.where(free & (w >= 0), np.inf, np.where(D.has_deadline & (w > 0), inner, -np.inf))
+        return np.clip(mu, D.mu_lo, ub)
+
+
+class CvxpyBlocks:
+    """Each block as a DPP CVXPY problem, compiled once and re-solved with new parameters."""
+
+    SOLVERS = ("CLARABEL", "SCS")
+
+    def __init__(self, data: _Data, solver: str | None = None):
+        import cvxpy as cp  # imported here: the fast path does not need it
+
+        self.cp = cp
+        self.data = data
+        self.solvers = (solver,) if solver else self.SOLVERS
+        n = data.n
+        self.name = "cvxpy"
+        # q-block: maximise -sum Gp2/q - cq q
+        self.q = cp.Variable(n)
+        self.Gp2 = cp.Parameter(n, nonneg=True)
+        self.cq = cp.Parameter(n, nonneg=True)
+        self.q_ub = cp.Parameter(n)
+        self.q_prob = cp.Problem(
+            cp.Maximize(-cp.sum(cp.multiply(self.Gp2, cp.inv_pos(self.q))) - self.cq @ self.q),
+            [self.q >= data.q_min, self.q <= self.q_ub])
+        # d-block: maximise beta d on [0, ub]
+        self.d = cp.Variable(n)
+        self.beta = cp.Parameter(n)
+        self.d_ub = cp.Parameter(n, nonneg=True)
+        self.d_prob = cp.Problem(cp.Maximize(self.beta @ self.d),
+                                 [self.d >= 0, self.d <= self.d_ub])
+        # mu-block: maximise sum w (1 - exp(-u)) - cm mu, u = tau (mu - lam)
+        self.mu = cp.Variable(n)
+        self.u = cp.Variable(n)
+        self.w = cp.Parameter(n, nonneg=True)
+        self.cm = cp.Parameter(n, nonneg=True)
+        self.mu_ub = cp.Parameter(n)
+        tau = data.tau_f
+        self.mu_prob = cp.Problem(
+            cp.Maximize(-cp.sum(cp.multiply(self.w, cp.exp(-self.u))) - self.cm @ self.mu),
+            [self.u == cp.multiply(tau, self.mu - data.lam),
+             self.mu >= data.mu_lo, self.mu <= self.mu_ub])
+        for prob in (self.q_prob, self.d_prob, self.mu_prob):
+            assert prob.is_dpp()
+
+    def _solve(self, prob, var):
+        last = None
+        for solver in self.solvers:
+            try:
+                prob.solve(solver=solver)
+            except self.cp.error.SolverError as exc:  # try the next solver in the order
+                last = exc
+                continue
+            if prob.status in ("optimal", "optimal_inaccurate") and var.value is not None:
+                return np.asarray(var.value, dtype=float)
+            last = prob.status
+        raise SolverError(f"CVXPY block failed with every solver {self.solvers}: {last}")
+
+    def q_block(self, G, price, ub):
+        D = self.data
+        self.Gp2.value = G * D.p2
+        self.cq.value = price * D.ctr
+        self.q_ub.value = np.minimum(ub, 1.0)
+        return np.clip(self._solve(self.q_prob, self.q), D.q_min, ub)
+
+    def d_block(self, beta, ub):
+        self.beta.value = beta
+        self.d_ub.value = np.minimum(ub, 1.0)
+        return np.clip(self._solve(self.d_prob, self.d), 0.0, ub)
+
+    def mu_block(self, w, price, ub):
+        D = self.data
+        self.w.value = np.where(D.has_deadline, np.maximum(w, 0.0), 0.0)
+        self.cm.value = price * D.cinf
+        self.mu_ub.value = np.minimum(ub, D.mu_max)
+        return np.clip(self._solve(self.mu_prob, self.mu), D.mu_lo, ub)
+
+
+class RoundSolver:
+    """Solves the per-round problem of one problem instance, again and again.
+
+    Build once (the CVXPY path compiles its block problems here), then call :meth:`solve`
+    with each round's state and, optionally, last round's allocation as a warm start.
+    """
+
+    METHODS = ("fast", "cvxpy")
+
+    def __init__(self, problem: JointTrainingInferenceProblem, method: str = "fast",
+                 *, solver: str | None = None):
+        if method not in self.METHODS:
+            raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
+        self.problem = problem
+        self.data = _Data(problem)
+        self.blocks = FastBlocks(self.data) if method == "fast" else CvxpyBlocks(self.data, solver)
+        self.method = method
+
+    # -- pieces shared by both paths ---------------------------------------------------
+    def cold_start(self) -> Allocation:
+        """The least-use allocation: always feasible (checked when the problem was built)."""
+        D = self.data
+        return Allocation(D.q_min.copy(), np.zeros(D.n), D.mu_lo.copy())
+
+    def use(self, x: Allocation) -> np.ndarray:
+        D = self.data
+        return D.ctr * x.q + D.cdl * x.d + D.cinf * x.mu
+
+    def _feasible(self, x: Allocation) -> bool:
+        D = self.data
+        return bool(np.all((x.q >= D.q_min - 1e-12) & (x.q <= 1 + 1e-12) & (x.d >= -1e-12)
+                           & (x.d <= 1 + 1e-12) & (x.mu >= D.mu_lo - 1e-12)
+                           & (x.mu <= D.mu_max + 1e-12)
+                           & (self.use(x) <= D.cap * (1 + 1e-12) + 1e-12)))
+
+    def objective(self, state: RoundState, x: Allocation) -> float:
+        """The drift-plus-penalty objective (with the linearised accuracy map)."""
+        D = self.data
+        alpha, kappa = D.acc.linearize(state.K)
+        K1 = D.conv.step(state.K, x.q, D.p)
+        e = x.d * K1 + (1 - x.d) * state.ebar
+        P = on_time_fraction(D.lam, x.mu, D.tau)
+        gain = D.V * float(np.sum(D.lam * P * (alpha - kappa * e)))
+        with np.errstate(invalid="ignore"):
+            penalty = np.where(state.Z > 0, state.Z * (self.use(x) - D.budget), 0.0)
+        return gain - float(np.sum(penalty))
+
+    def _slack(self, x: Allocation, which: str) -> np.ndarray:
+        """Cap left for the variable ``which`` given the other two, in that variable's units."""
+        D = self.data
+        other = self.use(x) - {"q": D.ctr * x.q, "d": D.cdl * x.d, "mu": D.cinf * x.mu}[which]
+        cost = {"q": D.ctr, "d": D.cdl, "mu": D.cinf}[which]
+        left = np.maximum(D.cap - other, 0.0)
+        return _ratio(left, cost)
+
+    def starts(self) -> list[Allocation]:
+        """Cold starts of the ascent: least use, and full downloads at full service rate.
+
+        The per-round problem is not jointly concave. From the least-use point alone the
+        ascent can stall where nobody downloads and service is minimal (so training has no
+        value this round) while training is too low for a download to pay. Starting also
+        from ``d = 1``, ``mu = mu_max`` (as far as the cap allows) and keeping the better
+        end point avoids that trap.
+        """
+        x0 = self.cold_start()
+        x1 = Allocation(x0.q, np.minimum(1.0, self._slack(x0, "d")), x0.mu)
+        x1 = Allocation(x1.q, x1.d, np.maximum(x0.mu, np.minimum(self.data.mu_max,
+                                                                 self._slack(x1, "mu"))))
+        return [x0, x1]
+
+    def solve(self, state: RoundState | None = None, warm: Allocation | None = None,
+              *, tol: float | None = None, max_iter: int | None = None) -> SolveResult:
+        """Ascend from ``warm`` when it is feasible, else from each of :meth:`starts`."""
+        P_ = self.problem
+        state = RoundState.initial(P_) if state is None else state.checked(self.data.n)
+        tol = P_.controller.tol if tol is None else tol
+        max_iter = P_.controller.max_iter if max_iter is None else max_iter
+        starts = [warm] if warm is not None and self._feasible(warm) else self.starts()
+        best = None
+        iterations = 0
+        with Timer() as timer:
+            for x0 in starts:
+                x, history, status, it = self._ascend(state, x0, tol, max_iter)
+                iterations += it
+                if best is None or history[-1] > best[1][-1]:
+                    best = (x, history, status)
+        x, history, status = best
+        return self._result(state, x, history, status, timer.seconds, iterations)
+
+    def _ascend(self, state: RoundState, x: Allocation, tol: float, max_iter: int):
+        """Block-coordinate ascent q -> d -> mu from ``x`` until the objective stalls."""
+        D = self.data
+        price = state.Z
+        alpha, kappa = D.acc.linearize(state.K)
+        conv = D.conv
+        history = [self.objective(state, x)]
+        status = "max_iter"
+        for it in range(1, max_iter + 1):
+            # q-block: G = V kappa b sum lambda P d
+            P = on_time_fraction(D.lam, x.mu, D.tau)
+            G = D.V * kappa * conv.b * float(np.sum(D.lam * P * x.d))
+            q_ub = np.minimum(1.0, self._slack(x, "q"))
+            q = self.blocks.q_block(G, price, q_ub)
+            # tie (no gain, no price): a free resource is used to its bound (spec §7.7)
+            q = np.where((G == 0) & (price * D.ctr == 0), np.maximum(q_ub, D.q_min), q)
+            x = Allocation(q, x.d, x.mu)
+            K1 = conv.step(state.K, x.q, D.p)
+            # d-block: linear, coefficient beta
+            beta = D.V * D.lam * P * kappa * (state.ebar - K1) - price * D.cdl
+            d = self.blocks.d_block(beta, np.minimum(1.0, self._slack(x, "d")))
+            d = np.where(beta == 0, 0.0, d)  # tie: no gain, no download (lambda = 0)
+            x = Allocation(x.q, d, x.mu)
+            # mu-block: concave, weight w = V lambda acc
+            w = D.V * D.lam * (alpha - kappa * (x.d * K1 + (1 - x.d) * state.ebar))
+            mu_ub = np.minimum(D.mu_max, self._slack(x, "mu"))
+            mu = self.blocks.mu_block(w, price, mu_ub)
+            tie = (price * D.cinf == 0) & ((w == 0) | ~D.has_deadline)
+            mu = np.where(tie, np.maximum(mu_ub, D.mu_lo), mu)
+            x = Allocation(x.q, x.d, mu)
+            history.append(self.objective(state, x))
+            if history[-1] - history[-2] <= tol * max(1.0, abs(history[-1])):
+                status = "converged"
+                break
+        return x, history, status, it
+
+    def _result(self, state, x, history, status, seconds, iterations) -> SolveResult:
+        D = self.data
+        K1 = D.conv.step(state.K, x.q, D.p)
+        theta = refresh_probability(x.q, x.d, D.refresh)
+        ebar_next = expected_error_step(state.ebar, K1, theta)
+        P = on_time_fraction(D.lam, x.mu, D.tau)
+        acc = D.acc(ebar_next)
+        use = self.use(x)
+        total_rate = float(D.lam.sum())
+        timely = float(np.sum(D.lam * P * acc) / total_rate) if total_rate > 0 else float("nan")
+        return SolveResult(
+            kind=JointTrainingInferenceProblem.kind, scenario=self.problem.name, status=status,
+            objective=history[-1], solver=f"bca-{self.blocks.name}", solve_time_s=seconds,
+            iterations=iterations,
+            decisions={"q": x.q, "d": x.d, "mu": x.mu},
+            diagnostics={
+                "K": state.K, "K_next": K1, "timely_accuracy": timely,
+                "on_time_fraction": P, "expected_error_next": ebar_next,
+                "resource_use": use, "cap_binding": use >= D.cap * (1 - 1e-9),
+                "cap_multiplier": self.cap_multipliers(state, x),
+                "objective_history": history,
+            })
+
+    def cap_multipliers(self, state: RoundState, x: Allocation) -> np.ndarray:
+        """KKT multiplier ``nu_n >= 0`` of each client's hard cap (0 where it is slack).
+
+        Read off the last block the cap bounds: the service rate if it sits at the cap, else
+        the participation, else the download.
+        """
+        D = self.data
+        binding = self.use(x) >= D.cap * (1 - 1e-9)
+        nu = np.zeros(D.n)
+        if not binding.any():
+            return nu
+        alpha, kappa = D.acc.linearize(state.K)
+        K1 = D.conv.step(state.K, x.q, D.p)
+        P = on_time_fraction(D.lam, x.mu, D.tau)
+        w = D.V * D.lam * (alpha - kappa * (x.d * K1 + (1 - x.d) * state.ebar))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nu_mu = _ratio(w * D.tau_f * np.exp(-(x.mu - D.lam) * D.tau_f), D.cinf) - state.Z
+            G = D.V * kappa * D.conv.b * float(np.sum(D.lam * P * x.d))
+            nu_q = _ratio(G * D.p2 / x.q**2, D.ctr) - state.Z
+            beta = D.V * D.lam * P * kappa * (state.ebar - K1)
+            nu_d = _ratio(beta, D.cdl) - state.Z
+        interior_mu = (x.mu > D.mu_lo + 1e-12) & (x.mu < D.mu_max - 1e-12) & (D.cinf > 0)
+        interior_q = (x.q > D.q_min + 1e-12) & (x.q < 1 - 1e-12) & (D.ctr > 0)
+        interior_d = (x.d > 1e-12) & (x.d < 1 - 1e-12) & (D.cdl > 0)
+        nu = np.where(interior_mu & D.has_deadline, nu_mu,
+                      np.where(interior_q, nu_q, np.where(interior_d, nu_d, 0.0)))
+        return np.where(binding, np.maximum(nu, 0.0), 0.0)
+
+
+def solve_round(problem: JointTrainingInferenceProblem, state: RoundState | None = None,
+                *, method: str = "fast", warm: Allocation | None = None,
+                solver: str | None = None) -> SolveResult:
+    """One-shot convenience: build a :class:`RoundSolver` and solve one round."""
+    return RoundSolver(problem, method, solver=solver).solve(state, warm)
