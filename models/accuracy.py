@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-
 from jointopt.models.checks import check_range
 from jointopt.models.errors import ValidationError
 
@@ -35,7 +34,8 @@ def _check_levels(acc_max: float, acc_min: float) -> None:
     check_range("accuracy.acc_max", acc_max, gt=0.0, le=1.0)
     check_range("accuracy.acc_min", acc_min, ge=0.0)
     if acc_min >= acc_max:
-        raise ValidationError("accuracy.acc_min", f"must be < acc_max ({acc_max:g}), got {acc_min:g}")
+        raise ValidationError("accuracy.acc_min",
+                              f"must be < acc_max ({acc_max:g}), got {acc_min:g}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-
 from jointopt.models.checks import check_range
 
 RefreshMode = Literal["download", "download_or_train"]

@@ -8,7 +8,6 @@ a numpy warning or a silent NaN three layers down.
 from __future__ import annotations
 
 import numpy as np
-
 from jointopt.models.errors import ValidationError
 
 
@@ -25,7 +24,8 @@ def as_vector(field: str, value, n: int | None = None) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
-        raise ValidationError(field, f"must be a number or a list of numbers, got {value!r}")
+        raise ValidationError(
+            field, f"must be a number or a list of numbers, got {value!r}") from None
     if arr.ndim == 0:
         if n is None:
             raise ValidationError(field, "must be a list when the client count is unknown")
@@ -60,7 +60,8 @@ def check_range(field: str, arr, *, gt=None, ge=None, lt=None, le=None,
     for bad, what in tests:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValidationError(_item(field, None if scalar else i), f"{what}, got {a[i]!r}")
+            raise ValidationError(_item(field, None if scalar else i),
+                                  f"{what}, got {float(a[i])!r}")
 
 
 def culprit(field: str, index: int) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from jointopt.models.checks import check_range
 from jointopt.models.errors import ValidationError
 
@@ -65,8 +64,9 @@ class ConvergenceModel:
         check_range("convergence.grad_sq_bound", grad_sq_bound, ge=0.0)
         check_range("convergence.noise_var", noise_var, ge=0.0)
         if strong_convexity > smoothness:
-            raise ValidationError("convergence.strong_convexity",
-                                  f"must be <= smoothness ({smoothness:g}), got {strong_convexity:g}")
+            raise ValidationError(
+                "convergence.strong_convexity",
+                f"must be <= smoothness ({smoothness:g}), got {strong_convexity:g}")
         contraction = lr * strong_convexity * local_steps
         if contraction >= 1.0:
             raise ValidationError(

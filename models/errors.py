@@ -19,6 +19,9 @@ class ValidationError(JointoptError, ValueError):
         self.message = message
         super().__init__(f"{field} {message}" if field else message)
 
+    def __reduce__(self):  # picklable: errors cross process and Dask worker boundaries
+        return (type(self), (self.field, self.message))
+
 
 class InfeasibleError(JointoptError):
     """The constraints cannot all hold.
@@ -32,7 +35,15 @@ class InfeasibleError(JointoptError):
         self.constraint = constraint
         self.field = field
         self.shortfall = shortfall
+        self.message = message
         super().__init__(message)
+
+    def __reduce__(self):
+        return (_rebuild_infeasible, (self.constraint, self.message, self.field, self.shortfall))
+
+
+def _rebuild_infeasible(constraint, message, field, shortfall):
+    return InfeasibleError(constraint, message, field=field, shortfall=shortfall)
 
 
 class SolverError(JointoptError):

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import pydantic
-
 from jointopt.models.errors import JointoptError, ValidationError
 
 

@@ -18,7 +18,6 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pydantic
-
 from jointopt.models.accuracy import ACCURACY_MAPS
 from jointopt.models.checks import as_vector, check_range, culprit
 from jointopt.models.convergence import ConvergenceModel
@@ -49,7 +48,8 @@ def _draw(field: str, spec: dict, n: int, rng: np.random.Generator) -> np.ndarra
         if dist == "uniform":
             lo, hi = float(spec.pop("low")), float(spec.pop("high"))
             if hi < lo:
-                raise ValidationError(f"clients.{field}.high", f"must be >= low ({lo:g}), got {hi:g}")
+                raise ValidationError(f"clients.{field}.high",
+                                      f"must be >= low ({lo:g}), got {hi:g}")
             out = rng.uniform(lo, hi, n)
         elif dist == "lognormal":
             mean, sigma = float(spec.pop("mean")), float(spec.pop("sigma"))
@@ -60,7 +60,8 @@ def _draw(field: str, spec: dict, n: int, rng: np.random.Generator) -> np.ndarra
             raise ValidationError(f"clients.{field}.dist",
                                   f"must be 'uniform' or 'lognormal', got {dist!r}")
     except KeyError as exc:
-        raise ValidationError(f"clients.{field}.{exc.args[0]}", f"is required for dist={dist!r}")
+        raise ValidationError(f"clients.{field}.{exc.args[0]}",
+                              f"is required for dist={dist!r}") from None
     if spec:
         raise ValidationError(f"clients.{field}.{next(iter(spec))}", "is not a known field")
     return out
@@ -186,7 +187,7 @@ class ConvergenceSpec(Section):
 
 
 class AccuracySpec(Section):
-    """``map = "affine"`` (acc_max, kappa, acc_min) or ``"exponential"`` (acc_max, scale, acc_min)."""
+    """``map = "affine"`` (acc_max, kappa, acc_min) or ``"exponential"`` (+ scale)."""
 
     map: Literal["affine", "exponential"] = "affine"
     acc_max: float = 0.95

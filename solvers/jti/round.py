@@ -26,10 +26,10 @@ hard cap in the last block that its cap bounds (0 when the cap is slack).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-
 from jointopt.models.aom import expected_error_step, refresh_probability
 from jointopt.models.checks import as_vector
 from jointopt.models.errors import SolverError
@@ -80,6 +80,7 @@ class _Data:
         self.tau_f = np.where(self.has_deadline, self.tau, 0.0)
         self.ctr, self.cdl, self.cinf = c.cost_train, c.cost_download, c.cost_service
         self.cap = c.cap
+        self.cap_finite = np.where(np.isfinite(c.cap), c.cap, 0.0)
         self.budget = c.budget
         self.mu_lo = problem.mu_lo
         self.mu_max = c.mu_max
@@ -92,14 +93,37 @@ class _Data:
 
 def _ratio(num, den):
     """``num / den`` with ``den == 0`` read as ``+inf`` (a free resource is unbounded)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf)
+
+
+def q_closed_form(G, cost, p2, q_min, ub):
+    """argmax over ``[q_min, ub]`` of ``-G p^2 / q - cost q``; ``cost = 0`` gives ``ub``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        q = np.where(cost > 0, np.sqrt(G * _ratio(p2, cost)), np.inf)
+    q = np.where((G == 0) & (cost == 0), np.inf, q)  # tie: a free resource is used
+    return np.clip(q, q_min, ub)
+
+
+def mu_closed_form(w, cost, lam, tau, has_deadline, mu_lo, ub):
+    """argmax over ``[mu_lo, ub]`` of ``w (1 - exp(-(mu - lam) tau)) - cost mu``.
+
+    ``mu = lam + ln(w tau / cost) / tau`` clipped; ``cost = 0`` with ``w >= 0`` (or no
+    deadline) gives ``ub`` (a free resource is used); no gain and a price give ``mu_lo``.
+    """
+    live = has_deadline & (w > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inner = lam + np.log(_ratio(np.where(live, w * tau, 0.0), cost)) / np.where(live, tau, 1.0)
+    free = (cost <= 0) & ((w >= 0) | ~has_deadline)
+    mu = np.where(free, np.inf, np.where(live, inner, -np.inf))
+    return np.clip(mu, mu_lo, ub)
 
 
 class FastBlocks:
     """Closed-form block solutions, vectorised over clients."""
 
     name = "fast"
+    min_tol = 0.0
 
     def __init__(self, data: _Data):
         self.data = data
@@ -107,31 +131,122 @@ class FastBlocks:
     def q_block(self, G, price, ub):
         """argmax over ``[q_min, ub]`` of ``-G p^2 / q - price c_tr q``."""
         D = self.data
-        cost = price * D.ctr
-        with np.errstate(invalid="ignore"):
-            q = np.where(cost > 0, np.sqrt(G * _ratio(D.p2, cost)), 1.0)
-        return np.clip(q, D.q_min, ub)
+        return q_closed_form(G, price * D.ctr, D.p2, D.q_min, ub)
 
     def d_block(self, beta, ub):
-        """argmax over ``[0, ub]`` of ``beta d`` (threshold; fractional only at the cap)."""
+        """argmax over ``[0, ub]`` of ``beta d``: threshold rule, fractional only at the cap;
+        no gain (``beta = 0``, e.g. an idle client) means no download."""
         return np.where(beta > 0, ub, 0.0)
 
     def mu_block(self, w, price, ub):
         """argmax over ``[mu_lo, ub]`` of ``w (1 - exp(-(mu - lam) tau)) - price c_inf mu``."""
         D = self.data
-        cost = price * D.cinf
+        return mu_closed_form(w, price * D.cinf, D.lam, D.tau_f, D.has_deadline, D.mu_lo, ub)
+
+    def exchange_block(self, G, w, gain_d, price, room):
+        """Share each client's cap between q, d and mu with one multiplier (spec §4).
+
+        With the coupling frozen at the current point (``G`` for q, ``gain_d`` the value of a
+        download, ``w`` the weight of the on-time fraction), each client maximises
+        ``-G p^2/q + gain_d d + w P(mu) - price (c_tr q + c_dl d + c_inf mu)`` subject to
+        its cap ``room``. Every variable takes its closed form at the total price
+        ``pi = price + nu``, d its threshold rule (``d = 1`` iff ``gain_d > pi c_dl``), and
+        ``nu >= 0`` makes the cap hold with complementary slackness. With the smooth part
+        ``s(pi) = c_tr q(pi) + c_inf mu(pi)``, the multiplier is the root of
+        ``s(pi) = room - c_dl`` if that lies below the download threshold
+        ``pi* = gain_d / c_dl`` (d = 1), else the root of ``s(pi) = room`` if that lies above
+        it (d = 0), else ``pi*`` itself with a fractional d filling the cap. Roots come from a
+        bracketed Newton iteration on ``log(pi)`` over the unsettled clients only.
+        Returns ``(q, d, mu)``.
+        """
+        D = self.data
+        q = q_closed_form(G, price * D.ctr, D.p2, D.q_min, 1.0)
+        d = np.where(gain_d > price * D.cdl, 1.0, 0.0)
+        mu = mu_closed_form(w, price * D.cinf, D.lam, D.tau_f, D.has_deadline, D.mu_lo, D.mu_max)
+        tol = 1e-12 * np.maximum(1.0, np.where(np.isfinite(room), np.abs(room), 0.0))
+        i = np.flatnonzero(D.ctr * q + D.cdl * d + D.cinf * mu - room > tol)
+        if i.size == 0:
+            return q, d, mu
+        smooth = _SmoothUse(D, G, w, i)
+        pr, ri, cdl, gd, tol = price[i], room[i], D.cdl[i], gain_d[i], tol[i]
         with np.errstate(divide="ignore", invalid="ignore"):
-            arg = np.where(D.has_deadline & (w > 0), w * D.tau_f, 0.0)
-            inner = D.lam + np.log(_ratio(arg, cost)) / np.where(D.has_deadline, D.tau_f, 1.0)
-        free = cost <= 0
-        mu = np.where(free & (w >= 0), np.inf, np.where(D.has_deadline & (w > 0), inner, -np.inf))
-        return np.clip(mu, D.mu_lo, ub)
+            pstar = np.where(cdl > 0, gd / np.where(cdl > 0, cdl, 1.0),
+                             np.where(gd > 0, np.inf, 0.0))
+        can_download = (gd > pr * cdl) & (ri - cdl >= smooth.least - tol)
+        r1 = np.where(can_download, smooth.root(np.where(can_download, ri - cdl, np.inf), pr, tol),
+                      np.inf)
+        take1 = can_download & (r1 < pstar)
+        r0 = smooth.root(ri, pr, tol)
+        take0 = ~take1 & (r0 >= pstar)
+        pi = np.where(take1, r1, np.where(take0, r0, np.maximum(pstar, pr)))
+        qq, mm = smooth.at(pi)[:2]
+        used = D.ctr[i] * qq + D.cinf[i] * mm
+        dd = np.where(take1, 1.0, np.where(take0, 0.0,
+                      np.clip((ri - used) / np.where(cdl > 0, cdl, 1.0), 0.0, 1.0)))
+        q[i], d[i], mu[i] = qq, dd, mm
+        return q, d, mu
+
+
+class _SmoothUse:
+    """``s(pi) = c_tr q(pi) + c_inf mu(pi)`` for some clients, and its roots in ``pi``."""
+
+    def __init__(self, D: _Data, G: float, w: np.ndarray, idx: np.ndarray):
+        self.G = G
+        self.ctr, self.cinf, self.p2, self.qmin = D.ctr[idx], D.cinf[idx], D.p2[idx], D.q_min[idx]
+        self.w, self.lam, self.tau = w[idx], D.lam[idx], D.tau_f[idx]
+        self.dl, self.mlo, self.mhi = D.has_deadline[idx], D.mu_lo[idx], D.mu_max[idx]
+        self.least = self.ctr * self.qmin + self.cinf * self.mlo
+
+    def at(self, pi, k=slice(None)):
+        """q, mu, s and ds/dlog(pi) at ``pi`` for the clients ``k``."""
+        ctr, cinf, qmin, tau, dl = self.ctr[k], self.cinf[k], self.qmin[k], self.tau[k], self.dl[k]
+        q = q_closed_form(self.G, pi * ctr, self.p2[k], qmin, 1.0)
+        mu = mu_closed_form(self.w[k], pi * cinf, self.lam[k], tau, dl, self.mlo[k], self.mhi[k])
+        q_free = (q > qmin) & (q < 1.0)
+        m_free = (mu > self.mlo[k]) & (mu < self.mhi[k]) & dl
+        slope = -0.5 * ctr * q * q_free - cinf * m_free / np.where(dl, tau, 1.0)
+        return q, mu, ctr * q + cinf * mu, slope
+
+    def root(self, target, pr, tol):
+        """Smallest ``pi >= pr`` with ``s(pi) <= target + tol`` (``target >= least``)."""
+        pi = pr.copy()
+        s0 = self.at(pr)[2]
+        act = np.flatnonzero((s0 - target > tol) & np.isfinite(target))
+        if act.size == 0:
+            return pi
+        lo, hi = pr[act].copy(), np.maximum(2.0 * pr[act], 1.0)
+        t, tl = target[act], tol[act]
+        for _ in range(200):  # grow hi until the cap holds there
+            bad = self.at(hi, act)[2] - t > tl
+            if not bad.any():
+                break
+            lo, hi = np.where(bad, hi, lo), np.where(bad, 4.0 * hi, hi)
+        x = hi.copy()
+        for _ in range(100):
+            _, _, s, slope = self.at(x, act)
+            f = s - t
+            lo, hi = np.where(f > tl, x, lo), np.where(f <= tl, x, hi)
+            done = (np.abs(f) <= tl) | (hi - lo <= 1e-13 * hi) | (hi <= 1e-12)
+            if done.any():
+                pi[act[done]] = hi[done]
+                keep = ~done
+                act, lo, hi, x, f, slope, t, tl = (
+                    v[keep] for v in (act, lo, hi, x, f, slope, t, tl))
+                if act.size == 0:
+                    break
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                newton = x * np.exp(-f / slope)
+            inside = (slope < 0) & (newton > lo) & (newton < hi) & np.isfinite(newton)
+            x = np.where(inside, newton, np.where(lo > 0, np.sqrt(lo * hi), 0.5 * (lo + hi)))
+        pi[act] = hi
+        return pi
 
 
 class CvxpyBlocks:
     """Each block as a DPP CVXPY problem, compiled once and re-solved with new parameters."""
 
     SOLVERS = ("CLARABEL", "SCS")
+    min_tol = 1e-8  # the solvers' own accuracy: smaller objective gains are noise
 
     def __init__(self, data: _Data, solver: str | None = None):
         import cvxpy as cp  # imported here: the fast path does not need it
@@ -166,14 +281,31 @@ class CvxpyBlocks:
             cp.Maximize(-cp.sum(cp.multiply(self.w, cp.exp(-self.u))) - self.cm @ self.mu),
             [self.u == cp.multiply(tau, self.mu - data.lam),
              self.mu >= data.mu_lo, self.mu <= self.mu_ub])
-        for prob in (self.q_prob, self.d_prob, self.mu_prob):
+        # exchange: q, d and mu of every client jointly, sharing the cap
+        self.xq, self.xd = cp.Variable(n), cp.Variable(n)
+        self.xmu, self.xu = cp.Variable(n), cp.Variable(n)
+        self.gain_d = cp.Parameter(n)
+        self.room = cp.Parameter(n)
+        self.xmu_ub = cp.Parameter(n)
+        self.x_prob = cp.Problem(
+            cp.Maximize(-cp.sum(cp.multiply(self.Gp2, cp.inv_pos(self.xq))) - self.cq @ self.xq
+                        + self.gain_d @ self.xd
+                        - cp.sum(cp.multiply(self.w, cp.exp(-self.xu))) - self.cm @ self.xmu),
+            [self.xu == cp.multiply(tau, self.xmu - data.lam),
+             self.xq >= data.q_min, self.xq <= 1.0, self.xd >= 0, self.xd <= 1.0,
+             self.xmu >= data.mu_lo, self.xmu <= self.xmu_ub,
+             cp.multiply(data.ctr, self.xq) + cp.multiply(data.cdl, self.xd)
+             + cp.multiply(data.cinf, self.xmu) <= self.room])
+        for prob in (self.q_prob, self.d_prob, self.mu_prob, self.x_prob):
             assert prob.is_dpp()
 
     def _solve(self, prob, var):
         last = None
         for solver in self.solvers:
             try:
-                prob.solve(solver=solver)
+                with warnings.catch_warnings():  # "inaccurate" is accepted and clipped below
+                    warnings.simplefilter("ignore", UserWarning)
+                    prob.solve(solver=solver)
             except self.cp.error.SolverError as exc:  # try the next solver in the order
                 last = exc
                 continue
@@ -190,16 +322,48 @@ class CvxpyBlocks:
         return np.clip(self._solve(self.q_prob, self.q), D.q_min, ub)
 
     def d_block(self, beta, ub):
+        """The LP's optimum is a vertex: an interior-point answer within 1e-7 of a bound is
+        snapped onto it (so that "nobody downloads" is exactly zero, as in the fast path)."""
+        ub = np.minimum(ub, 1.0)
         self.beta.value = beta
-        self.d_ub.value = np.minimum(ub, 1.0)
-        return np.clip(self._solve(self.d_prob, self.d), 0.0, ub)
+        self.d_ub.value = ub
+        d = np.clip(self._solve(self.d_prob, self.d), 0.0, ub)
+        return np.where(d < 1e-7, 0.0, np.where(ub - d < 1e-7, ub, d))
+
+    def _weights(self, w, ub):
+        """DCP needs ``w >= 0``; a negative weight (a linearised accuracy below zero) makes
+        the least service rate optimal, so those clients get ``mu_lo`` as upper bound."""
+        D = self.data
+        self.w.value = np.where(D.has_deadline, np.maximum(w, 0.0), 0.0)
+        return np.where(D.has_deadline & (w < 0), D.mu_lo, np.minimum(ub, D.mu_max))
 
     def mu_block(self, w, price, ub):
         D = self.data
-        self.w.value = np.where(D.has_deadline, np.maximum(w, 0.0), 0.0)
+        self.mu_ub.value = self._weights(w, ub)
         self.cm.value = price * D.cinf
-        self.mu_ub.value = np.minimum(ub, D.mu_max)
         return np.clip(self._solve(self.mu_prob, self.mu), D.mu_lo, ub)
+
+
+    def exchange_block(self, G, w, gain_d, price, room):
+        D = self.data
+        self.Gp2.value = G * D.p2
+        self.cq.value = price * D.ctr
+        self.gain_d.value = gain_d - price * D.cdl
+        self.xmu_ub.value = self._weights(w, D.mu_max)
+        self.cm.value = price * D.cinf
+        # an infinite cap becomes a bound that the boxes already imply
+        self.room.value = np.minimum(room, D.ctr + D.cdl + D.cinf * D.mu_max + 1.0)
+        self._solve(self.x_prob, self.xmu)
+        q = np.clip(np.asarray(self.xq.value, dtype=float), D.q_min, 1.0)
+        d = np.clip(np.asarray(self.xd.value, dtype=float), 0.0, 1.0)
+        d = np.where(d < 1e-7, 0.0, np.where(d > 1 - 1e-7, 1.0, d))  # LP vertex, see d_block
+        mu = np.clip(np.asarray(self.xmu.value, dtype=float), D.mu_lo, D.mu_max)
+        # an interior-point answer may overshoot the cap by ~1e-9: pull mu, then d, then q
+        # back onto it (the least use always fits)
+        mu = np.maximum(np.minimum(mu, _ratio(room - D.ctr * q - D.cdl * d, D.cinf)), D.mu_lo)
+        d = np.clip(np.minimum(d, _ratio(room - D.ctr * q - D.cinf * mu, D.cdl)), 0.0, 1.0)
+        q = np.clip(np.minimum(q, _ratio(room - D.cdl * d - D.cinf * mu, D.ctr)), D.q_min, 1.0)
+        return q, d, mu
 
 
 class RoundSolver:
@@ -277,7 +441,7 @@ class RoundSolver:
         """Ascend from ``warm`` when it is feasible, else from each of :meth:`starts`."""
         P_ = self.problem
         state = RoundState.initial(P_) if state is None else state.checked(self.data.n)
-        tol = P_.controller.tol if tol is None else tol
+        tol = max(P_.controller.tol if tol is None else tol, self.blocks.min_tol)
         max_iter = P_.controller.max_iter if max_iter is None else max_iter
         starts = [warm] if warm is not None and self._feasible(warm) else self.starts()
         best = None
@@ -299,7 +463,9 @@ class RoundSolver:
         conv = D.conv
         history = [self.objective(state, x)]
         status = "max_iter"
-        for it in range(1, max_iter + 1):
+        it = 0
+        while it < max_iter:
+            it += 1
             # q-block: G = V kappa b sum lambda P d
             P = on_time_fraction(D.lam, x.mu, D.tau)
             G = D.V * kappa * conv.b * float(np.sum(D.lam * P * x.d))
@@ -321,11 +487,61 @@ class RoundSolver:
             tie = (price * D.cinf == 0) & ((w == 0) | ~D.has_deadline)
             mu = np.where(tie, np.maximum(mu_ub, D.mu_lo), mu)
             x = Allocation(x.q, x.d, mu)
+            x = self._exchange(state, x, history[-1])
             history.append(self.objective(state, x))
             if history[-1] - history[-2] <= tol * max(1.0, abs(history[-1])):
                 status = "converged"
                 break
         return x, history, status, it
+
+    def _binding(self, x: Allocation) -> np.ndarray:
+        """Clients whose hard cap is (numerically) reached: within 1e-7 relative."""
+        D = self.data
+        return self.use(x) >= D.cap - 1e-7 * np.maximum(1.0, D.cap_finite)
+
+    def _exchange(self, state: RoundState, x: Allocation, floor: float) -> Allocation:
+        """Re-share each client's cap between q, d and mu (``exchange_block``), safeguarded.
+
+        The exchange moves the three together, which the single-variable blocks cannot do
+        when a cap binds. It freezes the cross-client coupling (``G``, ``w``) at ``x``, so its
+        proposal is damped by a line search on the true objective: the best of the steps
+        1, 1/2, 1/4 (convex combinations: still feasible), else the first of 1/8 ... 1/256
+        that improves, else ``x`` is kept. The ascent stays monotone.
+        """
+        D = self.data
+        if not np.isfinite(D.cap).any():
+            return x
+        alpha, kappa = D.acc.linearize(state.K)
+        P = on_time_fraction(D.lam, x.mu, D.tau)
+        G = D.V * kappa * D.conv.b * float(np.sum(D.lam * P * x.d))
+        K1 = D.conv.step(state.K, x.q, D.p)
+        w = D.V * D.lam * (alpha - kappa * (x.d * K1 + (1 - x.d) * state.ebar))
+        gain_d = D.V * D.lam * P * kappa * (state.ebar - K1)
+        q_new, d_new, mu_new = self.blocks.exchange_block(G, w, gain_d, state.Z, D.cap)
+        # the ties of the single blocks, resolved the same way: no gain, no download; a free
+        # resource with no gain takes what the cap leaves (mu first, then q)
+        d_new = np.where(gain_d - state.Z * D.cdl == 0, 0.0, d_new)
+        left = D.cap - D.cdl * d_new
+        tie_mu = (state.Z * D.cinf == 0) & ((w == 0) | ~D.has_deadline)
+        mu_new = np.where(tie_mu, np.maximum(
+            np.minimum(D.mu_max, _ratio(left - D.ctr * q_new, D.cinf)), D.mu_lo), mu_new)
+        tie_q = (G == 0) & (state.Z * D.ctr == 0)
+        q_new = np.where(tie_q, np.clip(_ratio(left - D.cinf * mu_new, D.ctr), D.q_min, 1.0),
+                         q_new)
+        base = max(floor, self.objective(state, x))
+        best, best_val = x, base
+        step = 1.0
+        for k in range(9):  # the best of steps 1, 1/2, 1/4; then the first that improves
+            y = Allocation(x.q + step * (q_new - x.q), x.d + step * (d_new - x.d),
+                           x.mu + step * (mu_new - x.mu))
+            if self._feasible(y):
+                val = self.objective(state, y)
+                if val > best_val:
+                    best, best_val = y, val
+            if k >= 2 and best is not x:
+                break
+            step *= 0.5
+        return best
 
     def _result(self, state, x, history, status, seconds, iterations) -> SolveResult:
         D = self.data
@@ -345,7 +561,7 @@ class RoundSolver:
             diagnostics={
                 "K": state.K, "K_next": K1, "timely_accuracy": timely,
                 "on_time_fraction": P, "expected_error_next": ebar_next,
-                "resource_use": use, "cap_binding": use >= D.cap * (1 - 1e-9),
+                "resource_use": use, "cap_binding": self._binding(x),
                 "cap_multiplier": self.cap_multipliers(state, x),
                 "objective_history": history,
             })
@@ -357,7 +573,7 @@ class RoundSolver:
         the participation, else the download.
         """
         D = self.data
-        binding = self.use(x) >= D.cap * (1 - 1e-9)
+        binding = self._binding(x)
         nu = np.zeros(D.n)
         if not binding.any():
             return nu
