@@ -76,18 +76,9 @@ def load(source: str | Path | ProblemBase) -> ProblemBase:
     return from_dict(read_scenario(source))
 
 
-def _compact(value):
-    """Per-client vectors whose entries are all equal are written as one scalar."""
-    if isinstance(value, dict):
-        return {k: _compact(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list) and value and all(isinstance(v, float | int) for v in value):
-        return value[0] if all(v == value[0] for v in value) else value
-    return value
-
-
 def dumps(problem: ProblemBase, fmt: str = "toml") -> str:
     """The problem as scenario text (``toml`` or ``yaml``); :func:`from_dict` reads it back."""
-    data = _compact(problem.to_dict())
+    data = problem.canonical_dict()
     if fmt == "toml":
         return tomli_w.dumps(data)
     if fmt == "yaml":

@@ -61,6 +61,12 @@ class ProblemBase(pydantic.BaseModel):
         """Plain-Python dict that :meth:`from_dict` turns back into an equal problem."""
         return {"kind": self.kind, **_plain(self.model_dump())}
 
+    def canonical_dict(self) -> dict:
+        """:meth:`to_dict` with vectors whose entries are all equal written as one scalar
+        (and unset fields dropped): the form scenario files are written in, and the one
+        equality compares."""
+        return _compact(self.to_dict())
+
     def replace(self, **changes):
         """A validated copy with top-level fields replaced (sections as dicts or models)."""
         data = self.to_dict()
@@ -69,9 +75,17 @@ class ProblemBase(pydantic.BaseModel):
         return type(self).from_dict(data)
 
     def __eq__(self, other):
-        return type(self) is type(other) and self.to_dict() == other.to_dict()
+        return type(self) is type(other) and self.canonical_dict() == other.canonical_dict()
 
     __hash__ = None
+
+
+def _compact(value):
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list) and value and all(isinstance(v, float | int) for v in value):
+        return value[0] if all(v == value[0] for v in value) else value
+    return value
 
 
 class Section(pydantic.BaseModel):
