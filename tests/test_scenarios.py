@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from instances import random_problem
+from jointopt.solvers.jti import JointTrainingInferenceProblem
 
 import jointopt
 from jointopt import scenarios
 from jointopt.errors import InfeasibleError, ValidationError
-from jointopt.solvers.jti import JointTrainingInferenceProblem
 
 
 def _default_dict():
