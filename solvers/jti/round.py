@@ -33,7 +33,6 @@ import numpy as np
 from jointopt.models.aom import expected_error_step, refresh_probability
 from jointopt.models.checks import as_vector
 from jointopt.models.errors import SolverError
-from jointopt.models.queueing import on_time_fraction
 from jointopt.solvers.base import SolveResult, Timer
 from jointopt.solvers.jti.problem import JointTrainingInferenceProblem
 
@@ -89,6 +88,13 @@ class _Data:
         self.conv = problem.convergence_model
         self.acc = problem.accuracy_map
         self.refresh = problem.controller.refresh
+        self.all_deadline = bool(self.has_deadline.all())
+
+    def on_time(self, mu: np.ndarray) -> np.ndarray:
+        """``on_time_fraction(lam, mu, tau)`` for ``mu >= lam`` (always so in the solver),
+        without the general function's checks: it runs several times per sweep."""
+        P = -np.expm1(-(mu - self.lam) * self.tau_f)
+        return P if self.all_deadline else np.where(self.has_deadline, P, 1.0)
 
 
 def _ratio(num, den):
@@ -98,24 +104,32 @@ def _ratio(num, den):
 
 
 def q_closed_form(G, cost, p2, q_min, ub):
-    """argmax over ``[q_min, ub]`` of ``-G p^2 / q - cost q``; ``cost = 0`` gives ``ub``."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        q = np.where(cost > 0, np.sqrt(G * _ratio(p2, cost)), np.inf)
-    q = np.where((G == 0) & (cost == 0), np.inf, q)  # tie: a free resource is used
+    """argmax over ``[q_min, ub]`` of ``-G p^2 / q - cost q``; ``cost = 0`` gives ``ub``.
+
+    ``sqrt(G p^2 / cost)`` with IEEE arithmetic: a zero cost gives ``+inf`` (a free
+    resource is used to its bound), and ``0/0`` (no gain, no cost: a tie) is resolved the
+    same way.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        q = np.sqrt(G * p2 / cost)
+    q[np.isnan(q)] = np.inf
     return np.clip(q, q_min, ub)
 
 
 def mu_closed_form(w, cost, lam, tau, has_deadline, mu_lo, ub):
     """argmax over ``[mu_lo, ub]`` of ``w (1 - exp(-(mu - lam) tau)) - cost mu``.
 
-    ``mu = lam + ln(w tau / cost) / tau`` clipped; ``cost = 0`` with ``w >= 0`` (or no
-    deadline) gives ``ub`` (a free resource is used); no gain and a price give ``mu_lo``.
+    ``mu = lam + ln(w tau / cost) / tau`` clipped (``tau = 0`` stands for no deadline).
+    IEEE arithmetic covers the limits: a zero cost gives ``ub`` (a free resource is used),
+    no gain gives ``mu_lo``; the NaN cases are resolved explicitly: free with ``w >= 0``
+    or no deadline -> ``ub``, a negative weight -> ``mu_lo``.
     """
-    live = has_deadline & (w > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inner = lam + np.log(_ratio(np.where(live, w * tau, 0.0), cost)) / np.where(live, tau, 1.0)
-    free = (cost <= 0) & ((w >= 0) | ~has_deadline)
-    mu = np.where(free, np.inf, np.where(live, inner, -np.inf))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mu = lam + np.log(w * tau / cost) / tau
+    bad = np.isnan(mu)
+    if bad.any():
+        free = (cost == 0) & ((w >= 0) | ~has_deadline)
+        mu[bad] = np.where(free[bad], np.inf, -np.inf)
     return np.clip(mu, mu_lo, ub)
 
 
@@ -196,6 +210,14 @@ class _SmoothUse:
         self.w, self.lam, self.tau = w[idx], D.lam[idx], D.tau_f[idx]
         self.dl, self.mlo, self.mhi = D.has_deadline[idx], D.mu_lo[idx], D.mu_max[idx]
         self.least = self.ctr * self.qmin + self.cinf * self.mlo
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # prices below which q = 1 and mu = mu_max (+inf where the variable is flat for
+            # every positive price, so that the other one decides)
+            kq = _ratio(G * self.p2, self.ctr)
+            self.kink_q = np.where((G * self.p2 > 0) & np.isfinite(kq), kq, np.inf)
+            live = self.dl & (self.w > 0)
+            kmu = _ratio(self.w * self.tau * np.exp(-(self.mhi - self.lam) * self.tau), self.cinf)
+            self.kink_mu = np.where(live & np.isfinite(kmu), kmu, np.inf)
 
     def at(self, pi, k=slice(None)):
         """q, mu, s and ds/dlog(pi) at ``pi`` for the clients ``k``."""
@@ -214,14 +236,19 @@ class _SmoothUse:
         act = np.flatnonzero((s0 - target > tol) & np.isfinite(target))
         if act.size == 0:
             return pi
-        lo, hi = pr[act].copy(), np.maximum(2.0 * pr[act], 1.0)
+        # below both upper clip points (q = 1, mu = mu_max) the use is flat at its largest,
+        # which is over the target: the bracket starts at the smaller clip point
+        kink = np.minimum(self.kink_q[act], self.kink_mu[act])
+        lo = np.maximum(pr[act], np.where(np.isfinite(kink), kink, 0.0))
+        hi = np.maximum(2.0 * lo, 1.0)
         t, tl = target[act], tol[act]
         for _ in range(200):  # grow hi until the cap holds there
             bad = self.at(hi, act)[2] - t > tl
             if not bad.any():
                 break
             lo, hi = np.where(bad, hi, lo), np.where(bad, 4.0 * hi, hi)
-        x = hi.copy()
+        # Newton from the left: the smooth use is convex in log(pi) past the clip points
+        x = np.where(lo > 0, lo, np.sqrt(hi * 1e-300))
         for _ in range(100):
             _, _, s, slope = self.at(x, act)
             f = s - t
@@ -407,7 +434,7 @@ class RoundSolver:
         alpha, kappa = D.acc.linearize(state.K)
         K1 = D.conv.step(state.K, x.q, D.p)
         e = x.d * K1 + (1 - x.d) * state.ebar
-        P = on_time_fraction(D.lam, x.mu, D.tau)
+        P = D.on_time(x.mu)
         gain = D.V * float(np.sum(D.lam * P * (alpha - kappa * e)))
         with np.errstate(invalid="ignore"):
             penalty = np.where(state.Z > 0, state.Z * (self.use(x) - D.budget), 0.0)
@@ -467,7 +494,7 @@ class RoundSolver:
         while it < max_iter:
             it += 1
             # q-block: G = V kappa b sum lambda P d
-            P = on_time_fraction(D.lam, x.mu, D.tau)
+            P = D.on_time(x.mu)
             G = D.V * kappa * conv.b * float(np.sum(D.lam * P * x.d))
             q_ub = np.minimum(1.0, self._slack(x, "q"))
             q = self.blocks.q_block(G, price, q_ub)
@@ -512,7 +539,7 @@ class RoundSolver:
         if not np.isfinite(D.cap).any():
             return x
         alpha, kappa = D.acc.linearize(state.K)
-        P = on_time_fraction(D.lam, x.mu, D.tau)
+        P = D.on_time(x.mu)
         G = D.V * kappa * D.conv.b * float(np.sum(D.lam * P * x.d))
         K1 = D.conv.step(state.K, x.q, D.p)
         w = D.V * D.lam * (alpha - kappa * (x.d * K1 + (1 - x.d) * state.ebar))
@@ -548,7 +575,7 @@ class RoundSolver:
         K1 = D.conv.step(state.K, x.q, D.p)
         theta = refresh_probability(x.q, x.d, D.refresh)
         ebar_next = expected_error_step(state.ebar, K1, theta)
-        P = on_time_fraction(D.lam, x.mu, D.tau)
+        P = D.on_time(x.mu)
         acc = D.acc(ebar_next)
         use = self.use(x)
         total_rate = float(D.lam.sum())
@@ -579,7 +606,7 @@ class RoundSolver:
             return nu
         alpha, kappa = D.acc.linearize(state.K)
         K1 = D.conv.step(state.K, x.q, D.p)
-        P = on_time_fraction(D.lam, x.mu, D.tau)
+        P = D.on_time(x.mu)
         w = D.V * D.lam * (alpha - kappa * (x.d * K1 + (1 - x.d) * state.ebar))
         with np.errstate(divide="ignore", invalid="ignore"):
             nu_mu = _ratio(w * D.tau_f * np.exp(-(x.mu - D.lam) * D.tau_f), D.cinf) - state.Z
