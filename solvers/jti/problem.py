@@ -212,12 +212,15 @@ class ControllerSpec(Section):
     V: float = 1.0
     service_margin: float = 0.01
     refresh: Literal["download", "download_or_train"] = "download"
+    horizon: float | Literal["auto"] = "auto"
     tol: float = 1e-9
     max_iter: int = 200
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
         check_range("controller.V", self.V, gt=0.0)
+        if self.horizon != "auto":
+            check_range("controller.horizon", self.horizon, ge=0.0)
         check_range("controller.service_margin", self.service_margin, ge=0.0)
         check_range("controller.tol", self.tol, gt=0.0)
         check_range("controller.max_iter", self.max_iter, ge=1)
@@ -237,6 +240,21 @@ class StateSpec(Section):
         return self
 
 
+class SimulationSpec(Section):
+    """Defaults of a simulated run (the CLI and API can override ``rounds``)."""
+
+    rounds: int = 200
+    slot: float = 1.0            # time units per round: arrivals per round = lambda * slot
+    on_time_target: float = 0.95  # the inference-first baseline's on-time goal
+
+    @pydantic.model_validator(mode="after")
+    def _valid(self):
+        check_range("simulation.rounds", self.rounds, ge=1)
+        check_range("simulation.slot", self.slot, gt=0.0)
+        check_range("simulation.on_time_target", self.on_time_target, gt=0.0, lt=1.0)
+        return self
+
+
 class JointTrainingInferenceProblem(ProblemBase):
     """Per-round joint allocation of participation, downloads and service rates."""
 
@@ -248,6 +266,7 @@ class JointTrainingInferenceProblem(ProblemBase):
     accuracy: AccuracySpec = AccuracySpec()
     controller: ControllerSpec = ControllerSpec()
     state: StateSpec = StateSpec()
+    simulation: SimulationSpec = SimulationSpec()
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -320,6 +339,18 @@ class JointTrainingInferenceProblem(ProblemBase):
     @cached_property
     def convergence_model(self) -> ConvergenceModel:
         return self.convergence.build(self.clients.p)
+
+    @property
+    def horizon(self) -> float:
+        """Look-ahead of the per-round objective, in rounds (project extension; 0 gives the
+        spec's myopic form). ``"auto"``: ``a / (1 - a)``, the total weight ``a + a^2 + ...``
+        with which a one-round reduction of ``K`` persists under the recursion: the time
+        scale on which the global model, and so the staleness of a held copy, changes."""
+        h = self.controller.horizon
+        if h == "auto":
+            a = self.convergence_model.a
+            return a / (1.0 - a)
+        return float(h)
 
     @cached_property
     def accuracy_map(self):

@@ -88,6 +88,7 @@ class _Data:
         self.conv = problem.convergence_model
         self.acc = problem.accuracy_map
         self.refresh = problem.controller.refresh
+        self.horizon = problem.horizon
         self.all_deadline = bool(self.has_deadline.all())
 
     def on_time(self, mu: np.ndarray) -> np.ndarray:
@@ -412,6 +413,41 @@ class RoundSolver:
         self.method = method
 
     # -- pieces shared by both paths ---------------------------------------------------
+    def _training_value(self, kappa: float, P: np.ndarray, d: np.ndarray) -> float:
+        """``G``: the weight of ``sum p^2 / q`` in the objective.
+
+        This round (spec §4), a lower ``K_{t+1}`` helps the clients that download now:
+        ``V kappa b sum lambda P d``. The look-ahead (:meth:`lookahead`) adds
+        ``H V kappa b sum lambda (1 + d)``.
+        """
+        D = self.data
+        return D.V * kappa * D.conv.b * float(np.sum(D.lam * (P * d + D.horizon * (1 + d))))
+
+    def _download_gain(self, kappa: float, P: np.ndarray, ebar, K1) -> np.ndarray:
+        """Value of ``d_n`` before its price: this round's plus the held copy's look-ahead."""
+        D = self.data
+        return D.V * D.lam * kappa * (P + D.horizon) * (ebar - K1)
+
+    def lookahead(self, state: RoundState, x: Allocation) -> float:
+        """Project extension of the spec's per-round objective (0 when the horizon is 0).
+
+        A lower ``K_{t+1}`` persists (``K`` contracts by ``a`` a round), and so does the copy a
+        client holds. Valuing the next ``H`` rounds' requests at their arrival rates,
+        ``-H V kappa sum lambda_n (K_{t+1}(q) + e_n)`` with ``e_n`` the held copy's error
+        after this round and ``H`` the problem's :attr:`horizon`. Without it the per-round
+        problem is myopic: it values training only through this round's downloads and a
+        download only for this round, and settles where nobody trains and nobody downloads
+        (measured on the default scenario: timely accuracy 0.66 with ``H = 0`` against
+        0.82 with the default).
+        """
+        D = self.data
+        if D.horizon == 0:
+            return 0.0
+        _, kappa = D.acc.linearize(state.K)
+        K1 = D.conv.step(state.K, x.q, D.p)
+        e = x.d * K1 + (1 - x.d) * state.ebar
+        return -D.horizon * D.V * kappa * float(np.sum(D.lam * (K1 + e)))
+
     def cold_start(self) -> Allocation:
         """The least-use allocation: always feasible (checked when the problem was built)."""
         D = self.data
@@ -429,7 +465,7 @@ class RoundSolver:
                            & (self.use(x) <= D.cap * (1 + 1e-12) + 1e-12)))
 
     def objective(self, state: RoundState, x: Allocation) -> float:
-        """The drift-plus-penalty objective (with the linearised accuracy map)."""
+        """The drift-plus-penalty objective (linearised accuracy map) plus the look-ahead."""
         D = self.data
         alpha, kappa = D.acc.linearize(state.K)
         K1 = D.conv.step(state.K, x.q, D.p)
@@ -438,7 +474,7 @@ class RoundSolver:
         gain = D.V * float(np.sum(D.lam * P * (alpha - kappa * e)))
         with np.errstate(invalid="ignore"):
             penalty = np.where(state.Z > 0, state.Z * (self.use(x) - D.budget), 0.0)
-        return gain - float(np.sum(penalty))
+        return gain - float(np.sum(penalty)) + self.lookahead(state, x)
 
     def _slack(self, x: Allocation, which: str) -> np.ndarray:
         """Cap left for the variable ``which`` given the other two, in that variable's units."""
@@ -495,7 +531,7 @@ class RoundSolver:
             it += 1
             # q-block: G = V kappa b sum lambda P d
             P = D.on_time(x.mu)
-            G = D.V * kappa * conv.b * float(np.sum(D.lam * P * x.d))
+            G = self._training_value(kappa, P, x.d)
             q_ub = np.minimum(1.0, self._slack(x, "q"))
             q = self.blocks.q_block(G, price, q_ub)
             # tie (no gain, no price): a free resource is used to its bound (spec §7.7)
@@ -503,7 +539,7 @@ class RoundSolver:
             x = Allocation(q, x.d, x.mu)
             K1 = conv.step(state.K, x.q, D.p)
             # d-block: linear, coefficient beta
-            beta = D.V * D.lam * P * kappa * (state.ebar - K1) - price * D.cdl
+            beta = self._download_gain(kappa, P, state.ebar, K1) - price * D.cdl
             d = self.blocks.d_block(beta, np.minimum(1.0, self._slack(x, "d")))
             d = np.where(beta == 0, 0.0, d)  # tie: no gain, no download (lambda = 0)
             x = Allocation(x.q, d, x.mu)
@@ -540,10 +576,10 @@ class RoundSolver:
             return x
         alpha, kappa = D.acc.linearize(state.K)
         P = D.on_time(x.mu)
-        G = D.V * kappa * D.conv.b * float(np.sum(D.lam * P * x.d))
+        G = self._training_value(kappa, P, x.d)
         K1 = D.conv.step(state.K, x.q, D.p)
         w = D.V * D.lam * (alpha - kappa * (x.d * K1 + (1 - x.d) * state.ebar))
-        gain_d = D.V * D.lam * P * kappa * (state.ebar - K1)
+        gain_d = self._download_gain(kappa, P, state.ebar, K1)
         q_new, d_new, mu_new = self.blocks.exchange_block(G, w, gain_d, state.Z, D.cap)
         # the ties of the single blocks, resolved the same way: no gain, no download; a free
         # resource with no gain takes what the cap leaves (mu first, then q)
@@ -610,9 +646,9 @@ class RoundSolver:
         w = D.V * D.lam * (alpha - kappa * (x.d * K1 + (1 - x.d) * state.ebar))
         with np.errstate(divide="ignore", invalid="ignore"):
             nu_mu = _ratio(w * D.tau_f * np.exp(-(x.mu - D.lam) * D.tau_f), D.cinf) - state.Z
-            G = D.V * kappa * D.conv.b * float(np.sum(D.lam * P * x.d))
+            G = self._training_value(kappa, P, x.d)
             nu_q = _ratio(G * D.p2 / x.q**2, D.ctr) - state.Z
-            beta = D.V * D.lam * P * kappa * (state.ebar - K1)
+            beta = self._download_gain(kappa, P, state.ebar, K1)
             nu_d = _ratio(beta, D.cdl) - state.Z
         interior_mu = (x.mu > D.mu_lo + 1e-12) & (x.mu < D.mu_max - 1e-12) & (D.cinf > 0)
         interior_q = (x.q > D.q_min + 1e-12) & (x.q < 1 - 1e-12) & (D.ctr > 0)

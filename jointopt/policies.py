@@ -1,0 +1,263 @@
+"""Allocation policies: the proposed online controller and the baselines of spec §5.
+
+Every policy has one interface: :meth:`Policy.reset` with the problem before a run, then
+:meth:`Policy.decide` once per round with an :class:`Observation`, returning an
+:class:`~jointopt.solvers.jti.Allocation`. Policies are small objects over the compiled
+per-round solver (the cvxportfolio split: policy / simulator / result).
+
+Baselines (spec §5, **project choice** in the details): rules that do not adapt their
+spend over time get a per-round *allotment* ``min(cap, budget)`` per client (the full use
+``c_tr + c_dl + c_inf mu_max`` where both are infinite), so that they meet the average
+budget by construction and are compared with the online policy at equal resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from jointopt.controller import DriftPlusPenalty
+from jointopt.errors import InfeasibleError
+from jointopt.solvers.jti import Allocation, JointTrainingInferenceProblem, RoundSolver, RoundState
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a policy sees at the start of round ``t``."""
+
+    t: int
+    K: float                  # convergence-error proxy of the newest global model
+    held_error: np.ndarray    # error proxy of the copy each client serves with
+    age: np.ndarray           # age of model of each client's copy (rounds)
+
+
+class Policy:
+    """Decide an allocation each round. Subclasses set ``name`` and implement ``decide``."""
+
+    name = "policy"
+
+    def reset(self, problem: JointTrainingInferenceProblem) -> None:
+        self.problem = problem
+
+    def decide(self, obs: Observation) -> Allocation:
+        raise NotImplementedError
+
+    @property
+    def backlog(self) -> float:
+        """Mean virtual-queue backlog (0 for policies without queues)."""
+        return 0.0
+
+
+def allotment(problem: JointTrainingInferenceProblem) -> np.ndarray:
+    """Per-round resource a static rule may spend: ``min(cap, budget)``, else the full use."""
+    c = problem.clients
+    limit = np.minimum(c.cap, c.budget)
+    full = c.cost_train + c.cost_download + c.cost_service * c.mu_max
+    return np.where(np.isfinite(limit), limit, full)
+
+
+def _div(num, den):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf)
+
+
+def fill(problem, spare, order, q=None, d=None, mu=None) -> Allocation:
+    """Spend ``spare`` (resource beyond the least use) on the variables in ``order``.
+
+    Starts from the least-use allocation (or the given levels, whose extra cost must be
+    inside ``spare``) and raises each variable in turn as far as ``spare`` allows.
+    """
+    c = problem.clients
+    x = {"q": c.q_min.copy() if q is None else q.copy(),
+         "d": np.zeros(c.count) if d is None else d.copy(),
+         "mu": problem.mu_lo.copy() if mu is None else mu.copy()}
+    cost = {"q": c.cost_train, "d": c.cost_download, "mu": c.cost_service}
+    top = {"q": np.ones(c.count), "d": np.ones(c.count), "mu": c.mu_max}
+    spare = np.maximum(spare, 0.0)
+    for key in order:
+        room = np.minimum(top[key] - x[key], _div(spare, cost[key]))
+        room = np.maximum(room, 0.0)
+        x[key] = x[key] + room
+        spare = np.maximum(spare - cost[key] * room, 0.0)
+    return Allocation(x["q"], x["d"], x["mu"])
+
+
+class TrainingFirst(Policy):
+    """``q = 1``, ``d = 1``, the rest of the allotment to the service rate."""
+
+    name = "training_first"
+
+    def reset(self, problem):
+        super().reset(problem)
+        self.x = fill(problem, allotment(problem) - problem.min_use, ("q", "d", "mu"))
+
+    def decide(self, obs):
+        return self.x
+
+
+class InferenceFirst(Policy):
+    """Service rate for an on-time target first, the rest split evenly to q and d.
+
+    The target is ``simulation.on_time_target`` (fraction of requests within the deadline;
+    clients without a deadline get the least rate).
+    """
+
+    name = "inference_first"
+
+    def reset(self, problem):
+        super().reset(problem)
+        c = problem.clients
+        target = problem.simulation.on_time_target
+        with np.errstate(divide="ignore"):
+            mu_goal = np.where(np.isfinite(c.deadline),
+                               c.arrival_rate - np.log1p(-target) / c.deadline, 0.0)
+        spare = allotment(problem) - problem.min_use
+        want = np.clip(mu_goal, problem.mu_lo, c.mu_max) - problem.mu_lo
+        take = np.minimum(want * c.cost_service, spare)
+        mu = problem.mu_lo + _div(take, c.cost_service).clip(0.0, want)
+        spare = spare - c.cost_service * (mu - problem.mu_lo)
+        half = fill(problem, spare / 2, ("q",), mu=mu)
+        both = fill(problem, spare / 2, ("d",), q=half.q, mu=mu)
+        left = spare - c.cost_train * (both.q - c.q_min) - c.cost_download * both.d
+        self.x = fill(problem, left, ("d", "q"), q=both.q, d=both.d, mu=mu)
+
+    def decide(self, obs):
+        return self.x
+
+
+class EqualSplit(Policy):
+    """A third of the allotment to each of training, download and service."""
+
+    name = "equal_split"
+
+    def reset(self, problem):
+        super().reset(problem)
+        c = problem.clients
+        third = allotment(problem) / 3
+        q = np.clip(_div(third, c.cost_train), c.q_min, 1.0)
+        d = np.clip(_div(third, c.cost_download), 0.0, 1.0)
+        mu = np.clip(_div(third, c.cost_service), problem.mu_lo, c.mu_max)
+        # the floors (q_min, mu_lo) may push the use over the allotment: give back the excess,
+        # download first, then service, then training
+        over = c.cost_train * q + c.cost_download * d + c.cost_service * mu - allotment(problem)
+        for key, cost, floor in (("d", c.cost_download, 0.0), ("mu", c.cost_service, problem.mu_lo),
+                                 ("q", c.cost_train, c.q_min)):
+            val = {"q": q, "d": d, "mu": mu}[key]
+            cut = np.minimum(np.maximum(over, 0.0), cost * (val - floor))
+            val = val - _div(cut, cost).clip(0.0, None) * (cost > 0)
+            over = over - cut
+            q, d, mu = (val if key == "q" else q, val if key == "d" else d,
+                        val if key == "mu" else mu)
+        self.x = Allocation(q, d, mu)
+
+    def decide(self, obs):
+        return self.x
+
+
+class Fixed(Policy):
+    """The same given allocation every round (for experiments and tests)."""
+
+    name = "fixed"
+
+    def __init__(self, allocation: Allocation, name: str = "fixed"):
+        self.x = allocation
+        self.name = name
+
+    def decide(self, obs):
+        return self.x
+
+
+class Online(Policy):
+    """The proposed policy: drift-plus-penalty over the per-round solver (spec §4)."""
+
+    name = "online"
+
+    def __init__(self, method: str = "fast"):
+        self.method = method
+
+    def _slot_problem(self, problem):
+        return problem
+
+    def reset(self, problem):
+        super().reset(problem)
+        self.solver = RoundSolver(self._slot_problem(problem), self.method)
+        self.controller = DriftPlusPenalty(self._solve_slot, problem.clients.budget, problem.Z)
+
+    def _solve_slot(self, obs: Observation, Z, warm):
+        result = self.solver.solve(RoundState(obs.K, obs.held_error, Z), warm)
+        x = Allocation(result.decisions["q"], result.decisions["d"], result.decisions["mu"])
+        return x, self.solver.use(x)
+
+    def decide(self, obs):
+        return self.controller.step(obs)
+
+    @property
+    def backlog(self):
+        return self.controller.backlog
+
+
+class AoMUnaware(Online):
+    """Optimises ``q`` and ``mu`` as if every copy were the newest model, with ``d = q``.
+
+    It runs the same drift-plus-penalty controller on a problem where a download costs
+    nothing extra beyond participation (training cost ``c_tr + c_dl``) and is always worth
+    it, then ties the download to participation: freshness is never traded off.
+    """
+
+    name = "aom_unaware"
+
+    def _slot_problem(self, problem):
+        data = problem.to_dict()
+        c = data["clients"]
+        c["cost_train"] = (problem.clients.cost_train + problem.clients.cost_download).tolist()
+        c["cost_download"] = 0.0
+        try:
+            return JointTrainingInferenceProblem.from_dict(data)
+        except InfeasibleError as exc:
+            raise InfeasibleError(exc.constraint, "the AoM-unaware baseline ties d = q and "
+                                  f"then cannot fit: {exc}", field=exc.field,
+                                  shortfall=exc.shortfall) from None
+
+    def _solve_slot(self, obs, Z, warm):
+        # "every copy is the newest": a held error far above any new model makes d = 1
+        # optimal in the slot problem, so the accuracy term sees the new model's error
+        blind = RoundState(obs.K, np.full_like(obs.held_error, 1e3 * (1.0 + obs.K)), Z)
+        warm_blind = None if warm is None else Allocation(warm.q, np.ones_like(warm.q), warm.mu)
+        result = self.solver.solve(blind, warm_blind)
+        q, mu = result.decisions["q"], result.decisions["mu"]
+        x = Allocation(q, q.copy(), mu)
+        c = self.problem.clients
+        return x, c.cost_train * q + c.cost_download * q + c.cost_service * mu
+
+
+class Static(Policy):
+    """The per-round problem solved once, with the budget as the cap, and held fixed."""
+
+    name = "static"
+
+    def reset(self, problem):
+        super().reset(problem)
+        data = problem.to_dict()
+        data["clients"]["cap"] = np.minimum(problem.clients.cap, problem.clients.budget).tolist()
+        data["state"]["Z"] = 0.0
+        held = JointTrainingInferenceProblem.from_dict(data)
+        res = RoundSolver(held).solve()
+        self.x = Allocation(res.decisions["q"], res.decisions["d"], res.decisions["mu"])
+
+    def decide(self, obs):
+        return self.x
+
+
+POLICIES: dict[str, type[Policy]] = {
+    cls.name: cls for cls in (Online, TrainingFirst, InferenceFirst, EqualSplit, AoMUnaware,
+                              Static)
+}
+
+
+def make_policy(name: str) -> Policy:
+    """A fresh policy by name (see :data:`POLICIES`)."""
+    try:
+        return POLICIES[name]()
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}") from None
