@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from jointopt.controller import DriftPlusPenalty
-from jointopt.errors import InfeasibleError
 from jointopt.solvers.jti import Allocation, JointTrainingInferenceProblem, RoundSolver, RoundState
 
 
@@ -202,33 +201,37 @@ class AoMUnaware(Online):
 
     It runs the same drift-plus-penalty controller on a problem where a download costs
     nothing extra beyond participation (training cost ``c_tr + c_dl``) and is always worth
-    it, then ties the download to participation: freshness is never traded off.
+    it, then ties the download to participation: freshness is never traded off. A client
+    whose cap or budget cannot carry the tie even at ``q_min`` keeps its own costs and
+    downloads what its cap leaves, up to ``q``.
     """
 
     name = "aom_unaware"
 
     def _slot_problem(self, problem):
+        c = problem.clients
+        limit = np.minimum(c.cap, c.budget)
+        self.tied = c.q_min * (c.cost_train + c.cost_download) + c.cost_service * problem.mu_lo \
+            <= limit
         data = problem.to_dict()
-        c = data["clients"]
-        c["cost_train"] = (problem.clients.cost_train + problem.clients.cost_download).tolist()
-        c["cost_download"] = 0.0
-        try:
-            return JointTrainingInferenceProblem.from_dict(data)
-        except InfeasibleError as exc:
-            raise InfeasibleError(exc.constraint, "the AoM-unaware baseline ties d = q and "
-                                  f"then cannot fit: {exc}", field=exc.field,
-                                  shortfall=exc.shortfall) from None
+        data["clients"]["cost_train"] = (c.cost_train + self.tied * c.cost_download).tolist()
+        data["clients"]["cost_download"] = np.where(self.tied, 0.0, c.cost_download).tolist()
+        return JointTrainingInferenceProblem.from_dict(data)
 
     def _solve_slot(self, obs, Z, warm):
         # "every copy is the newest": a held error far above any new model makes d = 1
         # optimal in the slot problem, so the accuracy term sees the new model's error
         blind = RoundState(obs.K, np.full_like(obs.held_error, 1e3 * (1.0 + obs.K)), Z)
-        warm_blind = None if warm is None else Allocation(warm.q, np.ones_like(warm.q), warm.mu)
+        warm_blind = None
+        if warm is not None:
+            warm_blind = Allocation(warm.q, np.where(self.tied, 1.0, warm.d), warm.mu)
         result = self.solver.solve(blind, warm_blind)
         q, mu = result.decisions["q"], result.decisions["mu"]
-        x = Allocation(q, q.copy(), mu)
         c = self.problem.clients
-        return x, c.cost_train * q + c.cost_download * q + c.cost_service * mu
+        left = c.cap - c.cost_train * q - c.cost_service * mu
+        d = np.where(self.tied, q, np.clip(_div(left, c.cost_download), 0.0, q))
+        x = Allocation(q, d, mu)
+        return x, c.cost_train * q + c.cost_download * d + c.cost_service * mu
 
 
 class Static(Policy):

@@ -78,6 +78,58 @@ def plot_allocation(result: SolveResult, problem: ProblemBase, path: str | Path)
     return path
 
 
+def plot_simulation(results, path: str | Path) -> Path:
+    """Timely accuracy, K, resource use and the AoM distribution per policy over a run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    for r in results:
+        t = r.table
+        smooth = max(1, len(t) // 50)
+        axes[0, 0].plot(t["round"], t["expected_timely_accuracy"].rolling(smooth).mean(),
+                        label=r.policy)
+        axes[0, 1].plot(t["round"], t["K"], label=r.policy)
+        axes[1, 0].plot(t["round"], t["resource_use"].expanding().mean(), label=r.policy)
+        pmf = r.aom_pmf()
+        ages = np.arange(len(pmf))
+        axes[1, 1].step(ages[:60], pmf[:60], where="mid", label=r.policy)
+    budget = results[0].summary["budget"]
+    if np.isfinite(budget):
+        axes[1, 0].axhline(budget, color="k", ls=":", lw=1, label="budget")
+    axes[0, 0].set(title="expected timely accuracy", xlabel="round")
+    axes[0, 1].set(title="convergence-error proxy K", xlabel="round", yscale="log")
+    axes[1, 0].set(title="running mean resource use per client", xlabel="round")
+    axes[1, 1].set(title="age-of-model distribution", xlabel="age (rounds)", yscale="log")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"{results[0].scenario}: {len(results[0].table)} rounds, seed {results[0].seed}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_simulation(results, out: str | Path) -> list[Path]:
+    """``rounds.csv`` (tidy, every policy), ``summary.csv``, ``aom.csv``, ``simulation.png``."""
+    import pandas as pd
+
+    from jointopt.surrogate import summary_frame
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "rounds.csv", out / "summary.csv", out / "aom.csv"]
+    pd.concat([r.table for r in results]).to_csv(paths[0], index=False)
+    summary_frame(results).to_csv(paths[1], index=False)
+    pd.DataFrame({r.policy: r.aom_pmf() for r in results}).rename_axis("age").to_csv(paths[2])
+    paths.append(plot_simulation(results, out / "simulation.png"))
+    return paths
+
+
 def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
     """``result.json``, ``decisions.csv`` and ``allocation.png`` under ``out``."""
     out = Path(out)

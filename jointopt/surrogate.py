@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from jointopt.models.aom import refresh_probability
 from jointopt.models.queueing import on_time_fraction
 from jointopt.policies import Observation, Policy, make_policy
 from jointopt.solvers.jti import JointTrainingInferenceProblem
@@ -112,7 +111,8 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
                                               if total_rate > 0 else np.nan)
         cols["resource_use"][t] = use.mean()
         cols["backlog"][t] = policy.backlog
-        cols["mean_q"][t], cols["mean_d"][t], cols["mean_mu"][t] = x.q.mean(), x.d.mean(), x.mu.mean()
+        cols["mean_q"][t], cols["mean_d"][t] = x.q.mean(), x.d.mean()
+        cols["mean_mu"][t] = x.mu.mean()
         with np.errstate(invalid="ignore"):
             cols["cap_violation"][t] = float(np.max(use - c.cap))
         cols["range_violation"][t] = max(
@@ -145,6 +145,17 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
     return SimulationResult(problem.name, policy.name, seed, table, summary, hist)
 
 
-def refresh_rate(q, d, mode) -> np.ndarray:
-    """Per-client refresh probability (re-exported for experiments)."""
-    return refresh_probability(q, d, mode)
+def compare(problem: JointTrainingInferenceProblem, policies=None, *, rounds=None,
+            seed: int = 0, progress: bool = False) -> list[SimulationResult]:
+    """Every policy (default: all of them) on the same scenario and seed."""
+    from jointopt.policies import POLICIES
+
+    names = list(POLICIES) if policies is None else list(policies)
+    return [simulate(problem, name, rounds=rounds, seed=seed, progress=progress)
+            for name in names]
+
+
+def summary_frame(results: list[SimulationResult]) -> pd.DataFrame:
+    """One row per (scenario, policy, seed) with the summary numbers."""
+    return pd.DataFrame([{"scenario": r.scenario, "policy": r.policy, **r.summary}
+                         for r in results])
