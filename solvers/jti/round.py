@@ -142,6 +142,9 @@ class FastBlocks:
 
     def __init__(self, data: _Data):
         self.data = data
+        # each client's last roots (no download, download) of the cap multiplier search: the
+        # next exchange starts there (they move little between sweeps and rounds)
+        self.last_root = (np.full(data.n, np.nan), np.full(data.n, np.nan))
 
     def q_block(self, G, price, ub):
         """argmax over ``[q_min, ub]`` of ``-G p^2 / q - price c_tr q``."""
@@ -188,10 +191,13 @@ class FastBlocks:
             pstar = np.where(cdl > 0, gd / np.where(cdl > 0, cdl, 1.0),
                              np.where(gd > 0, np.inf, 0.0))
         can_download = (gd > pr * cdl) & (ri - cdl >= smooth.least - tol)
-        r1 = np.where(can_download, smooth.root(np.where(can_download, ri - cdl, np.inf), pr, tol),
-                      np.inf)
+        r1 = np.where(can_download,
+                      smooth.root(np.where(can_download, ri - cdl, np.inf), pr, tol,
+                                  self.last_root[1][i]), np.inf)
         take1 = can_download & (r1 < pstar)
-        r0 = smooth.root(ri, pr, tol)
+        r0 = smooth.root(ri, pr, tol, self.last_root[0][i])
+        self.last_root[1][i] = np.where(np.isfinite(r1), r1, self.last_root[1][i])
+        self.last_root[0][i] = r0
         take0 = ~take1 & (r0 >= pstar)
         pi = np.where(take1, r1, np.where(take0, r0, np.maximum(pstar, pr)))
         qq, mm = smooth.at(pi)[:2]
@@ -200,6 +206,9 @@ class FastBlocks:
                       np.clip((ri - used) / np.where(cdl > 0, cdl, 1.0), 0.0, 1.0)))
         q[i], d[i], mu[i] = qq, dd, mm
         return q, d, mu
+
+
+_TINY = 1e-300  # a positive price below every other: "0+" in the multiplier search
 
 
 class _SmoothUse:
@@ -230,26 +239,45 @@ class _SmoothUse:
         slope = -0.5 * ctr * q * q_free - cinf * m_free / np.where(dl, tau, 1.0)
         return q, mu, ctr * q + cinf * mu, slope
 
-    def root(self, target, pr, tol):
-        """Smallest ``pi >= pr`` with ``s(pi) <= target + tol`` (``target >= least``)."""
+    def root(self, target, pr, tol, guess=None):
+        """Smallest ``pi >= pr`` with ``s(pi) <= target + tol`` (``target >= least``).
+
+        ``guess`` (NaN where none), e.g. last sweep's price, starts Newton near the root.
+        """
         pi = pr.copy()
         s0 = self.at(pr)[2]
         act = np.flatnonzero((s0 - target > tol) & np.isfinite(target))
         if act.size == 0:
             return pi
-        # below both upper clip points (q = 1, mu = mu_max) the use is flat at its largest,
-        # which is over the target: the bracket starts at the smaller clip point
-        kink = np.minimum(self.kink_q[act], self.kink_mu[act])
-        lo = np.maximum(pr[act], np.where(np.isfinite(kink), kink, 0.0))
-        hi = np.maximum(2.0 * lo, 1.0)
         t, tl = target[act], tol[act]
+        # at a zero price the free-resource tie puts a worthless resource at its bound, so the
+        # use jumps at pi = 0; from 0+ on it is continuous. Met at 0+: the multiplier is 0+.
+        lo = np.where(pr[act] > 0, pr[act], _TINY)
+        met = self.at(lo, act)[2] - t <= tl
+        if met.any():
+            pi[act[met]] = _TINY
+            act, lo, t, tl = act[~met], lo[~met], t[~met], tl[~met]
+            if act.size == 0:
+                return pi
+        # below both upper clip points (q = 1, mu = mu_max) the use is flat at its largest:
+        # the bracket starts at the smaller clip point where the use there is still over
+        kink = np.minimum(self.kink_q[act], self.kink_mu[act])
+        cand = np.maximum(lo, np.where(np.isfinite(kink), kink, 0.0))
+        lo = np.where((cand > lo) & (self.at(cand, act)[2] - t > tl), cand, lo)
+        g = np.full(act.size, np.nan) if guess is None else guess[act]
+        usable = np.isfinite(g) & (g > lo)
+        # a guess that already meets the target closes the bracket without growing it
+        at_guess = np.where(usable, self.at(np.where(usable, g, 1.0), act)[2] - t, np.inf)
+        hi = np.where(usable & (at_guess <= tl), g, np.maximum(2.0 * lo, 1.0))
+        lo = np.where(usable & (at_guess > tl), g, lo)
         for _ in range(200):  # grow hi until the cap holds there
             bad = self.at(hi, act)[2] - t > tl
             if not bad.any():
                 break
             lo, hi = np.where(bad, hi, lo), np.where(bad, 4.0 * hi, hi)
-        # Newton from the left: the smooth use is convex in log(pi) past the clip points
-        x = np.where(lo > 0, lo, np.sqrt(hi * 1e-300))
+        # Newton from the left (the smooth use is convex in log(pi) past the clip points),
+        # or from the guess
+        x = np.where(usable & (g > lo) & (g <= hi), g, lo)
         for _ in range(100):
             _, _, s, slope = self.at(x, act)
             f = s - t
@@ -572,7 +600,10 @@ class RoundSolver:
         that improves, else ``x`` is kept. The ascent stays monotone.
         """
         D = self.data
-        if not np.isfinite(D.cap).any():
+        # only a client at (or, for the interior-point path, near) its cap can gain from
+        # moving budget between its variables; the others keep what the blocks gave them
+        near = self.use(x) >= D.cap - 1e-4 * np.maximum(1.0, D.cap_finite)
+        if not near.any():
             return x
         alpha, kappa = D.acc.linearize(state.K)
         P = D.on_time(x.mu)
@@ -591,6 +622,8 @@ class RoundSolver:
         tie_q = (G == 0) & (state.Z * D.ctr == 0)
         q_new = np.where(tie_q, np.clip(_ratio(left - D.cinf * mu_new, D.ctr), D.q_min, 1.0),
                          q_new)
+        q_new, d_new, mu_new = (np.where(near, new, old) for new, old in
+                                ((q_new, x.q), (d_new, x.d), (mu_new, x.mu)))
         base = max(floor, self.objective(state, x))
         best, best_val = x, base
         step = 1.0
