@@ -184,12 +184,23 @@ class Online(Policy):
         self.controller = DriftPlusPenalty(self._solve_slot, problem.clients.budget, problem.Z)
 
     def _solve_slot(self, obs: Observation, Z, warm):
-        result = self.solver.solve(RoundState(obs.K, obs.held_error, Z), warm)
+        result = self.solver.solve(RoundState(obs.K, obs.held_error, Z), warm,
+                                   max_iter=self._sweeps(warm))
         x = Allocation(result.decisions["q"], result.decisions["d"], result.decisions["mu"])
         return x, self.solver.use(x)
 
     def decide(self, obs):
         return self.controller.step(obs)
+
+    def _sweeps(self, warm) -> int | None:
+        """``controller.sweeps_per_round`` once warm (None: ascend to convergence).
+
+        Drift-plus-penalty tolerates an approximate per-round solution, and the state moves
+        little from one round to the next, so a few warm-started sweeps a round track the
+        exact solution (measured on ``large`` resized to 10,000 clients, 150 rounds: timely
+        accuracy 0.7932 with one sweep a round, 0.7930 to convergence, at 16 against 36 ms
+        a round). The first round always ascends to convergence."""
+        return None if warm is None else self.problem.controller.sweeps_per_round
 
     @property
     def backlog(self):
@@ -225,7 +236,7 @@ class AoMUnaware(Online):
         warm_blind = None
         if warm is not None:
             warm_blind = Allocation(warm.q, np.where(self.tied, 1.0, warm.d), warm.mu)
-        result = self.solver.solve(blind, warm_blind)
+        result = self.solver.solve(blind, warm_blind, max_iter=self._sweeps(warm))
         q, mu = result.decisions["q"], result.decisions["mu"]
         c = self.problem.clients
         left = c.cap - c.cost_train * q - c.cost_service * mu

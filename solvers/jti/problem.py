@@ -213,12 +213,15 @@ class ControllerSpec(Section):
     service_margin: float = 0.01
     refresh: Literal["download", "download_or_train"] = "download"
     horizon: float | Literal["auto"] = "auto"
+    sweeps_per_round: int | None = None
     tol: float = 1e-9
     max_iter: int = 200
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
         check_range("controller.V", self.V, gt=0.0)
+        if self.sweeps_per_round is not None:
+            check_range("controller.sweeps_per_round", self.sweeps_per_round, ge=1)
         if self.horizon != "auto":
             check_range("controller.horizon", self.horizon, ge=0.0)
         check_range("controller.service_margin", self.service_margin, ge=0.0)
