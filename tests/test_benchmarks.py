@@ -1,0 +1,42 @@
+"""The round-solver benchmark script runs end to end (``--quick``); timings are not checked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench_round_solver.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_quick_run_prints_table_and_writes_csv(tmp_path):
+    out = tmp_path / "bench.csv"
+    proc = _run("--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    header = next(line for line in proc.stdout.splitlines() if "fast cold ms" in line)
+    for column in ("N", "fast warm ms", "cvxpy compile+1st ms", "cvxpy warm ms",
+                   "cvxpy/fast (warm)", "rel obj diff"):
+        assert column in header
+    assert "Targets" in proc.stdout
+    assert ("PASS" in proc.stdout or "MISS" in proc.stdout
+            or "not measured" in proc.stdout)
+    df = pd.read_csv(out)
+    assert list(df["n"]) == [10, 100]
+    assert df["fast_cold_ms"].notna().all() and df["fast_warm_ms"].notna().all()
+    # CVXPY ran at N = 10 only
+    assert df["cvxpy_warm_ms"].notna().tolist() == [True, False]
+
+
+def test_help():
+    proc = _run("--help")
+    assert proc.returncode == 0
+    for option in ("--quick", "--max-n", "--out"):
+        assert option in proc.stdout
