@@ -94,7 +94,7 @@ class _Data:
     def on_time(self, mu: np.ndarray) -> np.ndarray:
         """``on_time_fraction(lam, mu, tau)`` for ``mu >= lam`` (always so in the solver),
         without the general function's checks: it runs several times per sweep."""
-        P = -np.expm1(-(mu - self.lam) * self.tau_f)
+        P = 1.0 - np.exp(-(mu - self.lam) * self.tau_f)
         return P if self.all_deadline else np.where(self.has_deadline, P, 1.0)
 
 
@@ -595,9 +595,9 @@ class RoundSolver:
 
         The exchange moves the three together, which the single-variable blocks cannot do
         when a cap binds. It freezes the cross-client coupling (``G``, ``w``) at ``x``, so its
-        proposal is damped by a line search on the true objective: the best of the steps
-        1, 1/2, 1/4 (convex combinations: still feasible), else the first of 1/8 ... 1/256
-        that improves, else ``x`` is kept. The ascent stays monotone.
+        proposal is damped by a line search on the true objective: the first of the steps
+        1, 1/2, ..., 1/256 (convex combinations: still feasible) that improves, else ``x``
+        is kept. The ascent stays monotone.
         """
         D = self.data
         # only a client at (or, for the interior-point path, near) its cap can gain from
@@ -625,19 +625,14 @@ class RoundSolver:
         q_new, d_new, mu_new = (np.where(near, new, old) for new, old in
                                 ((q_new, x.q), (d_new, x.d), (mu_new, x.mu)))
         base = max(floor, self.objective(state, x))
-        best, best_val = x, base
         step = 1.0
-        for k in range(9):  # the best of steps 1, 1/2, 1/4; then the first that improves
+        for _ in range(9):  # the first of steps 1, 1/2, ..., 1/256 that improves
             y = Allocation(x.q + step * (q_new - x.q), x.d + step * (d_new - x.d),
                            x.mu + step * (mu_new - x.mu))
-            if self._feasible(y):
-                val = self.objective(state, y)
-                if val > best_val:
-                    best, best_val = y, val
-            if k >= 2 and best is not x:
-                break
+            if self._feasible(y) and self.objective(state, y) > base:
+                return y
             step *= 0.5
-        return best
+        return x
 
     def _result(self, state, x, history, status, seconds, iterations) -> SolveResult:
         D = self.data
