@@ -27,3 +27,14 @@ def test_quickstart_is_two_commands_that_ci_runs_verbatim():
     ci = (ROOT / ".ci" / "run").read_text()
     for command in commands:
         assert command in ci, f"CI does not run the README's command: {command}"
+
+
+def test_scenario_example_loads_and_solves():
+    import tomllib
+
+    from jointopt import scenarios, solve
+
+    (toml_block,) = _blocks("toml")
+    problem = scenarios.from_dict(tomllib.loads(toml_block))
+    assert problem.name == "mine" and problem.controller.sweeps_per_round == 1
+    assert solve(problem).ok
