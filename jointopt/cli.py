@@ -66,6 +66,92 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from dataclasses import replace
+
+    from jointopt import sweep
+
+    spec = sweep.SweepSpec.from_toml(args.spec) if args.spec else sweep.SweepSpec()
+    changes = {}
+    if args.scenario:
+        changes["scenario"] = args.scenario
+    if args.grid:
+        changes["grid"] = {**spec.grid, **sweep.parse_grid(args.grid)}
+    if args.random:
+        changes["random"] = {**spec.random, **sweep.parse_random(args.random)}
+    if args.samples is not None:
+        changes["samples"] = args.samples
+    if args.command:
+        changes["command"] = args.command
+    if args.policy:
+        from jointopt.policies import POLICIES
+
+        names = [p for item in args.policy for p in item.split(",")]
+        names = list(POLICIES) if names == ["all"] else names
+        for name in names:
+            if name not in POLICIES:
+                raise ValidationError("--policy", f"unknown policy {name!r}; choose from "
+                                                  f"{', '.join(POLICIES)} or all")
+        changes["policies"] = tuple(names)
+    if args.seeds:
+        try:
+            changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+        except ValueError:
+            raise ValidationError("--seeds", f"expects S1,S2,..., got {args.seeds!r}") from None
+    if args.rounds is not None:
+        changes["rounds"] = args.rounds
+    spec = replace(spec, **changes)
+    scenarios.load(spec.scenario)  # a bad scenario fails here, once, not at every point
+    executor, cluster = None, None
+    if args.scheduler or args.dask_local:
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise ValidationError("--scheduler", "needs Dask: pip install -e \".[dask]\"") from None
+        if args.dask_local:
+            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            client = Client(args.scheduler)
+        executor = client.get_executor()
+    if args.workers < 1:
+        raise ValidationError("--workers", f"must be >= 1, got {args.workers}")
+    progress = sys.stderr.isatty() and not args.no_progress
+    try:
+        report = sweep.run_sweep(spec, args.out, workers=args.workers, progress=progress,
+                                 executor=executor)
+    finally:
+        if executor is not None:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    table = sweep.collect(args.out)
+    path = sweep.write_table(table, args.out, args.format) if len(table) else None
+    print(report.line(), file=sys.stderr)
+    if path:
+        print(f"wrote {path} ({len(table)} rows)")
+    return 130 if report.interrupted else (1 if report.failed else 0)
+
+
+def _cmd_plot(args) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    src = Path(args.results)
+    if src.is_dir():
+        cands = [src / "results.parquet", src / "results.csv"]
+        src = next((c for c in cands if c.exists()), cands[-1])
+    if not src.exists():
+        raise ValidationError("RESULTS", f"{args.results!r}: no results table found")
+    table = pd.read_parquet(src) if src.suffix == ".parquet" else pd.read_csv(src)
+    out = report.plot_sweep(table, args.x, args.y, args.hue,
+                            args.out or src.with_name(f"{args.y}_vs_{args.x}.png"))
+    print(f"wrote {out}")
+    return 0
+
+
 def _json_safe(d: dict) -> dict:
     import math
 
@@ -106,6 +192,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write rounds.csv, summary.csv, aom.csv and simulation.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("sweep", help="run a parameter sweep; resumable, on a pool or Dask")
+    p.add_argument("scenario", nargs="?", help="built-in scenario name or a scenario file")
+    p.add_argument("--spec", metavar="TOML", help="sweep description ([sweep] table)")
+    p.add_argument("--grid", action="append", metavar="PATH=V1,V2,...",
+                   help="values at a dotted path into the scenario (repeatable)")
+    p.add_argument("--random", action="append", metavar="PATH=LO:HI",
+                   help="uniform draws at a dotted path (repeatable; with --samples)")
+    p.add_argument("--samples", type=int, help="number of random draws")
+    p.add_argument("--command", choices=("solve", "simulate"), help="what each point runs")
+    p.add_argument("--policy", action="append", help="policies for simulate (NAME,... or all)")
+    p.add_argument("--seeds", help="seeds S1,S2,... (default 0)")
+    p.add_argument("--rounds", type=int, help="rounds for simulate")
+    p.add_argument("--out", required=True, metavar="RESULTS", help="results directory")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler")
+    p.add_argument("--dask-local", action="store_true", help="a Dask LocalCluster of --workers")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("plot", help="line plot of a sweep's results table")
+    p.add_argument("results", metavar="RESULTS", help="results directory or table file")
+    p.add_argument("--x", required=True, help="column on the x axis, e.g. param.clients.budget")
+    p.add_argument("--y", required=True, help="metric, e.g. avg_timely_accuracy")
+    p.add_argument("--hue", help="column that splits the lines, e.g. policy")
+    p.add_argument("--out", help="PNG path (default: next to the table)")
+    p.set_defaults(func=_cmd_plot)
     return parser
 
 

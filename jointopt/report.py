@@ -130,6 +130,45 @@ def write_simulation(results, out: str | Path) -> list[Path]:
     return paths
 
 
+def plot_sweep(table, x: str, y: str, hue: str | None, path: str | Path) -> Path:
+    """Mean of ``y`` against ``x`` (over seeds and other columns), one line per ``hue``,
+    with a band of one standard deviation. ``x`` may name a parameter without ``param.``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jointopt.errors import ValidationError
+
+    def column(name, flag):
+        if name in table.columns:
+            return name
+        if f"param.{name}" in table.columns:
+            return f"param.{name}"
+        raise ValidationError(flag, f"{name!r} is not a column; have {', '.join(table.columns)}")
+
+    x, y = column(x, "--x"), column(y, "--y")
+    hue = column(hue, "--hue") if hue else None
+    if "status" in table.columns:
+        table = table[table["status"] == "done"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups = table.groupby(hue) if hue else [(None, table)]
+    for name, part in groups:
+        stats = part.groupby(x)[y].agg(["mean", "std"]).reset_index()
+        ax.plot(stats[x], stats["mean"], "o-", label=str(name) if hue else y)
+        ax.fill_between(stats[x], stats["mean"] - stats["std"].fillna(0),
+                        stats["mean"] + stats["std"].fillna(0), alpha=0.2)
+    ax.set(xlabel=x, ylabel=y)
+    ax.grid(alpha=0.3)
+    if hue:
+        ax.legend(title=hue, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
     """``result.json``, ``decisions.csv`` and ``allocation.png`` under ``out``."""
     out = Path(out)
