@@ -40,3 +40,12 @@ def test_help():
     assert proc.returncode == 0
     for option in ("--quick", "--max-n", "--out"):
         assert option in proc.stdout
+
+
+def test_surrogate_and_sweep_benchmarks_run_quick():
+    """The other benchmark scripts run end to end (timings are not checked)."""
+    for name, expect in (("bench_surrogate.py", "online_1sweep_s"), ("bench_sweep.py", "speedup")):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--quick"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert expect in proc.stdout

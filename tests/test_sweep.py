@@ -132,3 +132,12 @@ def test_dask_local_cluster_gives_the_same_table_as_the_process_pool(tmp_path):
     assert report.done == len(spec.points())
     pd.testing.assert_frame_equal(_metrics(collect(tmp_path / "pool")),
                                   _metrics(collect(tmp_path / "dask")))
+
+
+def test_cli_dask_local(tmp_path, capsys):
+    out = tmp_path / "res"
+    assert main(["sweep", "--grid", "clients.budget=2.5,3", "--policy", "equal_split",
+                 "--rounds", "3", "--workers", "2", "--dask-local", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert len(pd.read_csv(out / "results.csv")) == 2
+    assert "2 points: 2 done" in capsys.readouterr().err
