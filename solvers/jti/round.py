@@ -18,7 +18,8 @@ Two interchangeable block solvers share one driver, so they follow the same path
 
 * :class:`FastBlocks` (default): closed forms, vectorised in numpy.
 * :class:`CvxpyBlocks`: each block a DPP-compliant CVXPY problem, compiled once with
-  ``cp.Parameter`` and re-solved (Clarabel, then SCS as the documented fallback).
+  ``cp.Parameter`` and re-solved (Clarabel, then Clarabel without equilibration, then SCS:
+  the documented fallback order).
 
 The cap multiplier ``nu_n`` reported in the diagnostics is the KKT multiplier of client n's
 hard cap in the last block that its cap bounds (0 when the cap is slack).
@@ -301,7 +302,10 @@ class _SmoothUse:
 class CvxpyBlocks:
     """Each block as a DPP CVXPY problem, compiled once and re-solved with new parameters."""
 
-    SOLVERS = ("CLARABEL", "SCS")
+    # the fallback order: Clarabel; Clarabel without equilibration (with it, Clarabel fails
+    # on the exchange problem from ~1000 clients on, where the exponential cones span a wide
+    # range; without it the same problem solves in 0.2 s); SCS, slow but rarely fails
+    ATTEMPTS = (("CLARABEL", {}), ("CLARABEL", {"equilibrate_enable": False}), ("SCS", {}))
     min_tol = 1e-8  # the solvers' own accuracy: smaller objective gains are noise
 
     def __init__(self, data: _Data, solver: str | None = None):
@@ -309,7 +313,7 @@ class CvxpyBlocks:
 
         self.cp = cp
         self.data = data
-        self.solvers = (solver,) if solver else self.SOLVERS
+        self.attempts = ((solver, {}),) if solver else self.ATTEMPTS
         n = data.n
         self.name = "cvxpy"
         # q-block: maximise -sum Gp2/q - cq q
@@ -355,20 +359,22 @@ class CvxpyBlocks:
         for prob in (self.q_prob, self.d_prob, self.mu_prob, self.x_prob):
             assert prob.is_dpp()
 
-    def _solve(self, prob, var):
+    def _solve(self, prob, var, attempts=None):
         last = None
-        for solver in self.solvers:
+        attempts = self.attempts if attempts is None else attempts
+        for solver, options in attempts:
             try:
                 with warnings.catch_warnings():  # "inaccurate" is accepted and clipped below
                     warnings.simplefilter("ignore", UserWarning)
-                    prob.solve(solver=solver)
-            except self.cp.error.SolverError as exc:  # try the next solver in the order
+                    prob.solve(solver=solver, **options)
+            except self.cp.error.SolverError as exc:  # try the next attempt in the order
                 last = exc
                 continue
             if prob.status in ("optimal", "optimal_inaccurate") and var.value is not None:
                 return np.asarray(var.value, dtype=float)
             last = prob.status
-        raise SolverError(f"CVXPY block failed with every solver {self.solvers}: {last}")
+        tried = [s + (" " + str(o) if o else "") for s, o in attempts]
+        raise SolverError(f"CVXPY block failed with every attempt {tried}: {last}")
 
     def q_block(self, G, price, ub):
         D = self.data
@@ -409,7 +415,14 @@ class CvxpyBlocks:
         self.cm.value = price * D.cinf
         # an infinite cap becomes a bound that the boxes already imply
         self.room.value = np.minimum(room, D.ctr + D.cdl + D.cinf * D.mu_max + 1.0)
-        self._solve(self.x_prob, self.xmu)
+        # the exchange only proposes an improvement: where Clarabel fails on it (both ways),
+        # propose nothing this sweep rather than wait minutes for SCS (measured: 207 s for
+        # two inaccurate SCS solves at 1000 clients)
+        try:
+            self._solve(self.x_prob, self.xmu, [a for a in self.attempts if a[0] != "SCS"]
+                        or self.attempts)
+        except SolverError:
+            return None
         q = np.clip(np.asarray(self.xq.value, dtype=float), D.q_min, 1.0)
         d = np.clip(np.asarray(self.xd.value, dtype=float), 0.0, 1.0)
         d = np.where(d < 1e-7, 0.0, np.where(d > 1 - 1e-7, 1.0, d))  # LP vertex, see d_block
@@ -439,6 +452,7 @@ class RoundSolver:
         self.data = _Data(problem)
         self.blocks = FastBlocks(self.data) if method == "fast" else CvxpyBlocks(self.data, solver)
         self.method = method
+        self.exchange_failures = 0  # exchange steps the block solver could not propose (a solve)
 
     # -- pieces shared by both paths ---------------------------------------------------
     def _training_value(self, kappa: float, P: np.ndarray, d: np.ndarray) -> float:
@@ -535,6 +549,7 @@ class RoundSolver:
         tol = max(P_.controller.tol if tol is None else tol, self.blocks.min_tol)
         max_iter = P_.controller.max_iter if max_iter is None else max_iter
         starts = [warm] if warm is not None and self._feasible(warm) else self.starts()
+        self.exchange_failures = 0
         best = None
         iterations = 0
         with Timer() as timer:
@@ -613,7 +628,11 @@ class RoundSolver:
         K1 = D.conv.step(state.K, x.q, D.p)
         w = D.V * D.lam * (alpha - kappa * (x.d * K1 + (1 - x.d) * state.ebar))
         gain_d = self._download_gain(kappa, P, state.ebar, K1)
-        q_new, d_new, mu_new = self.blocks.exchange_block(G, w, gain_d, state.Z, D.cap)
+        proposal = self.blocks.exchange_block(G, w, gain_d, state.Z, D.cap)
+        if proposal is None:  # the block solver could not propose a step this sweep
+            self.exchange_failures += 1
+            return x
+        q_new, d_new, mu_new = proposal
         # the ties of the single blocks, resolved the same way: no gain, no download; a free
         # resource with no gain takes what the cap leaves (mu first, then q)
         d_new = np.where(gain_d - state.Z * D.cdl == 0, 0.0, d_new)
@@ -662,6 +681,7 @@ class RoundSolver:
                 "resource_use": use, "cap_binding": self._binding(x),
                 "cap_multiplier": self.cap_multipliers(state, x),
                 "objective_history": history,
+                "exchange_failures": self.exchange_failures,
             })
 
     def cap_multipliers(self, state: RoundState, x: Allocation) -> np.ndarray:
