@@ -259,3 +259,9 @@ def test_same_problem_same_answer():
     b = RoundSolver(random_problem(50, 4)).solve()
     for k in ("q", "d", "mu"):
         np.testing.assert_array_equal(a.decisions[k], b.decisions[k])
+
+
+def test_cvxpy_path_warns_past_its_useful_size():
+    problem = random_problem(2001, 0)
+    with pytest.warns(UserWarning, match="reference formulation"):
+        RoundSolver(problem, "cvxpy")

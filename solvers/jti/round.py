@@ -308,8 +308,17 @@ class CvxpyBlocks:
     ATTEMPTS = (("CLARABEL", {}), ("CLARABEL", {"equilibrate_enable": False}), ("SCS", {}))
     min_tol = 1e-8  # the solvers' own accuracy: smaller objective gains are noise
 
+    LARGE = 2000  # past this many clients the CVXPY path takes minutes; say so
+
     def __init__(self, data: _Data, solver: str | None = None):
         import cvxpy as cp  # imported here: the fast path does not need it
+
+        if data.n > self.LARGE:
+            warnings.warn(
+                f"the CVXPY path is the reference formulation, meant for checking the fast path "
+                f"on small instances; at {data.n} clients compiling and solving it takes "
+                f"minutes (about 10 s at 1000 clients, growing faster than linearly). "
+                f"method='fast' returns the same allocation.", UserWarning, stacklevel=3)
 
         self.cp = cp
         self.data = data
