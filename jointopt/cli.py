@@ -12,6 +12,7 @@ import sys
 
 from jointopt import report, scenarios
 from jointopt.errors import JointoptError, ValidationError
+from jointopt.solvers.base import finite_or_none
 
 
 def _cmd_scenarios(args) -> int:
@@ -56,7 +57,7 @@ def _cmd_simulate(args) -> int:
     if args.json:
         print(json.dumps({"scenario": problem.name, "rounds": results[0].summary["rounds"],
                           "seed": args.seed,
-                          "summary": {r.policy: _json_safe(r.summary) for r in results}}))
+                          "summary": {r.policy: finite_or_none(r.summary) for r in results}}))
     else:
         cols = ["policy", "avg_timely_accuracy", "mean_aom", "avg_resource_use", "budget",
                 "mean_backlog", "mean_K"]
@@ -150,12 +151,6 @@ def _cmd_plot(args) -> int:
                             args.out or src.with_name(f"{args.y}_vs_{args.x}.png"))
     print(f"wrote {out}")
     return 0
-
-
-def _json_safe(d: dict) -> dict:
-    import math
-
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -139,16 +139,14 @@ class EqualSplit(Policy):
         mu = np.clip(_div(third, c.cost_service), problem.mu_lo, c.mu_max)
         # the floors (q_min, mu_lo) may push the use over the allotment: give back the excess,
         # download first, then service, then training
+        x = {"q": q, "d": d, "mu": mu}
         over = c.cost_train * q + c.cost_download * d + c.cost_service * mu - allotment(problem)
         for key, cost, floor in (("d", c.cost_download, 0.0), ("mu", c.cost_service, problem.mu_lo),
                                  ("q", c.cost_train, c.q_min)):
-            val = {"q": q, "d": d, "mu": mu}[key]
-            cut = np.minimum(np.maximum(over, 0.0), cost * (val - floor))
-            val = val - _div(cut, cost).clip(0.0, None) * (cost > 0)
+            cut = np.minimum(np.maximum(over, 0.0), cost * (x[key] - floor))
+            x[key] = x[key] - _div(cut, cost).clip(0.0, None) * (cost > 0)
             over = over - cut
-            q, d, mu = (val if key == "q" else q, val if key == "d" else d,
-                        val if key == "mu" else mu)
-        self.x = Allocation(q, d, mu)
+        self.x = Allocation(x["q"], x["d"], x["mu"])
 
     def decide(self, obs):
         return self.x

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from jointopt.models.queueing import on_time_fraction
-from jointopt.policies import Observation, Policy, make_policy
+from jointopt.policies import POLICIES, Observation, Policy, make_policy
 from jointopt.solvers.jti import JointTrainingInferenceProblem
 
 AOM_BINS = 201  # ages 0..199 and one bin for 200 or more
@@ -148,8 +148,6 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
 def compare(problem: JointTrainingInferenceProblem, policies=None, *, rounds=None,
             seed: int = 0, progress: bool = False) -> list[SimulationResult]:
     """Every policy (default: all of them) on the same scenario and seed."""
-    from jointopt.policies import POLICIES
-
     names = list(POLICIES) if policies is None else list(policies)
     return [simulate(problem, name, rounds=rounds, seed=seed, progress=progress)
             for name in names]

@@ -193,10 +193,9 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int = 1, progress: b
     keys = [point_key(spec, p) for p in points]
     done = _done_keys(store)
     todo = [(k, p) for k, p in zip(keys, points, strict=True) if k not in done]
+    report = SweepReport(total=len(points), done=0, failed=0, skipped=len(points) - len(todo))
     if stop_after is not None:
         todo = todo[:stop_after]
-    report = SweepReport(total=len(points), done=0, failed=0, skipped=len(points) - len(todo)
-                         if stop_after is None else len(done))
 
     bar = None
     if progress and todo:

@@ -140,7 +140,7 @@ class SolveResult:
             "solve_time_s": self.solve_time_s, "iterations": self.iterations,
             "decisions": _plain(self.decisions), "diagnostics": _plain(self.diagnostics),
         }
-        return _finite_or_none(out)
+        return finite_or_none(out)
 
     def decisions_frame(self) -> pd.DataFrame:
         """One row per decision index (client, device, ...), one column per decision."""
@@ -148,13 +148,14 @@ class SolveResult:
         return pd.DataFrame(cols).rename_axis("index").reset_index()
 
 
-def _finite_or_none(value):
+def finite_or_none(value):
+    """JSON has no inf or NaN: they become ``None``, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
+        return [finite_or_none(v) for v in value]
     return value
 
 

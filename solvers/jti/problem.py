@@ -283,11 +283,8 @@ class JointTrainingInferenceProblem(ProblemBase):
     @pydantic.model_validator(mode="after")
     def _feasible(self):
         c = self.clients
-        n = c.count
-        ebar = as_vector("state.ebar", self.K if self.state.ebar is None else self.state.ebar, n)
-        check_range("state.ebar", ebar, ge=0.0)
-        Z = as_vector("state.Z", self.state.Z, n)
-        check_range("state.Z", Z, ge=0.0)
+        check_range("state.ebar", self.ebar, ge=0.0)
+        check_range("state.Z", self.Z, ge=0.0)
         mu_lo = self.mu_lo
         bad = c.mu_max < mu_lo
         if bad.any():
