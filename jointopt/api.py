@@ -6,7 +6,6 @@ from pathlib import Path
 
 from jointopt import scenarios
 from jointopt.solvers import ProblemBase, SolveResult
-from jointopt.solvers.jti import JointTrainingInferenceProblem, RoundState, solve_round
 
 
 def load_scenario(source: str | Path) -> ProblemBase:
@@ -14,15 +13,14 @@ def load_scenario(source: str | Path) -> ProblemBase:
     return scenarios.load(source)
 
 
-def solve(problem: str | Path | ProblemBase = "default", *, method: str = "fast",
-          solver: str | None = None, state: RoundState | None = None) -> SolveResult:
+def solve(problem: str | Path | ProblemBase = "default", *, method: str | None = None,
+          **options) -> SolveResult:
     """Solve a problem (object, built-in name or scenario path) and return a result.
 
-    For a joint training-inference problem this is one round of the drift-plus-penalty
-    allocation at the scenario's state (or ``state``): ``method="fast"`` (closed forms,
-    default) or ``"cvxpy"`` (DPP block problems; ``solver`` picks the conic solver).
+    ``method`` is one of the problem kind's ``methods`` (the first is the default);
+    ``options`` go to that kind's ``solve``. For a joint training-inference problem this
+    is one drift-plus-penalty round at the scenario's state (or ``state=``):
+    ``method="fast"`` (closed forms, default) or ``"cvxpy"`` (DPP block problems;
+    ``solver=`` picks the conic solver).
     """
-    problem = scenarios.load(problem)
-    if isinstance(problem, JointTrainingInferenceProblem):
-        return solve_round(problem, state, method=method, solver=solver)
-    raise TypeError(f"no solver for problem kind {problem.kind!r}")
+    return scenarios.load(problem).solve(method=method, **options)

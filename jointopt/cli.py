@@ -28,7 +28,8 @@ def _cmd_solve(args) -> int:
     from jointopt.api import solve
 
     problem = scenarios.load(args.scenario)
-    result = solve(problem, method=args.method, solver=args.solver)
+    options = {"solver": args.solver} if args.solver else {}
+    result = solve(problem, method=args.method, **options)
     written = report.write_outputs(result, problem, args.out) if args.out else []
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -167,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="built-in scenario name or a .toml/.yaml path (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", metavar="DIR", help="write result.json, decisions.csv, a figure")
-    p.add_argument("--method", choices=("fast", "cvxpy"), default="fast",
-                   help="closed-form fast path (default) or CVXPY block problems")
+    p.add_argument("--method", help="solution method; the problem kind's first is the default "
+                                    "(joint_training_inference: fast, cvxpy)")
     p.add_argument("--solver", help="conic solver for --method cvxpy (default CLARABEL, then SCS)")
     p.set_defaults(func=_cmd_solve)
 

@@ -169,8 +169,14 @@ def plot_sweep(table, x: str, y: str, hue: str | None, path: str | Path) -> Path
     return path
 
 
+#: ``kind -> (file name, plot(result, problem, path) -> Path)``: the figure ``write_outputs``
+#: draws for a solved problem of that kind.
+FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation)}
+
+
 def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
-    """``result.json``, ``decisions.csv`` and ``allocation.png`` under ``out``."""
+    """``result.json``, ``decisions.csv`` and the kind's figure (:data:`FIGURES`) under
+    ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "result.json", out / "decisions.csv"]
@@ -180,6 +186,7 @@ def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) ->
         if np.ndim(value) == 1 and len(value) == len(frame):
             frame[key] = value
     frame.to_csv(paths[1], index=False)
-    if hasattr(problem, "clients"):
-        paths.append(plot_allocation(result, problem, out / "allocation.png"))
+    if problem.kind in FIGURES:
+        name, plot = FIGURES[problem.kind]
+        paths.append(plot(result, problem, out / name))
     return paths

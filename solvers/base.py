@@ -48,6 +48,21 @@ class ProblemBase(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid",
                                        arbitrary_types_allowed=True)
     kind: ClassVar[str] = ""
+    #: Solution methods this kind offers, the default first (``jointopt solve --method``).
+    methods: ClassVar[tuple[str, ...]] = ()
+
+    def solve(self, *, method: str | None = None, **options) -> SolveResult:
+        """Solve this problem; each kind implements it (``method`` from :attr:`methods`)."""
+        raise NotImplementedError(f"no solver for problem kind {self.kind!r}")
+
+    def check_method(self, method: str | None) -> str:
+        """``method`` or the default one; an unknown name raises ``ValidationError``."""
+        if method is None:
+            return self.methods[0]
+        if method not in self.methods:
+            raise ValidationError("method", f"{self.kind} problems are solved by "
+                                            f"{', '.join(self.methods)}; got {method!r}")
+        return method
 
     @classmethod
     def from_dict(cls, data: dict):
@@ -56,6 +71,15 @@ class ProblemBase(pydantic.BaseModel):
             return cls.model_validate(data)
         except pydantic.ValidationError as exc:
             raise _convert(exc) from None
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _drop_kind(cls, data):
+        if isinstance(data, dict) and "kind" in data:
+            data = dict(data)
+            if data.pop("kind") != cls.kind:
+                raise ValidationError("kind", f"must be {cls.kind!r}")
+        return data
 
     def to_dict(self) -> dict:
         """Plain-Python dict that :meth:`from_dict` turns back into an equal problem."""

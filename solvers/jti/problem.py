@@ -22,7 +22,7 @@ from jointopt.models.accuracy import ACCURACY_MAPS
 from jointopt.models.checks import as_vector, check_range, culprit
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.errors import InfeasibleError, ValidationError
-from jointopt.solvers.base import ProblemBase, Section
+from jointopt.solvers.base import ProblemBase, Section, SolveResult
 
 Vector = Annotated[np.ndarray, pydantic.Field()]
 
@@ -271,14 +271,17 @@ class JointTrainingInferenceProblem(ProblemBase):
     state: StateSpec = StateSpec()
     simulation: SimulationSpec = SimulationSpec()
 
-    @pydantic.model_validator(mode="before")
-    @classmethod
-    def _drop_kind(cls, data):
-        if isinstance(data, dict) and "kind" in data:
-            data = dict(data)
-            if data.pop("kind") != cls.kind:
-                raise ValidationError("kind", f"must be {cls.kind!r}")
-        return data
+    methods = ("fast", "cvxpy")
+
+    def solve(self, *, method: str | None = None, solver: str | None = None,
+              state=None, warm=None) -> SolveResult:
+        """One drift-plus-penalty round at the scenario's state (or ``state``):
+        ``method="fast"`` (closed forms, default) or ``"cvxpy"`` (DPP block problems;
+        ``solver`` picks the conic solver)."""
+        from jointopt.solvers.jti.round import solve_round
+
+        return solve_round(self, state, method=self.check_method(method), warm=warm,
+                           solver=solver)
 
     @pydantic.model_validator(mode="after")
     def _feasible(self):

@@ -1,0 +1,1 @@
+"""Validation harness: real federated training (PyTorch, imported only when called)."""

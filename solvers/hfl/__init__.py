@@ -1,0 +1,1 @@
+"""Hierarchical FL orchestration (HFLOP): aggregator placement and association."""
