@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", metavar="DIR", help="write result.json, decisions.csv, a figure")
     p.add_argument("--method", help="solution method; the problem kind's first is the default "
-                                    "(joint_training_inference: fast, cvxpy)")
+                                    "(joint_training_inference: fast, numpy, cvxpy)")
     p.add_argument("--solver", help="conic solver for --method cvxpy (default CLARABEL, then SCS)")
     p.set_defaults(func=_cmd_solve)
 

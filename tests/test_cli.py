@@ -53,7 +53,7 @@ def test_file_path_and_out_dir(tmp_path, capsys):
 @pytest.mark.parametrize("args, words", [
     (["solve", "no-such-scenario"], "neither a built-in"),
     (["solve", "{bad}"], "neither a built-in"),
-    (["solve", "--method", "simplex"], "solved by fast, cvxpy; got 'simplex'"),
+    (["solve", "--method", "simplex"], "solved by fast, numpy, cvxpy; got 'simplex'"),
 ])
 def test_errors_are_one_line_exit_2_no_traceback(args, words):
     out = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True)

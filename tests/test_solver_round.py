@@ -201,6 +201,27 @@ def test_fast_and_cvxpy_decisions_agree(n, seed):
     np.testing.assert_allclose(cvx.decisions["mu"], fast.decisions["mu"], rtol=1e-3, atol=1e-3)
 
 
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(1, 40), seed=seeds, deadlines=st.booleans(), caps=st.booleans(),
+       warm=st.booleans())
+def test_compiled_sweep_follows_the_numpy_driver(n, seed, deadlines, caps, warm):
+    """The fast path's compiled passes (``fused``) and the numpy driver with the same
+    closed-form blocks take the same path: same objective, same decisions, ties included
+    (they differ only in the order floating-point sums are added)."""
+    problem = random_problem(n, seed, deadlines=deadlines, caps=caps)
+    fused, ref = RoundSolver(problem, "fast"), RoundSolver(problem, "numpy")
+    a, b = fused.solve(), ref.solve()
+    if warm:  # a second round, warm-started, on the same solvers
+        rng = np.random.default_rng(seed)
+        state = RoundState(problem.K * 0.8, np.full(n, problem.K), rng.uniform(0, 2, n))
+        a = fused.solve(state, Allocation(*(a.decisions[k] for k in ("q", "d", "mu"))))
+        b = ref.solve(state, Allocation(*(b.decisions[k] for k in ("q", "d", "mu"))))
+    assert (a.solver, b.solver) == ("bca-fast", "bca-numpy")
+    assert abs(a.objective - b.objective) <= 1e-9 * _scale(problem, b)
+    for k in ("q", "d", "mu"):
+        np.testing.assert_allclose(a.decisions[k], b.decisions[k], rtol=1e-6, atol=1e-6)
+
+
 def test_cvxpy_path_resolves_without_recompiling():
     problem = random_problem(20, 3)
     solver = RoundSolver(problem, "cvxpy")

@@ -271,13 +271,14 @@ class JointTrainingInferenceProblem(ProblemBase):
     state: StateSpec = StateSpec()
     simulation: SimulationSpec = SimulationSpec()
 
-    methods = ("fast", "cvxpy")
+    methods = ("fast", "numpy", "cvxpy")
 
     def solve(self, *, method: str | None = None, solver: str | None = None,
               state=None, warm=None) -> SolveResult:
         """One drift-plus-penalty round at the scenario's state (or ``state``):
-        ``method="fast"`` (closed forms, default) or ``"cvxpy"`` (DPP block problems;
-        ``solver`` picks the conic solver)."""
+        ``method="fast"`` (closed forms in compiled passes, default), ``"numpy"`` (the same
+        closed forms, vectorised numpy: the readable reference) or ``"cvxpy"`` (DPP block
+        problems; ``solver`` picks the conic solver)."""
         from jointopt.solvers.jti.round import solve_round
 
         return solve_round(self, state, method=self.check_method(method), warm=warm,

@@ -1,0 +1,305 @@
+"""The fast path's sweep, compiled: one loop over clients per pass instead of hundreds of
+numpy array passes.
+
+Same algorithm, ties and tolerances as the numpy driver in :mod:`.round`
+(:meth:`RoundSolver._ascend` with :class:`FastBlocks`), written as scalar per-client
+functions compiled by numba. A sweep is five passes over the clients:
+
+1. the training value ``G`` (a sum over clients);
+2. the q-block, accumulating ``sum p^2 (1 - q) / q`` for ``K_{t+1}``;
+3. the d- and mu-blocks, marking the clients near their cap and summing the exchange's ``G``;
+4. the exchange proposal of each client near its cap (its cap multiplier by a safeguarded
+   Newton iteration on ``log(price)``, warm-started from the last root);
+5. the line search: the objective and feasibility at the current point and at steps
+   1, 1/2, 1/4 of the proposal, in one pass (a second pass for 1/8 ... 1/256 when none of
+   those improves).
+
+The objective is separable given ``K_{t+1}``: with ``K_{t+1} = a K + b S + c`` and
+``S = sum p^2 (1 - q)/q``, it is ``sum_n A_n - K_{t+1} sum_n B_n``, so each candidate point
+costs one pass. ``numba`` is a dependency of jointopt; functions are compiled on first use
+and cached on disk (``cache=True``), so only the first run on a machine pays the compile.
+Tests hold this path to the numpy driver on random instances.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = {"cache": True, "error_model": "numpy", "fastmath": False}
+
+_INF = np.inf
+_TINY = 1e-300  # as in round.py: "0+" in the multiplier search
+
+
+@njit(**_JIT)
+def _q_cf(G, cost, p2, qmin, ub):
+    q = np.sqrt(G * p2 / cost)
+    if q != q:
+        q = _INF
+    return min(max(q, qmin), ub)
+
+
+@njit(**_JIT)
+def _mu_cf(w, cost, lam, tau, dl, mlo, ub):
+    mu = lam + np.log(w * tau / cost) / tau
+    if mu != mu:
+        mu = _INF if (cost == 0.0 and (w >= 0.0 or not dl)) else -_INF
+    return min(max(mu, mlo), ub)
+
+
+@njit(**_JIT)
+def _ratio(num, den):
+    return num / den if den > 0.0 else _INF
+
+
+@njit(**_JIT)
+def _on_time(mu, lam, tau, dl):
+    return 1.0 - np.exp(-(mu - lam) * tau) if dl else 1.0
+
+
+@njit(**_JIT)
+def _smooth(pi, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi):
+    """``(q, mu, s, ds/dlog pi)`` of one client at price ``pi`` (``_SmoothUse.at``)."""
+    q = _q_cf(G, pi * ctr, p2, qmin, 1.0)
+    mu = _mu_cf(w, pi * cinf, lam, tau, dl, mlo, mhi)
+    slope = 0.0
+    if qmin < q < 1.0:
+        slope -= 0.5 * ctr * q
+    if mlo < mu < mhi and dl:
+        slope -= cinf / tau
+    return q, mu, ctr * q + cinf * mu, slope
+
+
+@njit(**_JIT)
+def _root(t, pr, tl, guess, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi, kink):
+    """Smallest ``pi >= pr`` with ``s(pi) <= t + tl`` (``_SmoothUse.root``, one client)."""
+    if not np.isfinite(t):
+        return pr
+    if _smooth(pr, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)[2] - t <= tl:
+        return pr
+    lo = pr if pr > 0.0 else _TINY
+    if _smooth(lo, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)[2] - t <= tl:
+        return _TINY
+    cand = max(lo, kink if np.isfinite(kink) else 0.0)
+    if cand > lo and _smooth(cand, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)[2] - t > tl:
+        lo = cand
+    usable = np.isfinite(guess) and guess > lo
+    hi = max(2.0 * lo, 1.0)
+    if usable:
+        if _smooth(guess, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)[2] - t <= tl:
+            hi = guess
+        else:
+            lo = guess
+    for _ in range(200):
+        if _smooth(hi, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)[2] - t <= tl:
+            break
+        lo = hi
+        hi = 4.0 * hi
+    x = guess if (usable and lo < guess <= hi) else lo
+    for _ in range(100):
+        _, _, s, slope = _smooth(x, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)
+        f = s - t
+        if f > tl:
+            lo = x
+        else:
+            hi = x
+        if abs(f) <= tl or hi - lo <= 1e-13 * hi or hi <= 1e-12:
+            return hi
+        newton = x * np.exp(-f / slope)
+        if slope < 0.0 and lo < newton < hi and np.isfinite(newton):
+            x = newton
+        else:
+            x = np.sqrt(lo * hi) if lo > 0.0 else 0.5 * (lo + hi)
+    return hi
+
+
+@njit(**_JIT)
+def training_sum(lam, mu, d, tau, dl, horizon, P, stale):
+    """``sum lambda (P(mu) d + H (1 + d))``: ``G`` up to the factor ``V kappa b``.
+
+    ``P`` holds each client's on-time fraction; it is recomputed where ``stale``."""
+    acc = 0.0
+    for i in range(lam.size):
+        if stale[i]:
+            P[i] = _on_time(mu[i], lam[i], tau[i], dl[i])
+        acc += lam[i] * (P[i] * d[i] + horizon * (1.0 + d[i]))
+    return acc
+
+
+@njit(**_JIT)
+def q_pass(G, Z, ctr, cdl, cinf, cap, p2, qmin, q, d, mu):
+    """q-block in place (with its tie rule); returns ``sum p^2 (1 - q) / q``."""
+    S = 0.0
+    for i in range(q.size):
+        use = ctr[i] * q[i] + cdl[i] * d[i] + cinf[i] * mu[i]
+        ub = min(1.0, _ratio(max(cap[i] - (use - ctr[i] * q[i]), 0.0), ctr[i]))
+        qi = _q_cf(G, Z[i] * ctr[i], p2[i], qmin[i], ub)
+        if G == 0.0 and Z[i] * ctr[i] == 0.0:
+            qi = max(ub, qmin[i])
+        q[i] = qi
+        S += p2[i] * (1.0 - qi) / qi
+    return S
+
+
+@njit(**_JIT)
+def dmu_pass(V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap, cap_f,
+             mlo, mhi, ebar, q, d, mu, P, near):
+    """d- and mu-blocks in place (tie rules included), ``P`` updated to the new ``mu``;
+    marks ``near`` (use within 1e-4 of the cap) and returns
+    ``(any near, sum lambda (P d + H (1 + d)))`` at the new point."""
+    acc = 0.0
+    anynear = False
+    for i in range(q.size):
+        beta = V * lam[i] * kappa * (P[i] + horizon) * (ebar[i] - K1) - Z[i] * cdl[i]
+        use = ctr[i] * q[i] + cdl[i] * d[i] + cinf[i] * mu[i]
+        ub = min(1.0, _ratio(max(cap[i] - (use - cdl[i] * d[i]), 0.0), cdl[i]))
+        di = ub if beta > 0.0 else 0.0
+        if beta == 0.0:
+            di = 0.0
+        d[i] = di
+        w = V * lam[i] * (alpha - kappa * (di * K1 + (1.0 - di) * ebar[i]))
+        use = ctr[i] * q[i] + cdl[i] * di + cinf[i] * mu[i]
+        ub = min(mhi[i], _ratio(max(cap[i] - (use - cinf[i] * mu[i]), 0.0), cinf[i]))
+        mi = _mu_cf(w, Z[i] * cinf[i], lam[i], tau[i], dl[i], mlo[i], ub)
+        if Z[i] * cinf[i] == 0.0 and (w == 0.0 or not dl[i]):
+            mi = max(ub, mlo[i])
+        mu[i] = mi
+        use = ctr[i] * q[i] + cdl[i] * di + cinf[i] * mi
+        nr = use >= cap[i] - 1e-4 * max(1.0, cap_f[i])
+        near[i] = nr
+        anynear = anynear or nr
+        P[i] = _on_time(mi, lam[i], tau[i], dl[i])
+        acc += lam[i] * (P[i] * di + horizon * (1.0 + di))
+    return anynear, acc
+
+
+@njit(**_JIT)
+def exchange_pass(G, V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
+                  p2, qmin, mlo, mhi, ebar, q, d, mu, P, near, last0, last1, qn, dn, mun):
+    """Each near client's exchange proposal (``FastBlocks.exchange_block`` and the tie
+    rules of ``RoundSolver._exchange``) into ``qn, dn, mun``; the others keep their point."""
+    for i in range(q.size):
+        if not near[i]:
+            qn[i], dn[i], mun[i] = q[i], d[i], mu[i]
+            continue
+        w = V * lam[i] * (alpha - kappa * (d[i] * K1 + (1.0 - d[i]) * ebar[i]))
+        gd = V * lam[i] * kappa * (P[i] + horizon) * (ebar[i] - K1)
+        pr, room = Z[i], cap[i]
+        qi = _q_cf(G, pr * ctr[i], p2[i], qmin[i], 1.0)
+        di = 1.0 if gd > pr * cdl[i] else 0.0
+        mi = _mu_cf(w, pr * cinf[i], lam[i], tau[i], dl[i], mlo[i], mhi[i])
+        tol = 1e-12 * max(1.0, abs(room) if np.isfinite(room) else 0.0)
+        if ctr[i] * qi + cdl[i] * di + cinf[i] * mi - room > tol:
+            least = ctr[i] * qmin[i] + cinf[i] * mlo[i]
+            kq = _ratio(G * p2[i], ctr[i])
+            kink_q = kq if (G * p2[i] > 0.0 and np.isfinite(kq)) else _INF
+            kmu = _ratio(w * tau[i] * np.exp(-(mhi[i] - lam[i]) * tau[i]), cinf[i])
+            kink_mu = kmu if (dl[i] and w > 0.0 and np.isfinite(kmu)) else _INF
+            kink = min(kink_q, kink_mu)
+            c = cdl[i]
+            if c > 0.0:
+                pstar = gd / c
+            else:
+                pstar = _INF if gd > 0.0 else 0.0
+            can = gd > pr * c and room - c >= least - tol
+            r1 = _INF
+            if can:
+                r1 = _root(room - c, pr, tol, last1[i], G, ctr[i], cinf[i], p2[i], qmin[i],
+                           w, lam[i], tau[i], dl[i], mlo[i], mhi[i], kink)
+            take1 = can and r1 < pstar
+            r0 = _root(room, pr, tol, last0[i], G, ctr[i], cinf[i], p2[i], qmin[i],
+                       w, lam[i], tau[i], dl[i], mlo[i], mhi[i], kink)
+            if np.isfinite(r1):
+                last1[i] = r1
+            last0[i] = r0
+            take0 = (not take1) and r0 >= pstar
+            if take1:
+                pi = r1
+            elif take0:
+                pi = r0
+            else:
+                pi = max(pstar, pr)
+            qi, mi, used, _ = _smooth(pi, G, ctr[i], cinf[i], p2[i], qmin[i], w, lam[i],
+                                      tau[i], dl[i], mlo[i], mhi[i])
+            if take1:
+                di = 1.0
+            elif take0:
+                di = 0.0
+            else:
+                di = min(max((room - used) / (c if c > 0.0 else 1.0), 0.0), 1.0)
+        # the single blocks' ties, resolved the same way
+        if gd - pr * cdl[i] == 0.0:
+            di = 0.0
+        left = room - cdl[i] * di
+        if pr * cinf[i] == 0.0 and (w == 0.0 or not dl[i]):
+            mi = max(min(mhi[i], _ratio(left - ctr[i] * qi, cinf[i])), mlo[i])
+        if G == 0.0 and pr * ctr[i] == 0.0:
+            qi = min(max(_ratio(left - cinf[i] * mi, ctr[i]), qmin[i]), 1.0)
+        qn[i], dn[i], mun[i] = qi, di, mi
+
+
+@njit(**_JIT)
+def _terms(s, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap, budget, p2,
+           qmin, mlo, mhi, ebar, q, d, mu, qn, dn, mun, P, exact):
+    """One client's ``(A, B, S, feasible)`` at ``x + s (x_new - x)``; ``P`` is used as the
+    on-time fraction unless ``exact``."""
+    qi = q + s * (qn - q)
+    di = d + s * (dn - d)
+    mi = mu + s * (mun - mu)
+    use = ctr * qi + cdl * di + cinf * mi
+    ok = (qi >= qmin - 1e-12 and qi <= 1.0 + 1e-12 and di >= -1e-12 and di <= 1.0 + 1e-12
+          and mi >= mlo - 1e-12 and mi <= mhi + 1e-12 and use <= cap * (1.0 + 1e-12) + 1e-12)
+    if exact:
+        P = _on_time(mi, lam, tau, dl)
+    held = (1.0 - di) * ebar
+    term = V * lam * P * (alpha - kappa * held)
+    if Z > 0.0:
+        term -= Z * (use - budget)
+    coef = V * lam * kappa * P * di
+    if horizon != 0.0:
+        term -= horizon * V * kappa * lam * held
+        coef += horizon * V * kappa * lam * (1.0 + di)
+    return term, coef, p2 * (1.0 - qi) / qi, ok
+
+
+@njit(**_JIT)
+def objective_pass(steps, moving, V, alpha, kappa, K, a, b, c, horizon, Z, lam, tau, dl, ctr,
+                   cdl, cinf, cap, budget, p2, qmin, mlo, mhi, ebar, q, d, mu, qn, dn, mun,
+                   P):
+    """Objective and feasibility at ``x + s (x_new - x)`` for each ``s`` in ``steps``
+    (``RoundSolver.objective`` and ``_feasible``), in one pass.
+
+    Only the ``moving`` clients differ between steps (the others sit at ``x``, where ``P``
+    holds their on-time fraction): theirs are evaluated once for every step."""
+    m = steps.size
+    A = np.zeros(m)
+    B = np.zeros(m)
+    S = np.zeros(m)
+    ok = np.ones(m, dtype=np.bool_)
+    A0, B0, S0, ok0 = 0.0, 0.0, 0.0, True
+    for i in range(q.size):
+        if moving[i]:
+            for k in range(m):
+                t, cf, sv, fine = _terms(steps[k], V, alpha, kappa, horizon, Z[i], lam[i],
+                                         tau[i], dl[i], ctr[i], cdl[i], cinf[i], cap[i],
+                                         budget[i], p2[i], qmin[i], mlo[i], mhi[i], ebar[i],
+                                         q[i], d[i], mu[i], qn[i], dn[i], mun[i], 0.0, True)
+                A[k] += t
+                B[k] += cf
+                S[k] += sv
+                ok[k] = ok[k] and fine
+        else:
+            t, cf, sv, fine = _terms(0.0, V, alpha, kappa, horizon, Z[i], lam[i], tau[i],
+                                     dl[i], ctr[i], cdl[i], cinf[i], cap[i], budget[i], p2[i],
+                                     qmin[i], mlo[i], mhi[i], ebar[i], q[i], d[i], mu[i],
+                                     q[i], d[i], mu[i], P[i], False)
+            A0 += t
+            B0 += cf
+            S0 += sv
+            ok0 = ok0 and fine
+    out = np.empty(m)
+    for k in range(m):
+        out[k] = A[k] + A0 - (a * K + b * (S[k] + S0) + c) * (B[k] + B0)
+        ok[k] = ok[k] and ok0
+    return out, ok
