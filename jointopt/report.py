@@ -169,9 +169,16 @@ def plot_sweep(table, x: str, y: str, hue: str | None, path: str | Path) -> Path
     return path
 
 
+def _plot_cis(result: SolveResult, problem: ProblemBase, path: str | Path) -> Path:
+    from jointopt.solvers.cis.figure import plot_exit_weights
+
+    return plot_exit_weights(result, problem, path)
+
+
 #: ``kind -> (file name, plot(result, problem, path) -> Path)``: the figure ``write_outputs``
 #: draws for a solved problem of that kind.
-FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation)}
+FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
+           "cis_early_exit": ("exit_weights.png", _plot_cis)}
 
 
 def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:

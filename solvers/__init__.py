@@ -4,9 +4,11 @@ Installed as ``jointopt.solvers``.
 """
 
 from jointopt.solvers.base import ProblemBase, SolveResult
+from jointopt.solvers.cis import CooperativeInferenceProblem
 from jointopt.solvers.jti import JointTrainingInferenceProblem, RoundSolver, RoundState
 
-PROBLEM_KINDS = {JointTrainingInferenceProblem.kind: JointTrainingInferenceProblem}
+PROBLEM_KINDS = {CooperativeInferenceProblem.kind: CooperativeInferenceProblem,
+                 JointTrainingInferenceProblem.kind: JointTrainingInferenceProblem}
 
-__all__ = ["PROBLEM_KINDS", "ProblemBase", "SolveResult", "JointTrainingInferenceProblem",
+__all__ = ["CooperativeInferenceProblem", "PROBLEM_KINDS", "ProblemBase", "SolveResult", "JointTrainingInferenceProblem",
            "RoundSolver", "RoundState"]
