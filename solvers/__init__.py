@@ -6,9 +6,11 @@ Installed as ``jointopt.solvers``.
 from jointopt.solvers.base import ProblemBase, SolveResult
 from jointopt.solvers.cis import CooperativeInferenceProblem
 from jointopt.solvers.jti import JointTrainingInferenceProblem, RoundSolver, RoundState
+from jointopt.solvers.split import SplitProblem
 
 PROBLEM_KINDS = {CooperativeInferenceProblem.kind: CooperativeInferenceProblem,
-                 JointTrainingInferenceProblem.kind: JointTrainingInferenceProblem}
+                 JointTrainingInferenceProblem.kind: JointTrainingInferenceProblem,
+                 SplitProblem.kind: SplitProblem}
 
 __all__ = ["CooperativeInferenceProblem", "PROBLEM_KINDS", "ProblemBase", "SolveResult", "JointTrainingInferenceProblem",
-           "RoundSolver", "RoundState"]
+           "RoundSolver", "RoundState", "SplitProblem"]
