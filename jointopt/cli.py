@@ -154,6 +154,50 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_validate(args) -> int:
+    from jointopt.policies import POLICIES
+    from jointopt.solvers.jti import JointTrainingInferenceProblem
+
+    problem = scenarios.load(args.scenario)
+    if not isinstance(problem, JointTrainingInferenceProblem):
+        raise ValidationError("scenario", f"validate needs a joint_training_inference scenario, "
+                                          f"got kind {problem.kind!r}")
+    names = [p for item in (args.policies or ["all"]) for p in item.split(",") if p]
+    names = list(POLICIES) if names == ["all"] else names
+    for name in names:
+        if name not in POLICIES:
+            raise ValidationError("--policies", f"unknown policy {name!r}; choose from "
+                                                f"{', '.join(POLICIES)} or all")
+    if args.rounds is not None and args.rounds < 2:
+        raise ValidationError("--rounds", f"must be >= 2, got {args.rounds}")
+    if args.surrogate_seeds < 1:
+        raise ValidationError("--surrogate-seeds", f"must be >= 1, got {args.surrogate_seeds}")
+    try:
+        from jointopt.harness.validate import resize, validate, write_validation
+    except ImportError as exc:
+        raise ValidationError("validate", f"needs the train extra (torch, scikit-learn): "
+                                          f"pip install -e \".[train]\" ({exc})") from None
+    if args.clients is not None:
+        problem = resize(problem, args.clients)
+    progress = sys.stderr.isatty() and not args.no_progress
+    result = validate(problem, names, rounds=args.rounds, seed=args.seed,
+                      surrogate_seeds=args.surrogate_seeds, progress=progress)
+    written = write_validation(result, args.out) if args.out else []
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        cols = ["policy", "predicted", "measured", "abs_error"]
+        print(result.table[cols].to_string(index=False, float_format="{:.4f}".format))
+        print(f"spearman {result.spearman:.3f}  mae {result.mae:.4f}  "
+              f"({len(names)} policies, {result.rounds_run} rounds, seed {args.seed})")
+        conv, acc = result.calibration["convergence"], result.calibration["accuracy"]
+        print(f"calibration: a={conv['a']:.4g} b={conv['b']:.4g} c={conv['c']:.4g} "
+              f"(r2 {conv['r2']:.3f}); accuracy map r2 {acc['r2']:.3f}")
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jointopt",
@@ -216,6 +260,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hue", help="column that splits the lines, e.g. policy")
     p.add_argument("--out", help="PNG path (default: next to the table)")
     p.set_defaults(func=_cmd_plot)
+    p = sub.add_parser("validate", help="check the calibrated surrogate against real "
+                                        "federated training (needs the train extra)")
+    p.add_argument("scenario", nargs="?", default="default",
+                   help="built-in scenario name or a .toml/.yaml path (default: %(default)s)")
+    p.add_argument("--policies", action="append", metavar="NAME,...",
+                   help="policies to compare (comma separated, repeatable, or all; default all)")
+    p.add_argument("--rounds", type=int, help="rounds of each run (default: the scenario's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--clients", type=int, help="keep only the scenario's first N clients")
+    p.add_argument("--surrogate-seeds", type=int, default=20,
+                   help="surrogate runs averaged per policy (default: %(default)s)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (policies: predicted, measured; spearman)")
+    p.add_argument("--out", metavar="DIR", help="write validation.csv, validation_rounds.csv, "
+                                                "calibration.json and validation.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_cmd_validate)
     return parser
 
 

@@ -49,3 +49,12 @@ def test_surrogate_and_sweep_benchmarks_run_quick():
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         assert expect in proc.stdout
+
+def test_validation_benchmark_runs_quick():
+    """The harness validation benchmark runs end to end (needs the train extra)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_validation.py"),
+                           "--quick", "--surrogate-seeds", "5"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "spearman" in proc.stdout and "mae" in proc.stdout
+

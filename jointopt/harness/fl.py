@@ -1,0 +1,360 @@
+"""Real federated training and serving, driven by the surrogate's policies (PyTorch).
+
+Provenance: **project choice** (spec ``joint_training_inference.md`` §6). One round ``t``
+mirrors :func:`jointopt.surrogate.simulate` step by step, with real models in place of the
+analytical ones:
+
+1. the policy sees ``Observation(t, K_t, held errors, ages)`` and returns ``(q, d, mu)``;
+   ``K_t`` is the measured global training loss ``F(w_t) = sum_n p_n F_n(w_t)`` (the gap
+   to the cross-entropy's lower bound 0), a held copy's error is the ``K`` of the version it
+   holds;
+2. participation ``B_n ~ Bernoulli(q_n)`` and downloads ``D_n ~ Bernoulli(d_n)``;
+3. every participant runs ``local_steps`` minibatch SGD steps from ``w_t`` on its own
+   shard (all participants at once: stacked parameters, ``torch.func.vmap``), and the
+   server aggregates without bias, ``w_{t+1} = w_t + eta_s sum_n p_n (B_n / q_n)
+   (w_n - w_t)`` (:func:`aggregate_unbiased`; its expectation over the draws is full
+   participation's ``w_t + eta_s sum_n p_n (w_n - w_t)``);
+4. a refreshed client (``D_n``, or ``B_n or D_n`` in mode ``download_or_train``) now holds
+   ``w_{t+1}``; the others keep their copy, however stale;
+5. requests arrive as a Poisson process of rate ``lambda_n`` over the slot, each is a test
+   sample drawn from the client's own label distribution (that of its training shard),
+   waits in the client's FIFO queue served at rate ``mu_n`` (exponential service; the
+   queue carries over between rounds, Lindley recursion), is on time when its sojourn is
+   within ``tau_n`` and correct when the held copy classifies it right.
+
+Held copies are versions of the global model: the run stores every version's flat
+parameters and its predictions on the test set, so serving costs one forward pass per
+version. Every random draw comes from generators seeded by ``seed``: the same problem,
+policy, seed and configuration give the same numbers.
+
+Reusable pieces (``cis_early_exit.md``, ``split_learning.md``): :class:`FlatModel` (a
+module's parameters as one flat vector, batched forward over stacked copies),
+:func:`local_sgd`, :func:`aggregate_unbiased`, :func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jointopt.harness.data import (
+    dirichlet_partition,
+    label_distribution,
+    load_digits_data,
+    sample_requests,
+    shard_partition,
+)
+from jointopt.harness.nets import mlp
+from jointopt.models.queueing import on_time_fraction
+from jointopt.policies import Observation, Policy, make_policy
+
+
+class FlatModel:
+    """A module evaluated at flat parameter vectors (one vector, or a stack of them)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        named = [(k, v) for k, v in module.named_parameters()]
+        self.names = [k for k, _ in named]
+        self.shapes = [v.shape for _, v in named]
+        self.sizes = [v.numel() for _, v in named]
+        self.size = int(sum(self.sizes))
+
+    def flat(self) -> torch.Tensor:
+        """The module's current parameters as one detached vector."""
+        return torch.cat([p.detach().reshape(-1) for p in self.module.parameters()]).clone()
+
+    def params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, o = {}, 0
+        for name, shape, size in zip(self.names, self.shapes, self.sizes, strict=True):
+            out[name] = w[o:o + size].view(shape)
+            o += size
+        return out
+
+    def forward(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self.module, self.params(w), (x,))
+
+    def forward_stacked(self, W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        """``W`` (m, P), ``X`` (m, B, ...) -> (m, B, classes): copy i on batch i."""
+        return torch.func.vmap(self.forward)(W, X)
+
+
+def local_sgd(model: FlatModel, w0: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
+              parts: list[np.ndarray], clients: np.ndarray, *, steps: int, batch_size: int,
+              lr: float, rng: np.random.Generator) -> torch.Tensor:
+    """``steps`` minibatch SGD steps of every client in ``clients``, all from ``w0``.
+
+    Client n samples ``batch_size`` indices of ``parts[n]`` with replacement each step.
+    Returns the stacked local models ``(len(clients), P)``. The loss summed over clients
+    has, for each client's row, exactly that client's gradient, so one backward pass
+    serves all of them.
+    """
+    m = len(clients)
+    if m == 0:
+        return w0.new_zeros((0, w0.numel()))
+    sizes = np.array([len(parts[n]) for n in clients])
+    pool = [np.asarray(parts[n]) for n in clients]
+    W = w0.detach().expand(m, -1).clone()
+    for _ in range(steps):
+        pick = np.floor(rng.random((m, batch_size)) * sizes[:, None]).astype(np.int64)
+        idx = torch.from_numpy(np.stack([pool[i][pick[i]] for i in range(m)]))
+        W.requires_grad_(True)
+        logits = model.forward_stacked(W, X[idx])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[idx].reshape(-1),
+                               reduction="sum") / batch_size
+        (grad,) = torch.autograd.grad(loss, W)
+        W = (W - lr * grad).detach()
+    return W
+
+
+def aggregate_unbiased(w: torch.Tensor, local: torch.Tensor, p: np.ndarray, q: np.ndarray,
+                       trained: np.ndarray, server_lr: float = 1.0) -> torch.Tensor:
+    """``w + eta_s sum_n p_n (B_n / q_n) (w_n - w)`` over the clients that trained.
+
+    ``local`` holds one row per trained client (in the order of ``np.flatnonzero(trained)``).
+    Its expectation over ``B_n ~ Bernoulli(q_n)`` is ``w + eta_s sum_n p_n (w_n - w)``.
+    """
+    who = np.flatnonzero(trained)
+    if len(who) == 0:
+        return w.clone()
+    coef = torch.as_tensor(np.asarray(p)[who] / np.asarray(q)[who], dtype=w.dtype)
+    return w + server_lr * (coef[:, None] * (local - w[None, :])).sum(dim=0)
+
+
+@torch.no_grad()
+def evaluate(model: FlatModel, w: torch.Tensor, X: torch.Tensor,
+             y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample cross-entropy and predicted labels of model ``w`` on ``(X, y)``."""
+    logits = model.forward(w, X)
+    loss = F.cross_entropy(logits, y, reduction="none")
+    return loss.numpy().astype(float), logits.argmax(dim=1).numpy()
+
+
+@dataclass(frozen=True)
+class HarnessConfig:
+    """Training and data settings of the harness (project choices, all swappable)."""
+
+    hidden: tuple[int, ...] = (32,)   # MLP widths
+    local_steps: int = 5              # SGD steps per participation
+    batch_size: int = 16
+    lr: float = 0.3
+    server_lr: float = 1.0
+    partition: str = "dirichlet"      # "dirichlet" (sizes follow p) or "shards"
+    alpha: float = 0.5                # Dirichlet label skew
+    test_size: float = 0.3
+    data_seed: int = 0                # the split and partition stay fixed across run seeds
+    threads: int = 1                  # torch threads during a run
+
+
+@dataclass
+class HarnessResult:
+    """A real run: per-round tidy ``table``, ``summary`` and the model versions.
+
+    ``K[v]`` is the measured loss of global version ``v`` (``v = 0`` the initial model,
+    ``v = t + 1`` after round ``t``), ``V[t]`` the sampled aggregation spread of round
+    ``t`` (``sum_n p_n^2 (B_n/q_n - 1)^2``), ``version_accuracy[v]`` the version's accuracy
+    on the request mix, ``versions`` its flat parameters, ``held_version[n]`` the version
+    client n holds at the end.
+    """
+
+    scenario: str
+    policy: str
+    seed: int
+    table: pd.DataFrame
+    summary: dict
+    K: np.ndarray = field(repr=False)
+    V: np.ndarray = field(repr=False)
+    version_accuracy: np.ndarray = field(repr=False)
+    versions: np.ndarray = field(repr=False)
+    held_version: np.ndarray = field(repr=False)
+
+
+class FederatedHarness:
+    """Digits split across the problem's clients, and real FedAvg runs of any policy.
+
+    The training shards are label-skewed (``config.partition``) with sizes proportional to
+    the clients' data weights ``p`` (Dirichlet partition); each client's requests follow
+    its shard's label distribution.
+    """
+
+    def __init__(self, problem, config: HarnessConfig | None = None):
+        self.problem = problem
+        self.config = cfg = config or HarnessConfig()
+        data = load_digits_data(test_size=cfg.test_size, seed=cfg.data_seed)
+        self.data = data
+        n = problem.clients.count
+        if cfg.partition == "dirichlet":
+            self.parts = dirichlet_partition(data.y_train, n, cfg.alpha,
+                                             weights=problem.clients.p, rng=cfg.data_seed)
+        elif cfg.partition == "shards":
+            self.parts = shard_partition(data.y_train, n, rng=cfg.data_seed,
+                                         mode="sorted_cut")
+        else:
+            raise ValueError(f"partition must be 'dirichlet' or 'shards', got {cfg.partition!r}")
+        self.dist = label_distribution(data.y_train, self.parts, data.n_classes)
+        self.owner = np.empty(len(data.y_train), dtype=np.int64)
+        for i, part in enumerate(self.parts):
+            self.owner[part] = i
+        lam = problem.clients.arrival_rate
+        self.request_mix = (lam @ self.dist / lam.sum() if lam.sum() > 0
+                            else self.dist.mean(axis=0))
+        self._X = torch.from_numpy(data.X_train)
+        self._y = torch.from_numpy(data.y_train)
+        self._Xt = torch.from_numpy(data.X_test)
+        self._yt = torch.from_numpy(data.y_test)
+        self._test_stock = np.bincount(data.y_test, minlength=data.n_classes)
+
+    def build_model(self, seed: int) -> FlatModel:
+        """The MLP at its seeded initialisation (the same for every policy of a seed)."""
+        return FlatModel(mlp(self.data.n_features, self.config.hidden, self.data.n_classes,
+                             seed=seed))
+
+    def measure(self, model: FlatModel, w: torch.Tensor) -> tuple[float, np.ndarray,
+                                                                  np.ndarray]:
+        """``(K, predictions on the test set, per-class test accuracy)`` of version ``w``."""
+        loss, _ = evaluate(model, w, self._X, self._y)
+        per_client = np.bincount(self.owner, weights=loss, minlength=len(self.parts)) / \
+            np.array([len(p) for p in self.parts])
+        K = float(self.problem.clients.p @ per_client)
+        _, pred = evaluate(model, w, self._Xt, self._yt)
+        right = (pred == self.data.y_test).astype(float)
+        per_class = np.bincount(self.data.y_test, weights=right, minlength=self.data.n_classes) \
+            / np.maximum(self._test_stock, 1)
+        return K, pred, per_class
+
+    def run(self, policy: Policy | str = "online", *, problem=None, rounds: int | None = None,
+            seed: int = 0, progress: bool = False) -> HarnessResult:
+        """Real FedAvg and serving for ``rounds`` rounds under ``policy``.
+
+        ``problem`` (default: the harness's) is what the policy is reset with, e.g. a
+        calibrated copy; it must have the same clients.
+        """
+        problem = self.problem if problem is None else problem
+        if problem.clients.count != len(self.parts):
+            raise ValueError("problem has a different client count than the harness")
+        if isinstance(policy, str):
+            policy = make_policy(policy)
+        T = problem.simulation.rounds if rounds is None else int(rounds)
+        if T < 1:
+            raise ValueError(f"rounds must be >= 1, got {T}")
+        cfg = self.config
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads)
+        try:
+            return self._run(problem, policy, T, seed, progress)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, problem, policy, T, seed, progress) -> HarnessResult:
+        cfg = self.config
+        rng_part, rng_train, rng_req = (np.random.default_rng(s) for s in
+                                        np.random.SeedSequence(seed).spawn(3))
+        c = problem.clients
+        n, p, lam = c.count, c.p, c.arrival_rate
+        slot, mode = problem.simulation.slot, problem.controller.refresh
+        cost = (c.cost_train, c.cost_download, c.cost_service)
+        model = self.build_model(seed)
+        w = model.flat()
+        K0, pred0, cls0 = self.measure(model, w)
+        Ks, preds, versions, vacc = [K0], [pred0], [w.numpy().copy()], [cls0 @ self.request_mix]
+        client_acc = [self.dist @ cls0]        # per version: accuracy on each client's mix
+        held = np.zeros(n, dtype=np.int64)
+        age = np.zeros(n, dtype=np.int64)
+        free = np.zeros(n)                     # when each client's server is next idle
+        cols = {k: np.empty(T) for k in (
+            "K", "V", "mean_aom", "requests", "on_time", "correct", "timely_accuracy",
+            "expected_timely_accuracy", "global_accuracy", "resource_use", "backlog",
+            "mean_q", "mean_d", "mean_mu", "participants")}
+        total_rate = float(lam.sum())
+        policy.reset(problem)
+        steps = range(T)
+        if progress:
+            from tqdm import tqdm
+
+            steps = tqdm(steps, desc=f"train {policy.name}", unit="round", file=sys.stderr,
+                         leave=False)
+        for t in steps:
+            x = policy.decide(Observation(t, Ks[-1], np.asarray(Ks)[held], age.copy()))
+            trained = rng_part.random(n) < x.q
+            downloaded = rng_part.random(n) < x.d
+            who = np.flatnonzero(trained)
+            local = local_sgd(model, w, self._X, self._y, self.parts, who,
+                              steps=cfg.local_steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                              rng=rng_train)
+            w = aggregate_unbiased(w, local, p, x.q, trained, cfg.server_lr)
+            K, pred, per_class = self.measure(model, w)
+            Ks.append(K)
+            preds.append(pred)
+            versions.append(w.numpy().copy())
+            vacc.append(float(per_class @ self.request_mix))
+            client_acc.append(self.dist @ per_class)
+            refreshed = downloaded | (trained if mode == "download_or_train" else False)
+            held = np.where(refreshed, t + 1, held)
+            age = np.where(refreshed, 0, age + 1)
+
+            # serving: Poisson arrivals over the slot, FIFO queue at rate mu (Lindley)
+            arrivals = rng_req.poisson(lam * slot)
+            amax = int(arrivals.max()) if n else 0
+            on_time_n = np.zeros(n)
+            correct_n = np.zeros(n)
+            if amax:
+                times = rng_req.random((n, amax)) * slot
+                valid = np.arange(amax)[None, :] < arrivals[:, None]
+                times = np.sort(np.where(valid, times, np.inf), axis=1) + t * slot
+                service = rng_req.exponential(1.0, (n, amax)) / x.mu[:, None]
+                who_req = np.repeat(np.arange(n), arrivals)
+                sample = sample_requests(self.data.y_test, self.dist, who_req, rng_req)
+                right = (np.stack(preds)[held[who_req], sample] == self.data.y_test[sample])
+                ok = np.zeros((n, amax), dtype=bool)
+                for k in range(amax):
+                    v = valid[:, k]
+                    start = np.maximum(times[:, k], free)
+                    finish = start + service[:, k]
+                    with np.errstate(invalid="ignore"):
+                        ok[:, k] = v & (finish - times[:, k] <= c.deadline)
+                    free = np.where(v, finish, free)
+                on_time_flat = ok[valid]       # row-major: client by client, as who_req
+                on_time_n = np.bincount(who_req, weights=on_time_flat, minlength=n)
+                correct_n = np.bincount(who_req, weights=on_time_flat & right, minlength=n)
+            P = on_time_fraction(lam, x.mu, c.deadline)
+            acc_held = np.stack(client_acc)[held, np.arange(n)]
+            use = cost[0] * x.q + cost[1] * x.d + cost[2] * x.mu
+            cols["K"][t] = K
+            cols["V"][t] = float(np.sum(p * p * np.where(trained, 1.0 / x.q - 1.0, -1.0) ** 2))
+            cols["mean_aom"][t] = age.mean()
+            cols["requests"][t] = arrivals.sum()
+            cols["on_time"][t] = on_time_n.sum()
+            cols["correct"][t] = correct_n.sum()
+            cols["timely_accuracy"][t] = correct_n.sum() / max(arrivals.sum(), 1)
+            cols["expected_timely_accuracy"][t] = (float(np.sum(lam * P * acc_held)) / total_rate
+                                                  if total_rate > 0 else np.nan)
+            cols["global_accuracy"][t] = vacc[-1]
+            cols["resource_use"][t] = use.mean()
+            cols["backlog"][t] = policy.backlog
+            cols["mean_q"][t], cols["mean_d"][t] = x.q.mean(), x.d.mean()
+            cols["mean_mu"][t] = x.mu.mean()
+            cols["participants"][t] = len(who)
+
+        table = pd.DataFrame({"round": np.arange(T), **cols})
+        table.insert(0, "policy", policy.name)
+        table.insert(0, "scenario", problem.name)
+        summary = {
+            "avg_timely_accuracy": float(table["correct"].sum() / max(table["requests"].sum(), 1)),
+            "expected_timely_accuracy": float(table["expected_timely_accuracy"].mean()),
+            "mean_aom": float(table["mean_aom"].mean()),
+            "avg_resource_use": float(table["resource_use"].mean()),
+            "final_K": float(Ks[-1]),
+            "mean_K": float(table["K"].mean()),
+            "final_global_accuracy": float(vacc[-1]),
+            "rounds": T,
+            "seed": seed,
+        }
+        return HarnessResult(problem.name, policy.name, seed, table, summary,
+                             np.asarray(Ks), cols["V"].copy(), np.asarray(vacc),
+                             np.stack(versions), held.copy())

@@ -1,0 +1,193 @@
+"""Validation: each policy in the calibrated surrogate and in real training, side by side.
+
+Provenance: **project choice** (spec ``joint_training_inference.md`` §6). For one scenario
+and seed:
+
+1. the harness splits the digits across the scenario's clients (:class:`FederatedHarness`);
+2. pilot runs calibrate the convergence constants and the accuracy map
+   (:func:`~jointopt.harness.calibrate.calibrate`), and the calibrated problem starts at
+   the measured loss ``K0`` of the initial model;
+3. every policy is reset with the *calibrated* problem and drives both the surrogate
+   (:func:`jointopt.surrogate.simulate`, averaged over ``surrogate_seeds`` seeds: its
+   request noise is not what is being checked) and one real run;
+4. per policy: ``predicted`` (surrogate average timely accuracy), ``measured`` (fraction of
+   the real run's requests answered on time and correctly), ``abs_error``; across
+   policies: the Spearman rank correlation (``scipy.stats.spearmanr``) and the mean
+   absolute error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_POLICIES = ("online", "training_first", "inference_first", "equal_split",
+                    "aom_unaware", "static")
+
+
+def resize(problem, clients: int):
+    """The scenario with only its first ``clients`` clients (drawn fields kept as drawn)."""
+    n = problem.clients.count
+    if not 1 <= clients <= n:
+        from jointopt.errors import ValidationError
+
+        raise ValidationError("--clients", f"must be in 1..{n}, got {clients}")
+    if clients == n:
+        return problem
+    data = problem.to_dict()
+    cl = data["clients"]
+    for key, value in cl.items():
+        if isinstance(value, list):
+            cl[key] = value[:clients]
+    cl["count"] = clients
+    for key in ("ebar", "Z"):
+        if isinstance(data["state"].get(key), list):
+            data["state"][key] = data["state"][key][:clients]
+    return type(problem).from_dict(data)
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (nan with fewer than 2 points or a constant side)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+@dataclass
+class ValidationResult:
+    """``table``: one row per policy; ``rounds``: tidy per-round rows of both sides."""
+
+    scenario: str
+    seed: int
+    rounds_run: int
+    table: pd.DataFrame
+    rounds: pd.DataFrame = field(repr=False)
+    calibration: dict = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def spearman(self) -> float:
+        return spearman(self.table["predicted"], self.table["measured"])
+
+    @property
+    def mae(self) -> float:
+        return float(self.table["abs_error"].mean())
+
+    def to_dict(self) -> dict:
+        from jointopt.solvers.base import finite_or_none
+
+        return finite_or_none({
+            "scenario": self.scenario, "seed": self.seed, "rounds": self.rounds_run,
+            "policies": {row.policy: {"predicted": row.predicted, "measured": row.measured,
+                                      "abs_error": row.abs_error,
+                                      "predicted_expected": row.predicted_expected,
+                                      "measured_expected": row.measured_expected}
+                         for row in self.table.itertuples()},
+            "spearman": self.spearman, "mae": self.mae,
+            "calibration": self.calibration, "elapsed_s": self.elapsed_s})
+
+
+def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, seed: int = 0,
+             surrogate_seeds: int = 20, config=None, pilots=(1.0, 0.5, 0.2, "uniform"),
+             progress: bool = False) -> ValidationResult:
+    """Calibrate on pilot runs, then run every policy in the surrogate and for real."""
+    from jointopt.harness.calibrate import calibrate
+    from jointopt.harness.fl import FederatedHarness
+    from jointopt.policies import make_policy
+    from jointopt.surrogate import simulate
+
+    start = time.perf_counter()
+    T = problem.simulation.rounds if rounds is None else int(rounds)
+    if T < 2:
+        from jointopt.errors import ValidationError
+
+        raise ValidationError("--rounds", f"must be >= 2, got {T}")
+    harness = FederatedHarness(problem, config)
+    calib = calibrate(harness, rounds=T, seed=seed, pilots=pilots, progress=progress)
+    tuned = calib.apply(problem)
+    rows, frames = [], []
+    for name in policies:
+        sims = [simulate(tuned, make_policy(name), rounds=T, seed=seed * 1000 + s)
+                for s in range(surrogate_seeds)]
+        real = harness.run(make_policy(name), problem=tuned, rounds=T, seed=seed,
+                           progress=progress)
+        predicted = float(np.mean([r.summary["avg_timely_accuracy"] for r in sims]))
+        measured = real.summary["avg_timely_accuracy"]
+        rows.append({
+            "scenario": problem.name, "policy": name, "seed": seed, "rounds": T,
+            "predicted": predicted, "measured": measured,
+            "abs_error": abs(predicted - measured),
+            "predicted_expected": float(np.mean([r.summary["expected_timely_accuracy"]
+                                                 for r in sims])),
+            "measured_expected": real.summary["expected_timely_accuracy"],
+            "predicted_mean_aom": float(np.mean([r.summary["mean_aom"] for r in sims])),
+            "measured_mean_aom": real.summary["mean_aom"],
+            "predicted_mean_K": float(np.mean([r.summary["mean_K"] for r in sims])),
+            "measured_mean_K": real.summary["mean_K"],
+        })
+        sim_mean = pd.concat([r.table for r in sims]).groupby("round").mean(numeric_only=True)
+        both = pd.DataFrame({
+            "round": np.arange(T),
+            "predicted_K": sim_mean["K"].to_numpy(),
+            "measured_K": real.table["K"].to_numpy(),
+            "predicted_timely_accuracy": sim_mean["expected_timely_accuracy"].to_numpy(),
+            "measured_timely_accuracy": real.table["timely_accuracy"].to_numpy(),
+            "measured_expected_timely_accuracy":
+                real.table["expected_timely_accuracy"].to_numpy(),
+        })
+        both.insert(0, "policy", name)
+        frames.append(both)
+    return ValidationResult(problem.name, seed, T, pd.DataFrame(rows), pd.concat(frames),
+                            calib.to_dict(), time.perf_counter() - start)
+
+
+def plot_validation(tables, path) -> Path:
+    """Predicted against measured average timely accuracy, one point per policy (and seed),
+    with the diagonal; ``tables`` is one validation table or several (concatenated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.concat(tables) if isinstance(tables, list | tuple) else tables
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, part in table.groupby("policy", sort=False):
+        ax.scatter(part["predicted"], part["measured"], label=name, s=40)
+    lo = float(min(table["predicted"].min(), table["measured"].min()))
+    hi = float(max(table["predicted"].max(), table["measured"].max()))
+    pad = 0.05 * max(hi - lo, 1e-3)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k:", lw=1, label="predicted = measured")
+    rho = spearman(table["predicted"], table["measured"])
+    mae = float(table["abs_error"].mean())
+    ax.set_xlabel("predicted (calibrated surrogate)")
+    ax.set_ylabel("measured (real federated training)")
+    ax.set_title(f"average timely accuracy: Spearman {rho:.2f}, MAE {mae:.3f}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_validation(result: ValidationResult, out) -> list[Path]:
+    """``validation.csv`` (one row per policy), ``validation_rounds.csv``,
+    ``calibration.json`` and ``validation.png`` under ``out``."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "validation.csv", out / "validation_rounds.csv", out / "calibration.json"]
+    result.table.to_csv(paths[0], index=False)
+    result.rounds.to_csv(paths[1], index=False)
+    paths[2].write_text(json.dumps(result.calibration, indent=2))
+    paths.append(plot_validation(result.table, out / "validation.png"))
+    return paths

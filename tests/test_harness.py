@@ -1,0 +1,270 @@
+"""The validation harness: partitioners, networks, real FedAvg, calibration, validation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+import torch  # noqa: E402
+from jointopt.models.queueing import on_time_fraction  # noqa: E402
+from jointopt.solvers.jti import Allocation  # noqa: E402
+
+from jointopt import cli, load_scenario  # noqa: E402
+from jointopt.harness.calibrate import fit_accuracy, fit_convergence  # noqa: E402
+from jointopt.harness.data import (  # noqa: E402
+    dirichlet_partition,
+    label_distribution,
+    load_digits_data,
+    sample_requests,
+    shard_partition,
+)
+from jointopt.harness.fl import FederatedHarness, aggregate_unbiased  # noqa: E402
+from jointopt.harness.nets import digits_cnn, mlp  # noqa: E402
+from jointopt.harness.validate import resize  # noqa: E402
+from jointopt.policies import Fixed  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return resize(load_scenario("default"), 10)
+
+
+@pytest.fixture(scope="module")
+def harness(problem):
+    return FederatedHarness(problem)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_digits_data()
+
+
+# -- data -----------------------------------------------------------------------------
+@pytest.mark.parametrize("alpha", [0.1, 0.5, 100.0])
+def test_dirichlet_partition_covers_every_index_once(data, alpha):
+    w = np.linspace(0.5, 1.5, 12)
+    parts = dirichlet_partition(data.y_train, 12, alpha, weights=w, rng=3)
+    allidx = np.concatenate(parts)
+    assert len(allidx) == len(data.y_train)
+    assert np.array_equal(np.sort(allidx), np.arange(len(data.y_train)))
+    sizes = np.array([len(p) for p in parts])
+    assert (sizes > 0).all()
+    # sizes follow the weights (a few samples of rounding per label)
+    target = len(data.y_train) * w / w.sum()
+    assert np.abs(sizes - target).max() <= 12
+    dist = label_distribution(data.y_train, parts, 10)
+    assert np.allclose(dist.sum(axis=1), 1.0)
+    if alpha == 0.1:  # strong skew: most clients dominated by few labels
+        assert np.median(dist.max(axis=1)) > 0.4
+
+
+def test_dirichlet_partition_is_deterministic(data):
+    a = dirichlet_partition(data.y_train, 8, 0.5, rng=1)
+    b = dirichlet_partition(data.y_train, 8, 0.5, rng=1)
+    c = dirichlet_partition(data.y_train, 8, 0.5, rng=2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+@pytest.mark.parametrize("mode", ["class_aligned", "sorted_cut"])
+def test_shard_partition(data, mode):
+    parts = shard_partition(data.y_train, 10, 2, mode=mode, rng=0)
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(data.y_train)))
+    if mode == "class_aligned":
+        assert all(1 <= len(np.unique(data.y_train[p])) <= 2 for p in parts)
+    with pytest.raises(ValueError, match="divisible"):
+        shard_partition(data.y_train, 7, 1, mode="class_aligned")
+
+
+def test_requests_follow_client_label_distribution(data):
+    dist = np.zeros((2, 10))
+    dist[0, 3] = 1.0
+    dist[1, [1, 7]] = 0.5
+    rng = np.random.default_rng(0)
+    client = np.repeat([0, 1], 2000)
+    idx = sample_requests(data.y_test, dist, client, rng)
+    labels = data.y_test[idx]
+    assert (labels[:2000] == 3).all()
+    assert set(np.unique(labels[2000:])) == {1, 7}
+    assert abs(np.mean(labels[2000:] == 1) - 0.5) < 0.05
+
+
+# -- networks -------------------------------------------------------------------------
+@pytest.mark.parametrize("build,cuts", [(lambda: mlp(64, (32, 16), 10, exits=(1, 2), seed=0),
+                                         (0, 1, 2, 3)),
+                                        (lambda: digits_cnn(exits=(1, 2, 4), seed=0),
+                                         (0, 1, 2, 3, 4, 5, 6))])
+def test_block_net_split_and_exits(build, cuts):
+    net = build()
+    x = torch.rand(5, 64)
+    full = net(x)
+    for s in cuts:
+        assert torch.equal(net.server(net.client(x, s), s), full)
+    outs = net.exits(x)
+    assert len(outs) == len(net.exit_points) + 1
+    assert all(o.shape == (5, 10) for o in outs)
+    assert torch.equal(outs[-1], full)
+
+
+# -- federated training ---------------------------------------------------------------
+def test_unbiased_aggregation_matches_full_participation_in_expectation():
+    rng = np.random.default_rng(0)
+    n, dim, draws = 6, 4, 4_000
+    w = torch.as_tensor(rng.normal(size=dim))
+    local = torch.as_tensor(rng.normal(size=(n, dim)))
+    p = rng.uniform(0.5, 1.5, n)
+    p /= p.sum()
+    q = np.array([0.05, 0.2, 0.5, 0.8, 1.0, 0.3])
+    full = aggregate_unbiased(w, local, p, np.ones(n), np.ones(n, bool))
+    assert torch.allclose(full, w + (torch.as_tensor(p)[:, None] * (local - w)).sum(0))
+    # exact expectation: every participation pattern, weighted by its probability
+    exact = torch.zeros(dim, dtype=w.dtype)
+    for bits in range(2 ** n):
+        trained = np.array([(bits >> i) & 1 for i in range(n)], dtype=bool)
+        prob = float(np.prod(np.where(trained, q, 1.0 - q)))
+        if prob > 0:
+            exact += prob * aggregate_unbiased(w, local[torch.as_tensor(trained)], p, q, trained)
+    assert torch.allclose(exact, full, atol=1e-12)
+    # many sampled rounds average to it
+    total = torch.zeros(dim, dtype=w.dtype)
+    sq = torch.zeros(dim, dtype=w.dtype)
+    for _ in range(draws):
+        trained = rng.random(n) < q
+        agg = aggregate_unbiased(w, local[torch.as_tensor(trained)], p, q, trained)
+        total += agg
+        sq += agg * agg
+    mean = total / draws
+    stderr = torch.sqrt((sq / draws - mean * mean) / draws)
+    assert torch.all(torch.abs(mean - full) < 5 * stderr)
+    # a biased rule (no 1/q) would sit far outside that band
+    biased = w + (torch.as_tensor(p * q)[:, None] * (local - w)).sum(0)
+    assert torch.any(torch.abs(biased - full) > 10 * stderr)
+
+
+def test_client_that_never_downloads_keeps_its_initial_model(harness, problem):
+    n = problem.clients.count
+    d = np.ones(n)
+    d[0] = 0.0
+    q = np.full(n, 0.5)
+    q[0] = problem.clients.q_min[0]  # it even trains sometimes, but mode is "download"
+    policy = Fixed(Allocation(q, d, problem.clients.mu_max.copy()))
+    res = harness.run(policy, rounds=8, seed=0)
+    init = harness.build_model(0).flat().numpy()
+    assert res.held_version[0] == 0
+    assert np.array_equal(res.versions[res.held_version[0]], init)
+    assert (res.held_version[1:] == 8).all()  # d = 1: everyone else holds the newest
+    assert not np.array_equal(res.versions[-1], init)
+    assert res.table["mean_aom"].iloc[-1] == pytest.approx(8 / n)
+
+
+def test_run_is_deterministic_by_seed(harness):
+    a = harness.run("equal_split", rounds=5, seed=3)
+    b = harness.run("equal_split", rounds=5, seed=3)
+    c = harness.run("equal_split", rounds=5, seed=4)
+    assert a.table.equals(b.table)
+    assert np.array_equal(a.versions, b.versions)
+    assert not np.array_equal(a.K, c.K)
+
+
+def test_training_lowers_the_loss_and_serving_is_timely_as_mm1(harness, problem):
+    n = problem.clients.count
+    mu = problem.mu_lo * 1.5
+    policy = Fixed(Allocation(np.ones(n), np.ones(n), mu))
+    res = harness.run(policy, rounds=60, seed=1)
+    assert res.K[-1] < 0.5 * res.K[0]
+    assert res.version_accuracy[-1] > 0.8
+    lam = problem.clients.arrival_rate
+    expected = float(np.sum(lam * on_time_fraction(lam, mu, problem.clients.deadline))
+                     / lam.sum())
+    measured = res.table["on_time"].sum() / res.table["requests"].sum()
+    assert abs(measured - expected) < 0.05
+
+
+# -- calibration ----------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["one_step", "trajectory"])
+def test_calibration_recovers_known_constants(method):
+    rng = np.random.default_rng(0)
+    a, b, c = 0.85, 0.4, 0.03
+    runs = []
+    for K0 in (2.3, 1.0, 3.0):
+        V = rng.uniform(0.0, 1.5, 40)
+        K = [K0]
+        for v in V:
+            K.append(a * K[-1] + b * v + c)
+        runs.append((np.array(K), V))
+    fit = fit_convergence(runs, method=method)
+    assert (fit.a, fit.b, fit.c) == pytest.approx((a, b, c), rel=1e-4, abs=1e-6)
+    assert fit.r2 > 0.9999 and fit.rmse < 1e-6
+    # measurement noise: still close, and the quality numbers say it is worse
+    noisy = [(K + rng.normal(0, 0.01, len(K)), V) for K, V in runs]
+    fit2 = fit_convergence(noisy, method=method)
+    assert abs(fit2.a - a) < 0.03 and abs(fit2.b - b) < 0.05
+    assert fit2.rmse > fit.rmse
+
+
+@pytest.mark.parametrize("map,params", [("affine", {"acc_max": 0.95, "kappa": 0.35,
+                                                    "acc_min": 0.1}),
+                                        ("exponential", {"acc_max": 0.97, "scale": 0.8,
+                                                         "acc_min": 0.1})])
+def test_accuracy_fit_recovers_known_map(map, params):
+    from jointopt.models.accuracy import ACCURACY_MAPS
+
+    e = np.linspace(0.0, 3.0, 60)
+    acc = ACCURACY_MAPS[map](**params)(e)
+    fit = fit_accuracy(e, acc, map)
+    for key, value in params.items():
+        assert fit.params[key] == pytest.approx(value, abs=1e-4)
+    assert fit.r2 > 0.9999
+
+
+# -- validation -----------------------------------------------------------------------
+def test_quick_validation_cli_json(capsys, tmp_path):
+    """3 policies, 10 clients, 30 rounds, through the CLI (a few seconds)."""
+    rc = cli.main(["validate", "default", "--policies", "online,training_first,equal_split",
+                   "--clients", "10", "--rounds", "30", "--seed", "0", "--json",
+                   "--surrogate-seeds", "5", "--out", str(tmp_path)])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["policies"]) == {"online", "training_first", "equal_split"}
+    for row in out["policies"].values():
+        assert 0.0 <= row["predicted"] <= 1.0 and 0.0 <= row["measured"] <= 1.0
+        assert row["abs_error"] == pytest.approx(abs(row["predicted"] - row["measured"]))
+    assert out["spearman"] is None or -1.0 <= out["spearman"] <= 1.0
+    assert out["calibration"]["convergence"]["r2"] is not None
+    for name in ("validation.csv", "validation_rounds.csv", "calibration.json",
+                 "validation.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_validate_rejects_bad_input(capsys):
+    assert cli.main(["validate", "--policies", "nope", "--rounds", "5"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert cli.main(["validate", "--clients", "0", "--rounds", "5"]) == 2
+    assert "--clients" in capsys.readouterr().err
+
+
+def test_import_jointopt_does_not_import_torch():
+    code = "import sys, jointopt, jointopt.cli, jointopt.harness; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_validate_is_deterministic_by_seed(problem):
+    from jointopt.harness.validate import validate
+
+    small = resize(problem, 5)
+    kw = {"rounds": 6, "surrogate_seeds": 2, "pilots": (1.0, "uniform")}
+    a = validate(small, ("equal_split", "static"), seed=1, **kw)
+    b = validate(small, ("equal_split", "static"), seed=1, **kw)
+    cols = ["policy", "predicted", "measured", "abs_error"]
+    assert a.table[cols].equals(b.table[cols])
+    assert a.calibration == b.calibration
+    assert small.clients.count == 5
+    assert np.array_equal(small.clients.arrival_rate, problem.clients.arrival_rate[:5])
