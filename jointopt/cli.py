@@ -198,6 +198,44 @@ def _cmd_validate(args) -> int:
     return 0
 
 
+def _cmd_plan(args) -> int:
+    import time
+
+    from jointopt.planner import plan
+
+    start = time.perf_counter()
+    result = plan(args.scenario, seed=args.seed, n_mc=args.n_mc,
+                  with_tornado=not args.no_tornado, with_whatif=not args.no_whatif)
+    written = result.write(args.out) if args.out else []
+    check = None
+    if args.verify_des:
+        from jointopt.planner import verify_des
+
+        check = verify_des(result.problem)
+        if args.out:
+            from pathlib import Path
+
+            check.to_csv(Path(args.out) / "des_check.csv", index=False)
+            written.append(Path(args.out) / "des_check.csv")
+    if args.json:
+        doc = result.summary_json()
+        if check is not None:
+            doc["des_check"] = check.to_dict(orient="records")
+        print(json.dumps(doc))
+    else:
+        print(f"verdict: {result.verdict}")
+        for line in result.evaluation.reasons:
+            print(f"  {line}")
+        for g, r in result.gates.items():
+            print(f"  {g}: {r['status']}")
+        if check is not None:
+            print(check.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+        for path in written:
+            print(f"wrote {path}")
+        print(f"({time.perf_counter() - start:.2f} s)", file=sys.stderr)
+    return 0 if check is None or check["ok"].all() else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jointopt",
@@ -277,6 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "calibration.json and validation.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_validate)
+    p = sub.add_parser("plan", help="deployment planner: go / no-go, time and cost of "
+                                    "cross-device FL (Markdown + JSON + PNG report)")
+    p.add_argument("scenario", nargs="?", default="planner_example",
+                   help="deployment_plan scenario name or path (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", help="write report.md, report.json and PNG figures")
+    p.add_argument("--json", action="store_true",
+                   help="print verdict, gates and estimates as one JSON object")
+    p.add_argument("--seed", type=int, help="Monte-Carlo seed (default: the scenario's)")
+    p.add_argument("--n-mc", type=int, help="Monte-Carlo rounds (default: the scenario's)")
+    p.add_argument("--no-tornado", action="store_true", help="skip the tornado sensitivity")
+    p.add_argument("--no-whatif", action="store_true", help="skip the what-if grid")
+    p.add_argument("--verify-des", action="store_true",
+                   help="also check the estimates against a scaled-down SimPy simulation "
+                        "(exit 1 if outside tolerance)")
+    p.set_defaults(func=_cmd_plan)
     return parser
 
 

@@ -6,11 +6,14 @@ Installed as ``jointopt.solvers``.
 from jointopt.solvers.base import ProblemBase, SolveResult
 from jointopt.solvers.cis import CooperativeInferenceProblem
 from jointopt.solvers.jti import JointTrainingInferenceProblem, RoundSolver, RoundState
+from jointopt.solvers.planner.problem import DeploymentPlanProblem
 from jointopt.solvers.split import SplitProblem
 
 PROBLEM_KINDS = {CooperativeInferenceProblem.kind: CooperativeInferenceProblem,
                  JointTrainingInferenceProblem.kind: JointTrainingInferenceProblem,
+                 DeploymentPlanProblem.kind: DeploymentPlanProblem,
                  SplitProblem.kind: SplitProblem}
 
-__all__ = ["CooperativeInferenceProblem", "PROBLEM_KINDS", "ProblemBase", "SolveResult", "JointTrainingInferenceProblem",
-           "RoundSolver", "RoundState", "SplitProblem"]
+__all__ = ["PROBLEM_KINDS", "CooperativeInferenceProblem", "DeploymentPlanProblem",
+           "JointTrainingInferenceProblem", "ProblemBase", "RoundSolver", "RoundState",
+           "SolveResult", "SplitProblem"]

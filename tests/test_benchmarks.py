@@ -58,3 +58,10 @@ def test_validation_benchmark_runs_quick():
     assert proc.returncode == 0, proc.stderr
     assert "spearman" in proc.stdout and "mae" in proc.stdout
 
+def test_planner_benchmark_runs_quick():
+    """The deployment-planner benchmark runs end to end (timings are not checked)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_planner.py"),
+                           "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "what-if grid" in proc.stdout and "Targets" in proc.stdout
+

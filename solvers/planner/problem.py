@@ -1,0 +1,632 @@
+"""The deployment-planner scenario as a validated, immutable value (kind ``deployment_plan``).
+
+Spec: ``deployment_planner.md`` §3 (inputs), §9 (input errors). **Project choice** for the
+exact schema: device classes, population and availability, model payload, training plan,
+convergence model with its calibration record, server, cost rates, inference load, budgets,
+lever space and Monte-Carlo settings.
+
+Every scalar may be a bare number or a table ``{value = .., tag = "measured" | "simulated" |
+"assumed", source = ".."}``. Tables are unwrapped on load; their tags are kept in
+``provenance`` (dotted field path -> tag) and a bare number counts as ``assumed``.
+
+**Every threshold is a user input**: every ``budgets`` field is optional and has no default;
+a missing one leaves its gate ``not_evaluated``. All range problems found by the planner's
+own checks are collected and raised together as one :class:`PlannerInputError` naming each
+field path with its index.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pydantic
+from jointopt.models.errors import InfeasibleError, ValidationError
+from jointopt.solvers.base import ProblemBase, Section, SolveResult
+
+TAGS = ("assumed", "simulated", "measured")  # weakest first
+
+
+class PlannerInputError(ValidationError):
+    """All planner input problems at once; ``problems`` holds ``(field, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]] | str, message: str | None = None):
+        if isinstance(problems, str):  # unpickling path: (field, message)
+            super().__init__(problems, message or "")
+            self.problems = [(problems, message or "")]
+            return
+        self.problems = list(problems)
+        field, msg = self.problems[0]
+        if len(self.problems) > 1:
+            msg = msg + "".join(f"\n{f} {m}" for f, m in self.problems[1:])
+        super().__init__(field, msg)
+
+
+class BudgetInfeasibleError(InfeasibleError):
+    """A budget no plan can meet (e.g. inference alone exceeds the CPU budget)."""
+
+
+def _unwrap(data: Any, path: str, tags: dict[str, str]) -> Any:
+    if isinstance(data, dict):
+        if "value" in data and set(data) <= {"value", "tag", "source"}:
+            tag = data.get("tag", "assumed")
+            if tag not in TAGS:
+                raise ValidationError(f"{path}.tag", f"must be one of {TAGS}, got {tag!r}")
+            tags[path] = tag
+            return data["value"]
+        return {k: _unwrap(v, f"{path}.{k}" if path else k, tags) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_unwrap(v, f"{path}[{i}]", tags) for i, v in enumerate(data)]
+    return data
+
+
+def _drop_none(value):
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+class _Checker:
+    """Collects ``(field, message)`` problems; :meth:`raise_all` raises them together."""
+
+    def __init__(self):
+        self.problems: list[tuple[str, str]] = []
+
+    def num(self, field, value, *, gt=None, ge=None, le=None, lt=None, unit=""):
+        if value is None:
+            return
+        u = f" {unit}" if unit else ""
+        v = float(value)
+        if not math.isfinite(v):
+            self.problems.append((field, f"{v!r}{u}; must be finite"))
+        elif gt is not None and not v > gt:
+            self.problems.append((field, f"{v:g}{u}; must be > {gt:g}"))
+        elif ge is not None and not v >= ge:
+            self.problems.append((field, f"{v:g}{u}; must be >= {ge:g}"))
+        elif le is not None and not v <= le:
+            self.problems.append((field, f"{v:g}{u}; must be <= {le:g}"))
+        elif lt is not None and not v < lt:
+            self.problems.append((field, f"{v:g}{u}; must be < {lt:g}"))
+
+    def frac(self, field, value):
+        self.num(field, value, ge=0.0, le=1.0)
+
+    def add(self, field, message):
+        self.problems.append((field, message))
+
+    def raise_all(self):
+        if self.problems:
+            raise PlannerInputError(self.problems)
+
+
+class DeviceClass(Section):
+    """One cluster of similar devices (§3.1)."""
+
+    name: str
+    share: float
+    train_s_per_sample: float | None = None
+    infer_s_per_request: float
+    infer_latency_p50_ms: float
+    infer_latency_p95_ms: float
+    spread_sigma: float | None = None
+    bw_down_mbps: float
+    bw_up_mbps: float
+    bw_sigma: float = 0.0
+    peak_train_mem_mb: float
+    ram_mb: float
+    mem_cap_frac: float
+    crash_rate: float
+    os_supported: bool = True
+    p_cpu_w: float
+    p_rx_w: float
+    p_tx_w: float
+    battery_wh: float
+    interference: float = 0.0
+
+
+class Region(Section):
+    share: float
+    utc_offset_h: int = 0
+    availability: list[float]
+    carbon_g_per_kwh: float
+
+
+class Population(Section):
+    """Fleet size, availability and eligibility policy (§3.2)."""
+
+    n_devices: float
+    static_eligibility: float
+    regions: list[Region]
+    dwell_mean_s: float
+    daily_unique_frac: float
+    campaign_unique_frac: float | None = None
+    active_use_s_per_day: float
+    policy_requires_charging: bool
+    training_while_in_use: bool
+    u_max: float
+
+
+class ModelSpec(Section):
+    """Model sizes and compression (§3.3)."""
+
+    n_params: float
+    n_params_trainable: float
+    bytes_per_param_down: float
+    bytes_per_param_up: float
+    compression_down: float = 1.0
+    compression_up: float = 1.0
+    secagg_expansion: float = 1.0
+    header_bytes: float = 0.0
+    checkpoint_bytes: float
+    checkpoints_kept: int = 1
+
+
+class Distribution(Section):
+    """Samples per client: ``constant`` (value), ``lognormal`` (mean, sigma) or ``empirical``."""
+
+    dist: Literal["constant", "lognormal", "empirical"]
+    value: float | None = None
+    mean: float | None = None
+    sigma: float | None = None
+    values: list[float] | None = None
+
+
+class DPConfig(Section):
+    enabled: bool = False
+    K_min: int | None = None
+
+
+class TrainingPlan(Section):
+    """The plan knobs (§3.4)."""
+
+    mode: Literal["sync", "async"]
+    K: int
+    C: int | None = None
+    omega: float | None = None
+    timeout_s: float
+    t_ovh_s: float = 0.0
+    local_epochs: float | None = None
+    samples_per_client: Distribution | None = None
+    local_steps: int | None = None
+    batch_size: int | None = None
+    max_staleness: int | None = None
+    windows: list[int] = list(range(24))
+    exclude_classes: list[str] = []
+    topology: Literal["flat", "hierarchical"] = "flat"
+    dp: DPConfig = DPConfig()
+    secagg: bool = False
+
+
+class CalibrationRun(Section):
+    id: str
+    K: int
+    seed: int
+    rounds_to_target: float
+
+
+class ConvergenceSpec(Section):
+    """Fitted constants of :class:`jointopt.models.convergence.ConvergenceModel` (§3.5).
+
+    ``a, b, c`` of the recursion ``e_{t+1} = a e_t + b sum p^2 (1-q)/q + c`` fitted from
+    simulation runs on a proxy population of ``proxy_clients`` equal-weight clients, where a
+    round of K results has ``q = K / proxy_clients``. Rounds to target = first round at which
+    the recursion reaches ``target_error`` from ``error0``. ``calibration`` is the record of
+    the runs behind the fit (>= 3 distinct K, >= 2 seeds each); their log residuals give the
+    predictive spread of R unless ``rounds_sigma`` is given; ``rounds_scale`` multiplies R
+    (1 = the fit; the tornado's "R scale" knob). ``metric_gap_*``: relative change
+    of the target metric vs. centralised training (normal). ``compression_range`` /
+    ``local_work_range``: what the fit covered; ``dp_enabled``: the fit's DP config.
+    """
+
+    a: float
+    b: float
+    c: float
+    proxy_clients: int
+    error0: float
+    target_error: float
+    rounds_sigma: float | None = None
+    rounds_scale: float = 1.0
+    metric_gap_mean: float
+    metric_gap_sd: float
+    compression_range: list[float] = [1.0, 1.0]
+    local_work_range: list[float] | None = None
+    dp_enabled: bool = False
+    calibration: list[CalibrationRun] = []
+
+
+class ServerSpec(Section):
+    n_instances: int
+    cores_per_instance: float
+    max_cpu_util: float
+    mem_gb: float
+    agg_cpu_s_per_update: float
+    agg_cpu_s_per_step: float
+    agg_mem_gb_base: float
+    agg_mem_gb_per_buffered_update: float
+    streaming_aggregation: bool = True
+    power_w: float
+    pue: float
+
+
+class MeasuredRun(Section):
+    """A measured campaign for the Green FL carbon proxy: CO2e with C and R (sync) or hours
+    (async)."""
+
+    co2e_kg: float
+    C: float
+    R: float | None = None
+    hours: float | None = None
+
+
+class CostRates(Section):
+    instance_hour_usd: float
+    cpu_hour_usd: float
+    egress_gb_usd: float
+    ingress_gb_usd: float
+    storage_gb_month_usd: float
+    cloud_infer_per_1k_usd: float
+    dc_carbon_g_per_kwh: float
+    net_j_per_bit: float
+    backbone_gb_usd: float = 0.0
+    measured_runs: list[MeasuredRun] = []
+    proxy_gap_warn: float | None = None
+
+
+class InferenceLoad(Section):
+    requests_per_device_day: list[float]
+    latency_slo_p95_ms: float
+    min_on_device_share: float
+    cloud_requests_per_day: float = 0.0
+    refresh_downloads_per_device_day: float = 0.0
+
+
+class Budgets(Section):
+    """User thresholds (§3.9). None has a default; a missing one leaves its gate unevaluated."""
+
+    max_metric_drop: float | None = None
+    deadline_days: float | None = None
+    max_round_failure_prob: float | None = None
+    max_tasks_per_device_day: float | None = None
+    max_cpu_s_per_device_day: float | None = None
+    max_mb_per_device_day: float | None = None
+    max_battery_pct_per_day: float | None = None
+    min_fleet_coverage: float | None = None
+    max_crash_rate: float | None = None
+    max_cloud_usd: float | None = None
+    max_co2e_kg: float | None = None
+    min_participant_coverage: float | None = None
+
+
+class Levers(Section):
+    """User-declared lever space: the only values the planner may propose (§5)."""
+
+    K: list[int] = []
+    C: list[int] = []
+    omega: list[float] = []
+    compression_up: list[float] = []
+    windows: list[list[int]] = []
+    local_epochs: list[float] = []
+    exclude_class: list[str] = []
+
+
+class MonteCarlo(Section):
+    """Monte-Carlo sizes and seed (§3.10 defaults register: 2000, 500, 500, 0)."""
+
+    n_mc: int = 2000
+    n_outer: int = 500
+    n_mc_grid: int = 500
+    seed: int = 0
+
+
+class PlanSolveResult(SolveResult):
+    """A :class:`SolveResult` whose status is the verdict; GO and CONDITIONAL count as ok."""
+
+    OK_STATUSES = ("go", "conditional")
+
+
+class DeploymentPlanProblem(ProblemBase):
+    """Is cross-device FL worth it, and what will it cost? (spec ``deployment_planner.md``)."""
+
+    kind = "deployment_plan"
+    methods = ("planner",)
+
+    name: str = "unnamed"
+    description: str = ""
+    device_classes: list[DeviceClass]
+    population: Population
+    model: ModelSpec
+    training_plan: TrainingPlan
+    convergence: ConvergenceSpec
+    server: ServerSpec
+    cost_rates: CostRates
+    inference: InferenceLoad
+    budgets: Budgets = Budgets()
+    levers: Levers = Levers()
+    monte_carlo: MonteCarlo = MonteCarlo()
+    normalise_shares: bool = False
+    provenance: dict[str, Literal["assumed", "simulated", "measured"]] = {}
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _unwrap_tags(cls, data):
+        if isinstance(data, dict):
+            given = dict(data.get("provenance") or {})
+            tags: dict[str, str] = {}
+            data = _unwrap({k: v for k, v in data.items() if k != "provenance"}, "", tags)
+            if data.get("normalise_shares") and isinstance(data.get("device_classes"), list):
+                rows = [dict(r) for r in data["device_classes"]]
+                total = sum(float(r.get("share", 0.0)) for r in rows)
+                if total > 0 and abs(total - 1.0) > 1e-12:
+                    for i, r in enumerate(rows):
+                        r["share"] = float(r["share"]) / total
+                        tags[f"device_classes[{i}].share"] = "assumed"
+                    data["device_classes"] = rows
+                data["normalise_shares"] = False  # applied once; the dump holds the result
+            data["provenance"] = {**given, **tags}
+        return data
+
+    @pydantic.model_validator(mode="after")
+    def _check(self):
+        ck = _Checker()
+        classes = self.device_classes
+        if not classes:
+            ck.add("device_classes", "must list at least one class")
+            ck.raise_all()
+        total = sum(c.share for c in classes)
+        if abs(total - 1.0) > 1e-6:
+            ck.add("device_classes[*].share",
+                   f"sums to {total:g}; must be 1 (pass normalise_shares=True to rescale)")
+        for i, c in enumerate(classes):
+            p = f"device_classes[{i}]"
+            ck.frac(f"{p}.share", c.share)
+            for key, unit in (("train_s_per_sample", "s"), ("infer_s_per_request", "s"),
+                              ("infer_latency_p50_ms", "ms"), ("bw_down_mbps", "Mbit/s"),
+                              ("bw_up_mbps", "Mbit/s"), ("peak_train_mem_mb", "MB"),
+                              ("ram_mb", "MB"), ("battery_wh", "Wh")):
+                ck.num(f"{p}.{key}", getattr(c, key), gt=0.0, unit=unit)
+            for key in ("p_cpu_w", "p_rx_w", "p_tx_w"):
+                ck.num(f"{p}.{key}", getattr(c, key), ge=0.0, unit="W")
+            ck.num(f"{p}.infer_latency_p95_ms", c.infer_latency_p95_ms,
+                   gt=c.infer_latency_p50_ms, unit="ms")
+            for key in ("spread_sigma", "bw_sigma", "interference"):
+                ck.num(f"{p}.{key}", getattr(c, key), ge=0.0)
+            ck.frac(f"{p}.mem_cap_frac", c.mem_cap_frac)
+            ck.frac(f"{p}.crash_rate", c.crash_rate)
+        pop = self.population
+        ck.num("population.n_devices", pop.n_devices, gt=0.0)
+        ck.num("population.dwell_mean_s", pop.dwell_mean_s, gt=0.0, unit="s")
+        ck.num("population.active_use_s_per_day", pop.active_use_s_per_day, gt=0.0, unit="s")
+        for key in ("static_eligibility", "daily_unique_frac", "campaign_unique_frac", "u_max"):
+            ck.frac(f"population.{key}", getattr(pop, key))
+        if not pop.regions:
+            ck.add("population.regions", "must list at least one region")
+        rtotal = sum(r.share for r in pop.regions)
+        if pop.regions and abs(rtotal - 1.0) > 1e-6:
+            ck.add("population.regions[*].share", f"sums to {rtotal:g}; must be 1")
+        for i, r in enumerate(pop.regions):
+            p = f"population.regions[{i}]"
+            ck.frac(f"{p}.share", r.share)
+            ck.num(f"{p}.carbon_g_per_kwh", r.carbon_g_per_kwh, ge=0.0, unit="g/kWh")
+            if len(r.availability) != 24:
+                ck.add(f"{p}.availability",
+                       f"{len(r.availability)} values; need 24 (one per local hour)")
+            for h, a in enumerate(r.availability):
+                ck.frac(f"{p}.availability[{h}]", a)
+        m = self.model
+        for key in ("n_params", "n_params_trainable", "bytes_per_param_down",
+                    "bytes_per_param_up", "checkpoint_bytes"):
+            ck.num(f"model.{key}", getattr(m, key), gt=0.0)
+        for key in ("compression_down", "compression_up", "secagg_expansion"):
+            ck.num(f"model.{key}", getattr(m, key), ge=1.0)
+        ck.num("model.header_bytes", m.header_bytes, ge=0.0, unit="B")
+        ck.num("model.checkpoints_kept", m.checkpoints_kept, ge=0)
+        tp = self.training_plan
+        ck.num("training_plan.K", tp.K, ge=1)
+        if tp.C is not None and tp.C < tp.K:
+            ck.add("training_plan.C",
+                   f"{tp.C} < K = {tp.K}; concurrency must be >= K")
+        if tp.C is not None and tp.omega is not None:
+            ck.add("training_plan.omega", "give C or omega, not both")
+        ck.num("training_plan.omega", tp.omega, ge=1.0)
+        if (tp.mode == "sync" and tp.C is None and tp.omega is None
+                and self.budgets.max_round_failure_prob is None):
+            ck.add("training_plan.C", "give C or omega, or budgets.max_round_failure_prob so "
+                                      "that the planner can solve C")
+        names = [c.name for c in classes]
+        for j, name in enumerate(tp.exclude_classes):
+            if name not in names:
+                ck.add(f"training_plan.exclude_classes[{j}]",
+                       f"{name!r} is not a device class name")
+        if tp.mode == "async" and tp.C is None:
+            ck.add("training_plan.C", "is required for mode='async' (the concurrency)")
+        ck.num("training_plan.timeout_s", tp.timeout_s, gt=0.0, unit="s")
+        ck.num("training_plan.t_ovh_s", tp.t_ovh_s, ge=0.0, unit="s")
+        if tp.local_epochs is not None:
+            ck.num("training_plan.local_epochs", tp.local_epochs, gt=0.0)
+            if tp.samples_per_client is None:
+                ck.add("training_plan.samples_per_client", "is required with local_epochs")
+            else:
+                self._check_dist(ck, tp.samples_per_client)
+        elif tp.local_steps is not None:
+            ck.num("training_plan.local_steps", tp.local_steps, ge=1)
+            if tp.batch_size is None:
+                ck.add("training_plan.batch_size", "is required with local_steps")
+            else:
+                ck.num("training_plan.batch_size", tp.batch_size, ge=1)
+        else:
+            ck.add("training_plan.local_epochs",
+                   "give local_epochs with samples_per_client, or local_steps with batch_size")
+        ck.num("training_plan.max_staleness", tp.max_staleness, ge=0)
+        if not tp.windows:
+            ck.add("training_plan.windows", "must list at least one UTC hour")
+        for j, h in enumerate(tp.windows):
+            if not 0 <= h <= 23:
+                ck.add(f"training_plan.windows[{j}]", f"{h}; must be an hour in 0..23")
+        if tp.topology == "hierarchical":
+            ck.add("training_plan.topology",
+                   "'hierarchical' needs the HFL placement solver, which this toolkit does not "
+                   "provide yet; use 'flat'")
+        if tp.dp.enabled and tp.dp.K_min is None:
+            ck.add("training_plan.dp.K_min", "is required when dp.enabled (from DP accounting)")
+        cv = self.convergence
+        ck.num("convergence.a", cv.a, gt=0.0, lt=1.0)
+        ck.num("convergence.b", cv.b, ge=0.0)
+        ck.num("convergence.c", cv.c, ge=0.0)
+        ck.num("convergence.proxy_clients", cv.proxy_clients, ge=1)
+        ck.num("convergence.error0", cv.error0, gt=0.0)
+        ck.num("convergence.target_error", cv.target_error, gt=0.0, lt=cv.error0)
+        ck.num("convergence.rounds_sigma", cv.rounds_sigma, ge=0.0)
+        ck.num("convergence.rounds_scale", cv.rounds_scale, gt=0.0)
+        ck.num("convergence.metric_gap_sd", cv.metric_gap_sd, ge=0.0)
+        ks = {r.K for r in cv.calibration}
+        if not cv.calibration:
+            ck.add("convergence.calibration",
+                   "no calibration record; a fitted model from simulation runs is required")
+        elif len(ks) < 3:
+            ck.add("convergence.calibration",
+                   f"covers {len(ks)} distinct K; need >= 3 (each with >= 2 seeds)")
+        else:
+            for k in sorted(ks):
+                seeds = {r.seed for r in cv.calibration if r.K == k}
+                if len(seeds) < 2:
+                    ck.add("convergence.calibration", f"K = {k} has {len(seeds)} seed; need >= 2")
+        for j, r in enumerate(cv.calibration):
+            ck.num(f"convergence.calibration[{j}].rounds_to_target", r.rounds_to_target, gt=0)
+            ck.num(f"convergence.calibration[{j}].K", r.K, ge=1)
+        sv = self.server
+        for key in ("n_instances", "cores_per_instance", "mem_gb", "pue"):
+            ck.num(f"server.{key}", getattr(sv, key), gt=0.0)
+        ck.num("server.pue", sv.pue, ge=1.0)
+        ck.frac("server.max_cpu_util", sv.max_cpu_util)
+        for key in ("agg_cpu_s_per_update", "agg_cpu_s_per_step", "agg_mem_gb_base",
+                    "agg_mem_gb_per_buffered_update", "power_w"):
+            ck.num(f"server.{key}", getattr(sv, key), ge=0.0)
+        for key in CostRates.model_fields:
+            if key not in ("measured_runs", "proxy_gap_warn"):
+                ck.num(f"cost_rates.{key}", getattr(self.cost_rates, key), ge=0.0)
+        runs = self.cost_rates.measured_runs
+        for j, r in enumerate(runs):
+            ck.num(f"cost_rates.measured_runs[{j}].co2e_kg", r.co2e_kg, ge=0.0, unit="kg")
+            ck.num(f"cost_rates.measured_runs[{j}].C", r.C, gt=0.0)
+            x = r.R if self.training_plan.mode == "sync" else r.hours
+            need = "R" if self.training_plan.mode == "sync" else "hours"
+            if x is None:
+                ck.add(f"cost_rates.measured_runs[{j}].{need}",
+                       f"is required for mode={self.training_plan.mode!r}")
+            else:
+                ck.num(f"cost_rates.measured_runs[{j}].{need}", x, gt=0.0)
+        if runs and len(runs) < 2:
+            ck.add("cost_rates.measured_runs", f"{len(runs)} run; the carbon proxy needs >= 2")
+        if runs and self.cost_rates.proxy_gap_warn is None:
+            ck.add("cost_rates.proxy_gap_warn", "is required when measured_runs is given")
+        ck.num("cost_rates.proxy_gap_warn", self.cost_rates.proxy_gap_warn, gt=0.0)
+        inf = self.inference
+        if len(inf.requests_per_device_day) != len(classes):
+            ck.add("inference.requests_per_device_day",
+                   f"{len(inf.requests_per_device_day)} values; need one per device class "
+                   f"({len(classes)})")
+        for j, r in enumerate(inf.requests_per_device_day):
+            ck.num(f"inference.requests_per_device_day[{j}]", r, ge=0.0)
+        ck.num("inference.latency_slo_p95_ms", inf.latency_slo_p95_ms, gt=0.0, unit="ms")
+        ck.frac("inference.min_on_device_share", inf.min_on_device_share)
+        ck.num("inference.cloud_requests_per_day", inf.cloud_requests_per_day, ge=0.0)
+        ck.num("inference.refresh_downloads_per_device_day",
+               inf.refresh_downloads_per_device_day, ge=0.0)
+        b = self.budgets
+        for key in ("max_metric_drop", "max_round_failure_prob", "min_fleet_coverage",
+                    "max_crash_rate", "min_participant_coverage"):
+            ck.frac(f"budgets.{key}", getattr(b, key))
+        for key in ("deadline_days", "max_tasks_per_device_day", "max_cpu_s_per_device_day",
+                    "max_mb_per_device_day", "max_battery_pct_per_day", "max_cloud_usd",
+                    "max_co2e_kg"):
+            ck.num(f"budgets.{key}", getattr(b, key), gt=0.0)
+        for j, name in enumerate(self.levers.exclude_class):
+            if name not in names:
+                ck.add(f"levers.exclude_class[{j}]", f"{name!r} is not a device class name")
+        mc = self.monte_carlo
+        for key in ("n_mc", "n_outer", "n_mc_grid"):
+            ck.num(f"monte_carlo.{key}", getattr(mc, key), ge=10)
+        ck.raise_all()
+        # budget infeasible whatever the plan (§9)
+        if b.max_cpu_s_per_device_day is not None and len(inf.requests_per_device_day) == len(
+                classes):
+            for i, c in enumerate(classes):
+                need = (inf.min_on_device_share * inf.requests_per_device_day[i]
+                        * c.infer_s_per_request)
+                if need > b.max_cpu_s_per_device_day:
+                    raise BudgetInfeasibleError(
+                        "inference CPU floor",
+                        f"budgets.max_cpu_s_per_device_day: {b.max_cpu_s_per_device_day:g} s < "
+                        f"{need:g} s needed by inference alone at min_on_device_share for class "
+                        f"{c.name!r}", field="budgets.max_cpu_s_per_device_day",
+                        shortfall=need - b.max_cpu_s_per_device_day)
+        return self
+
+    @staticmethod
+    def _check_dist(ck: _Checker, d: Distribution):
+        p = "training_plan.samples_per_client"
+        if d.dist == "constant":
+            if d.value is None:
+                ck.add(f"{p}.value", "is required for dist='constant'")
+            else:
+                ck.num(f"{p}.value", d.value, gt=0.0)
+        elif d.dist == "lognormal":
+            if d.mean is None or d.sigma is None:
+                ck.add(f"{p}.mean", "mean and sigma are required for dist='lognormal'")
+            else:
+                ck.num(f"{p}.mean", d.mean, gt=0.0)
+                ck.num(f"{p}.sigma", d.sigma, ge=0.0)
+        elif not d.values:
+            ck.add(f"{p}.values", "is required (non-empty) for dist='empirical'")
+        else:
+            for j, v in enumerate(d.values):
+                ck.num(f"{p}.values[{j}]", v, gt=0.0)
+
+    # -- helpers ---------------------------------------------------------------------
+    def canonical_dict(self) -> dict:
+        """:meth:`to_dict` without unset (None) fields, also inside lists of tables, so that
+        the scenario dumps to TOML and loads back equal."""
+        return _drop_none(self.to_dict())
+
+    def tag(self, field: str) -> str:
+        """The provenance tag of an input field path (bare numbers are ``assumed``)."""
+        return self.provenance.get(field, "assumed")
+
+    def with_changes(self, changes: dict[str, Any]) -> DeploymentPlanProblem:
+        """A validated copy with dotted paths changed (``training_plan.K``, ...)."""
+        data = self.to_dict()
+        for path, value in changes.items():
+            node = data
+            parts = path.split(".")
+            for part in parts[:-1]:
+                node = node[part]
+            node[parts[-1]] = value
+        return type(self).from_dict(data)
+
+    def solve(self, *, method: str | None = None, n_mc: int | None = None,
+              seed: int | None = None) -> SolveResult:
+        """Run the planner; the verdict is the status (``go``, ``conditional``, ``no_go``),
+        the objective the P90 days to target, and the decisions the per-class burden."""
+        from jointopt.solvers.planner.gates import evaluate
+
+        self.check_method(method)
+        from jointopt.solvers.base import Timer
+
+        with Timer() as t:
+            ev = evaluate(self, n_mc=n_mc, seed=seed)
+        est = ev.estimates
+        return PlanSolveResult(
+            kind=self.kind, scenario=self.name, status=ev.verdict.lower().replace("-", "_"),
+            objective=float(est.values.get("days_p90", float("nan"))), solver="planner-montecarlo",
+            solve_time_s=t.seconds, iterations=int(ev.n_mc),
+            decisions={k: np.asarray(v) for k, v in ev.per_class.items()},
+            diagnostics={"verdict": ev.verdict, "reasons": ev.reasons,
+                         "gates": {g: s["status"] for g, s in ev.gates.items()},
+                         **{k: v for k, v in est.values.items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)}})
+
+
+__all__ = ["BudgetInfeasibleError", "DeploymentPlanProblem", "PlannerInputError"]
