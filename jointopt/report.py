@@ -169,6 +169,12 @@ def plot_sweep(table, x: str, y: str, hue: str | None, path: str | Path) -> Path
     return path
 
 
+def _plot_hfl(result: SolveResult, problem: ProblemBase, path: str | Path) -> Path:
+    from jointopt.hfl import plot_solution
+
+    return plot_solution(result, problem, path)
+
+
 def _plot_split(result: SolveResult, problem: ProblemBase, path: str | Path) -> Path:
     from jointopt.solvers.split.figure import plot_split
 
@@ -185,7 +191,8 @@ def _plot_cis(result: SolveResult, problem: ProblemBase, path: str | Path) -> Pa
 #: draws for a solved problem of that kind.
 FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
            "cis_early_exit": ("exit_weights.png", _plot_cis),
-           "split_learning": ("split.png", _plot_split)}
+           "split_learning": ("split.png", _plot_split),
+           "hfl": ("host_loads.png", _plot_hfl)}
 
 
 def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:

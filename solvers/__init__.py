@@ -5,15 +5,15 @@ Installed as ``jointopt.solvers``.
 
 from jointopt.solvers.base import ProblemBase, SolveResult
 from jointopt.solvers.cis import CooperativeInferenceProblem
+from jointopt.solvers.hfl.problem import HFLProblem
 from jointopt.solvers.jti import JointTrainingInferenceProblem, RoundSolver, RoundState
 from jointopt.solvers.planner.problem import DeploymentPlanProblem
 from jointopt.solvers.split import SplitProblem
 
-PROBLEM_KINDS = {CooperativeInferenceProblem.kind: CooperativeInferenceProblem,
-                 JointTrainingInferenceProblem.kind: JointTrainingInferenceProblem,
-                 DeploymentPlanProblem.kind: DeploymentPlanProblem,
-                 SplitProblem.kind: SplitProblem}
+PROBLEM_KINDS = {cls.kind: cls for cls in (
+    JointTrainingInferenceProblem, HFLProblem, CooperativeInferenceProblem, SplitProblem,
+    DeploymentPlanProblem)}
 
 __all__ = ["PROBLEM_KINDS", "CooperativeInferenceProblem", "DeploymentPlanProblem",
-           "JointTrainingInferenceProblem", "ProblemBase", "RoundSolver", "RoundState",
-           "SolveResult", "SplitProblem"]
+           "HFLProblem", "JointTrainingInferenceProblem", "ProblemBase", "RoundSolver",
+           "RoundState", "SolveResult", "SplitProblem"]

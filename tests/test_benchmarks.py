@@ -50,6 +50,7 @@ def test_surrogate_and_sweep_benchmarks_run_quick():
         assert proc.returncode == 0, proc.stderr
         assert expect in proc.stdout
 
+
 def test_validation_benchmark_runs_quick():
     """The harness validation benchmark runs end to end (needs the train extra)."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_validation.py"),
@@ -58,10 +59,26 @@ def test_validation_benchmark_runs_quick():
     assert proc.returncode == 0, proc.stderr
     assert "spearman" in proc.stdout and "mae" in proc.stdout
 
+
 def test_planner_benchmark_runs_quick():
     """The deployment-planner benchmark runs end to end (timings are not checked)."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_planner.py"),
                            "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "what-if grid" in proc.stdout and "Targets" in proc.stdout
+
+
+def test_hfl_benchmark_runs_quick(tmp_path):
+    """HFLOP benchmark (``--quick``): table, targets section and CSV; timings not checked."""
+    out = tmp_path / "hfl.csv"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_hfl.py"), "--quick",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "gap_best_%" in proc.stdout and "Targets" in proc.stdout
+    df = pd.read_csv(out)
+    assert set(df["path"]) == {"highs", "pyomo", "heuristic"}
+    exact = df[df["path"] != "heuristic"]
+    assert (exact["status"] == "optimal").all()
+    assert (exact.groupby(["N", "M"])["objective"].nunique() == 1).all()   # paths agree
 
