@@ -7,12 +7,13 @@ functions compiled by numba. A sweep is five passes over the clients:
 
 1. the training value ``G`` (a sum over clients);
 2. the q-block, accumulating ``sum p^2 (1 - q) / q`` for ``K_{t+1}``;
-3. the d- and mu-blocks, marking the clients near their cap and summing the exchange's ``G``;
+3. the d- and mu-blocks, marking the clients near their cap, summing the exchange's ``G``
+   and the objective's sums at the new point;
 4. the exchange proposal of each client near its cap (its cap multiplier by a safeguarded
    Newton iteration on ``log(price)``, warm-started from the last root);
-5. the line search: the objective and feasibility at the current point and at steps
-   1, 1/2, 1/4 of the proposal, in one pass (a second pass for 1/8 ... 1/256 when none of
-   those improves).
+5. the line search over the near clients only (the others do not move): the objective and
+   feasibility at steps 1, 1/2, 1/4 of the proposal in one pass, and at 1/8 ... 1/256 in a
+   second one when none of those improves.
 
 The objective is separable given ``K_{t+1}``: with ``K_{t+1} = a K + b S + c`` and
 ``S = sum p^2 (1 - q)/q``, it is ``sum_n A_n - K_{t+1} sum_n B_n``, so each candidate point
@@ -146,12 +147,18 @@ def q_pass(G, Z, ctr, cdl, cinf, cap, p2, qmin, q, d, mu):
 
 @njit(**_JIT)
 def dmu_pass(V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap, cap_f,
-             mlo, mhi, ebar, q, d, mu, P, near):
+             budget, p2, qmin, mlo, mhi, ebar, q, d, mu, P, near, sums):
     """d- and mu-blocks in place (tie rules included), ``P`` updated to the new ``mu``;
     marks ``near`` (use within 1e-4 of the cap) and returns
-    ``(any near, sum lambda (P d + H (1 + d)))`` at the new point."""
+    ``(any near, sum lambda (P d + H (1 + d)))`` at the new point.
+
+    ``sums`` receives the objective's sums at the new point (see :func:`step_sums`): row 0
+    over the clients not near their cap, row 1 over the near ones (columns A, B, S,
+    feasible)."""
     acc = 0.0
     anynear = False
+    sums[:] = 0.0
+    sums[:, 3] = 1.0
     for i in range(q.size):
         beta = V * lam[i] * kappa * (P[i] + horizon) * (ebar[i] - K1) - Z[i] * cdl[i]
         use = ctr[i] * q[i] + cdl[i] * d[i] + cinf[i] * mu[i]
@@ -166,13 +173,24 @@ def dmu_pass(V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
         mi = _mu_cf(w, Z[i] * cinf[i], lam[i], tau[i], dl[i], mlo[i], ub)
         if Z[i] * cinf[i] == 0.0 and (w == 0.0 or not dl[i]):
             mi = max(ub, mlo[i])
+        if mi != mu[i]:  # else P[i] already holds P(mu)
+            P[i] = _on_time(mi, lam[i], tau[i], dl[i])
         mu[i] = mi
         use = ctr[i] * q[i] + cdl[i] * di + cinf[i] * mi
         nr = use >= cap[i] - 1e-4 * max(1.0, cap_f[i])
         near[i] = nr
         anynear = anynear or nr
-        P[i] = _on_time(mi, lam[i], tau[i], dl[i])
         acc += lam[i] * (P[i] * di + horizon * (1.0 + di))
+        t, cf, sv, fine = _terms(0.0, V, alpha, kappa, horizon, Z[i], lam[i], tau[i], dl[i],
+                                 ctr[i], cdl[i], cinf[i], cap[i], budget[i], p2[i], qmin[i],
+                                 mlo[i], mhi[i], ebar[i], q[i], di, mi, q[i], di, mi, P[i],
+                                 False)
+        r = 1 if nr else 0
+        sums[r, 0] += t
+        sums[r, 1] += cf
+        sums[r, 2] += sv
+        if not fine:
+            sums[r, 3] = 0.0
     return anynear, acc
 
 
@@ -210,12 +228,14 @@ def exchange_pass(G, V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, ci
                 r1 = _root(room - c, pr, tol, last1[i], G, ctr[i], cinf[i], p2[i], qmin[i],
                            w, lam[i], tau[i], dl[i], mlo[i], mhi[i], kink)
             take1 = can and r1 < pstar
-            r0 = _root(room, pr, tol, last0[i], G, ctr[i], cinf[i], p2[i], qmin[i],
-                       w, lam[i], tau[i], dl[i], mlo[i], mhi[i], kink)
             if np.isfinite(r1):
                 last1[i] = r1
-            last0[i] = r0
-            take0 = (not take1) and r0 >= pstar
+            take0 = False
+            if not take1:  # the root without a download is needed only then
+                r0 = _root(room, pr, tol, last0[i], G, ctr[i], cinf[i], p2[i], qmin[i],
+                           w, lam[i], tau[i], dl[i], mlo[i], mhi[i], kink)
+                last0[i] = r0
+                take0 = r0 >= pstar
             if take1:
                 pi = r1
             elif take0:
@@ -266,45 +286,27 @@ def _terms(s, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap, bu
 
 
 @njit(**_JIT)
-def objective_pass(steps, moving, V, alpha, kappa, K, a, b, c, horizon, Z, lam, tau, dl, ctr,
-                   cdl, cinf, cap, budget, p2, qmin, mlo, mhi, ebar, q, d, mu, qn, dn, mun,
-                   P):
-    """Objective and feasibility at ``x + s (x_new - x)`` for each ``s`` in ``steps``
-    (``RoundSolver.objective`` and ``_feasible``), in one pass.
-
-    Only the ``moving`` clients differ between steps (the others sit at ``x``, where ``P``
-    holds their on-time fraction): theirs are evaluated once for every step."""
-    m = steps.size
-    A = np.zeros(m)
-    B = np.zeros(m)
-    S = np.zeros(m)
-    ok = np.ones(m, dtype=np.bool_)
-    A0, B0, S0, ok0 = 0.0, 0.0, 0.0, True
-    for i in range(q.size):
-        if moving[i]:
-            for k in range(m):
-                t, cf, sv, fine = _terms(steps[k], V, alpha, kappa, horizon, Z[i], lam[i],
-                                         tau[i], dl[i], ctr[i], cdl[i], cinf[i], cap[i],
-                                         budget[i], p2[i], qmin[i], mlo[i], mhi[i], ebar[i],
-                                         q[i], d[i], mu[i], qn[i], dn[i], mun[i], 0.0, True)
-                A[k] += t
-                B[k] += cf
-                S[k] += sv
-                ok[k] = ok[k] and fine
-        else:
-            t, cf, sv, fine = _terms(0.0, V, alpha, kappa, horizon, Z[i], lam[i], tau[i],
+def step_sums(steps, idx, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
+              budget, p2, qmin, mlo, mhi, ebar, q, d, mu, qn, dn, mun):
+    """The objective's sums over the clients ``idx`` at ``x + s (x_new - x)`` for each ``s``
+    in ``steps``: row k holds ``(A, B, S, feasible)``, the objective being
+    ``A - (a K + b S + c) B`` over all clients (``RoundSolver.objective``; feasible as in
+    ``_feasible``)."""
+    out = np.zeros((steps.size, 4))
+    out[:, 3] = 1.0
+    for j in range(idx.size):
+        i = idx[j]
+        for k in range(steps.size):
+            t, cf, sv, fine = _terms(steps[k], V, alpha, kappa, horizon, Z[i], lam[i], tau[i],
                                      dl[i], ctr[i], cdl[i], cinf[i], cap[i], budget[i], p2[i],
                                      qmin[i], mlo[i], mhi[i], ebar[i], q[i], d[i], mu[i],
-                                     q[i], d[i], mu[i], P[i], False)
-            A0 += t
-            B0 += cf
-            S0 += sv
-            ok0 = ok0 and fine
-    out = np.empty(m)
-    for k in range(m):
-        out[k] = A[k] + A0 - (a * K + b * (S[k] + S0) + c) * (B[k] + B0)
-        ok[k] = ok[k] and ok0
-    return out, ok
+                                     qn[i], dn[i], mun[i], 0.0, True)
+            out[k, 0] += t
+            out[k, 1] += cf
+            out[k, 2] += sv
+            if not fine:
+                out[k, 3] = 0.0
+    return out
 
 
 def readonly(a) -> np.ndarray:
@@ -343,10 +345,10 @@ def warm_up() -> None:
 
     training_sum(r, w(), w(), r, rb, 1.0, w(), wb())
     q_pass(1.0, r, r, r, r, r, r, r, w(), w(), w())
-    dmu_pass(1.0, 1.0, 0.1, 1.0, 1.0, r, r, r, rb, r, r, r, r, r, r, r, r,
-             w(), w(), w(), w(), wb())
+    dmu_pass(1.0, 1.0, 0.1, 1.0, 1.0, r, r, r, rb, r, r, r, r, r, r, r, r, r, r, r,
+             w(), w(), w(), w(), wb(), np.zeros((2, 4)))
     exchange_pass(1.0, 1.0, 1.0, 0.1, 1.0, 1.0, r, r, r, rb, r, r, r, r, r, r, r, r, r,
                   w(), w(), w(), w(), wb(), w(), w(), w(), w(), w())
-    objective_pass(np.zeros(1), wb(), 1.0, 1.0, 0.1, 1.0, 0.5, 0.1, 0.0, 1.0, r, r, r, rb,
-                   r, r, r, r, r, r, r, r, r, r, w(), w(), w(), w(), w(), w(), w())
+    step_sums(np.zeros(1), np.zeros(1, dtype=np.int64), 1.0, 1.0, 0.1, 1.0, r, r, r, rb,
+              r, r, r, r, r, r, r, r, r, r, w(), w(), w(), w(), w(), w())
     _WARM = True

@@ -642,15 +642,23 @@ class RoundSolver:
         every = np.ones(D.n, dtype=bool)
         P = np.empty(D.n)
         qn, dn, mun = q.copy(), d.copy(), mu.copy()
-        common = (D.V, alpha, kappa, K, cv.a, cv.b, cv.c, H, Z, F.lam, F.tau_f,
-                  F.has_deadline, F.ctr, F.cdl, F.cinf, F.cap, F.budget, F.p2, F.q_min,
-                  F.mu_lo, F.mu_max, ebar)
+        sums = np.zeros((2, 4))
+        data = (D.V, alpha, kappa, H, Z, F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl, F.cinf,
+                F.cap, F.budget, F.p2, F.q_min, F.mu_lo, F.mu_max, ebar)
 
-        def values(steps, moving):
-            return fused.objective_pass(np.asarray(steps, dtype=float), moving, *common,
-                                        q, d, mu, qn, dn, mun, P)
+        def value(A, Bk, S):
+            return float(A - (cv.a * K + cv.b * S + cv.c) * Bk)
 
-        history = [float(values([0.0], every)[0][0])]
+        def values(steps, idx, rest):
+            """Objective and feasibility at each step, the clients ``idx`` moving, the
+            others' sums ``rest``."""
+            out = fused.step_sums(np.asarray(steps, dtype=float), idx, *data,
+                                  q, d, mu, qn, dn, mun)
+            return ([value(*(rest[:3] + row[:3])) for row in out],
+                    [bool(row[3] > 0 and rest[3] > 0) for row in out])
+
+        start = fused.step_sums(np.zeros(1), np.arange(D.n), *data, q, d, mu, q, d, mu)[0]
+        history = [value(*start[:3])]
         status = "max_iter"
         it = 0
         scale = D.V * kappa * cv.b
@@ -663,8 +671,10 @@ class RoundSolver:
             K1 = cv.a * K + cv.b * S + cv.c
             anynear, gsum = fused.dmu_pass(
                 D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl,
-                F.cinf, F.cap, F.cap_finite, F.mu_lo, F.mu_max, ebar, q, d, mu, P, near)
+                F.cinf, F.cap, F.cap_finite, F.budget, F.p2, F.q_min, F.mu_lo, F.mu_max, ebar,
+                q, d, mu, P, near, sums)
             stale = near
+            now = value(*(sums[0, :3] + sums[1, :3]))
             if anynear:
                 fused.exchange_pass(
                     scale * gsum, D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f,
@@ -672,15 +682,17 @@ class RoundSolver:
                     F.mu_max, ebar, q, d, mu, P, near, B.last_root[0], B.last_root[1],
                     qn, dn, mun)
                 # the line search of _exchange: best of 1, 1/2, 1/4, else the first of
-                # 1/8 ... 1/256 that improves, else keep x
-                vals, ok = values([0.0, 1.0, 0.5, 0.25], near)
-                best_val, best_step, now = max(history[-1], vals[0]), 0.0, vals[0]
-                for k in (1, 2, 3):
+                # 1/8 ... 1/256 that improves, else keep x. Only the near clients move:
+                # the sums of the others are the point's sums less the near ones'.
+                idx = np.flatnonzero(near)
+                best_val, best_step = max(history[-1], now), 0.0
+                vals, ok = values([1.0, 0.5, 0.25], idx, sums[0])
+                for k in range(3):
                     if ok[k] and vals[k] > best_val:
-                        best_val, best_step = vals[k], (1.0, 0.5, 0.25)[k - 1]
+                        best_val, best_step = vals[k], (1.0, 0.5, 0.25)[k]
                 if best_step == 0.0:
                     late = 0.125 * 0.5 ** np.arange(6)
-                    lvals, lok = values(late, near)
+                    lvals, lok = values(late, idx, sums[0])
                     for k in range(6):
                         if lok[k] and lvals[k] > best_val:
                             best_val, best_step = lvals[k], late[k]
@@ -689,12 +701,8 @@ class RoundSolver:
                     q += best_step * (qn - q)
                     d += best_step * (dn - d)
                     mu += best_step * (mun - mu)
-                    value = best_val
-                else:
-                    value = now
-            else:
-                value = float(values([0.0], near)[0][0])
-            history.append(float(value))
+                    now = best_val
+            history.append(now)
             if history[-1] - history[-2] <= tol * max(1.0, abs(history[-1])):
                 status = "converged"
                 break
