@@ -82,3 +82,10 @@ def test_hfl_benchmark_runs_quick(tmp_path):
     assert (exact["status"] == "optimal").all()
     assert (exact.groupby(["N", "M"])["objective"].nunique() == 1).all()   # paths agree
 
+
+def test_cis_training_benchmark_runs_quick():
+    """The CIS early-exit training benchmark runs end to end (needs the train extra)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cis_training.py"),
+                           "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "delta" in proc.stdout and "tiny" in proc.stdout and "0.80" in proc.stdout
