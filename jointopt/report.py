@@ -169,12 +169,6 @@ def plot_sweep(table, x: str, y: str, hue: str | None, path: str | Path) -> Path
     return path
 
 
-def _plot_hfl(result: SolveResult, problem: ProblemBase, path: str | Path) -> Path:
-    from jointopt.hfl import plot_solution
-
-    return plot_solution(result, problem, path)
-
-
 def _plot_split(result: SolveResult, problem: ProblemBase, path: str | Path) -> Path:
     from jointopt.solvers.split.figure import plot_split
 
@@ -187,11 +181,17 @@ def _plot_cis(result: SolveResult, problem: ProblemBase, path: str | Path) -> Pa
     return plot_exit_weights(result, problem, path)
 
 
+def _plot_hfl(result: SolveResult, problem: ProblemBase, path: str | Path) -> Path:
+    from jointopt.hfl import plot_solution
+
+    return plot_solution(result, problem, path)
+
+
 #: ``kind -> (file name, plot(result, problem, path) -> Path)``: the figure ``write_outputs``
 #: draws for a solved problem of that kind.
 FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
-           "cis_early_exit": ("exit_weights.png", _plot_cis),
            "split_learning": ("split.png", _plot_split),
+           "cis_early_exit": ("exit_weights.png", _plot_cis),
            "hfl": ("host_loads.png", _plot_hfl)}
 
 

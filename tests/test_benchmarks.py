@@ -68,6 +68,18 @@ def test_planner_benchmark_runs_quick():
     assert "what-if grid" in proc.stdout and "Targets" in proc.stdout
 
 
+def test_split_training_benchmark_runs_quick(tmp_path):
+    """The SplitGP training benchmark runs end to end (needs the train extra)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_split_training.py"),
+                           "--quick", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "accuracy vs p" in proc.stdout and "splitgp >= all" in proc.stdout
+    frame = pd.read_csv(tmp_path / "split_accuracy_vs_p.csv")
+    assert set(frame["method"]) == {"local", "fedavg", "multi_exit", "splitgp"}
+    assert (tmp_path / "split_accuracy_vs_p.png").stat().st_size > 0
+
+
 def test_hfl_benchmark_runs_quick(tmp_path):
     """HFLOP benchmark (``--quick``): table, targets section and CSV; timings not checked."""
     out = tmp_path / "hfl.csv"

@@ -258,3 +258,36 @@ def test_heuristic_method_reports_valid_bound():
     lb = h.diagnostics["lower_bound"]
     assert lb <= opt.objective + 1e-6 <= h.objective + 1e-6
     assert prob.evaluate(np.asarray(h.decisions["association"])).feasible
+
+
+# -- host-set moves and the LP assignment ------------------------------------------------
+def test_host_search_closes_a_host_and_never_worsens():
+    # devices 0-2 are free on hosts 0 and 1; the start opens both: closing one saves c^e
+    C = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 4.0]])
+    D, R, ce = np.ones(3), np.full(2, 10.0), np.array([1.0, 2.0])
+    h = H.host_search(np.array([0, 1, 0]), D, R, C, ce, 3)
+    assert h.feasible and h.objective == 1.0 and (h.assignment == 0).all()
+    prob = gen.runtime_instance(200, 10, 3)
+    C = prob.l * prob.cd
+    start = H.local_search(H.ratio_greedy(prob.workload, prob.capacities, C, prob.ce,
+                                          prob.T).assignment,
+                           prob.workload, prob.capacities, C, prob.ce, prob.T)
+    hs = H.host_search(start.assignment, prob.workload, prob.capacities, C, prob.ce, prob.T)
+    assert hs.objective <= start.objective + 1e-9
+    ev = prob.evaluate(hs.assignment)
+    assert ev.feasible and ev.objective == pytest.approx(hs.objective)
+
+
+def test_lp_assignment_packs_where_the_greedy_does_not():
+    # two hosts of capacity 4; devices 0-1 (demand 2) are free only on host 0, device 2
+    # (demand 1) on both. The greedy takes device 2 first (smaller demand) onto host 0
+    # (lowest index), so device 1 pays 4 on host 1; the LP packs all three at cost 0.
+    D = np.array([2.0, 2.0, 1.0])
+    R = np.array([4.0, 4.0])
+    C = np.array([[0.0, 4.0], [0.0, 4.0], [0.0, 0.0]])
+    ce = np.zeros(2)
+    mask = np.ones(2, bool)
+    greedy = H.assign_to_hosts(mask, D, R, C, 3)
+    a = H.lp_assign(mask, D, R, C, ce, 3)
+    assert a is not None and a.tolist() == [0, 0, 1]
+    assert H._objective(a, C, ce) == 0.0 < H._objective(greedy, C, ce)

@@ -14,5 +14,11 @@ imported here, so ``import jointopt.harness`` stays torch-free; import the modul
 * :mod:`jointopt.harness.calibrate`: least-squares fits of the convergence constants and
   the accuracy map from pilot runs;
 * :mod:`jointopt.harness.validate`: surrogate against real training, per policy
-  (``jointopt validate``).
+  (``jointopt validate``);
+* :mod:`jointopt.harness.early_exit`, :mod:`~jointopt.harness.cis_serving`,
+  :mod:`~jointopt.harness.cis_surrogate`, :mod:`~jointopt.harness.cis_grid`: federated
+  training of an early-exit network over a node tree, confidence-ordered serving, the
+  torch-free surrogate and the rule-comparison grid (spec ``cis_early_exit.md``);
+* :mod:`jointopt.harness.splitgp`: SplitGP training and its baselines with selective
+  offloading (spec ``split_learning.md``).
 """

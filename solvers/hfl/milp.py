@@ -16,7 +16,8 @@ Both paths solve the same model over the same candidate pairs ``(i, j)``:
 Pipeline of the fast path (``method="highs"``), each step exact:
 
 1. **R1** candidate pairs only where ``D_i <= R_j`` (any pair with ``D_i = 0``).
-2. **Incumbent** UB from the heuristics H2/H1 + H3 (``heuristics.py``).
+2. **Incumbent** UB from the heuristics H2/H1 + H3 and the host-set moves
+   (``heuristics.py``).
 3. **R2** fix ``x_ij = 0`` when ``l c^d_ij + c^e_j > UB - Delta`` and ``y_j = 0`` when
    ``c^e_j > UB - Delta`` (costs >= 0; ``Delta = 1`` when all of ``l c^d`` and ``c^e`` are
    integers, since then only strictly better solutions matter, else 0).
@@ -762,13 +763,15 @@ def run_heuristic(prob, *, time_limit=5.0, uncapacitated=False, bound=True,
     allowed = candidate_pairs(prob, uncapacitated)
     C = prob.l * prob.cd
     h = solve_heuristic(prob.workload, R, C, prob.ce, prob.T, allowed=allowed,
-                        time_limit=time_limit)
+                        time_limit=0.55 * time_limit)
     times = {"heuristic_s": h.seconds}
     LB = -math.inf
     if bound:
         with Timer() as t:
             LB = lagrangian_bound(prob.workload, R, C, prob.ce, prob.T, allowed=allowed,
-                                  iters=bound_iters, upper=h.objective if h.feasible else None)
+                                  iters=bound_iters, upper=h.objective if h.feasible else None,
+                                  time_limit=max(0.1, min(3.0, 0.8 * time_limit
+                                                          - (time.perf_counter() - t0))))
         times["bound_s"] = t.seconds
     times["total_s"] = time.perf_counter() - t0
     status = "feasible" if h.feasible else "infeasible"

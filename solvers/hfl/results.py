@@ -9,7 +9,7 @@ from jointopt.models import hfl as hm
 from jointopt.solvers.hfl.problem import HFLResult
 
 SOLVER_NAMES = {"highs": "HiGHS (matrix path)", "pyomo": "HiGHS via Pyomo (appsi)",
-                "heuristic": "H2/H1 + H3 local search"}
+                "heuristic": "H2/H1 + H3 local search with host moves"}
 
 
 def baselines(prob, assignment=None) -> dict:
