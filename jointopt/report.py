@@ -22,6 +22,18 @@ def headline(result: SolveResult) -> list[tuple[str, str]]:
                  ("timely accuracy", f"{diag['timely_accuracy']:.4f}"),
                  ("caps binding", f"{int(np.sum(diag['cap_binding']))} of "
                                   f"{len(diag['cap_binding'])} clients")]
+    if result.kind == "hfl" and "placement" in result.decisions:
+        hosts = " ".join(str(h) for h in np.asarray(result.decisions["placement"]))
+        n = len(result.decisions["association"])
+        rows.append(("open hosts", hosts))
+        if {"participants", "required"} <= diag.keys():
+            rows.append(("participants", f"{diag['participants']} of {n} "
+                                         f"(required {diag['required']})"))
+        if {"lower_bound", "mip_gap"} <= diag.keys():
+            rows.append(("bound / gap",
+                         f"{diag['lower_bound']:.6g} / {100 * diag['mip_gap']:.3g} %"))
+        if "saving_pct" in diag:
+            rows.append(("saving vs flat FL", f"{diag['saving_pct']:.1f} % of training traffic"))
     return rows
 
 

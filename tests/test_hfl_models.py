@@ -96,6 +96,9 @@ def test_text_report_and_outputs(tmp_path):
     r = prob.solve()
     text = report.text_report(r)
     assert "association" in text and "optimal" in text
+    hosts = " ".join(str(h) for h in r.decisions["placement"])
+    assert f"open hosts         {hosts}\n" in text
+    assert f"saving vs flat FL  {r.diagnostics['saving_pct']:.1f} %" in text
     paths = report.write_outputs(r, prob, tmp_path)
     assert all(p.exists() for p in paths)
 
