@@ -76,32 +76,52 @@ def _smooth(pi, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi):
 
 @njit(**_JIT)
 def _root(t, pr, tl, guess, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi, kink):
-    """Smallest ``pi >= pr`` with ``s(pi) <= t + tl`` (``_SmoothUse.root``, one client)."""
+    """Smallest ``pi >= pr`` with ``s(pi) <= t + tl`` (``_SmoothUse.root``, one client).
+
+    Same steps as the numpy version; ``s`` is evaluated once per distinct point (the
+    bracket ends and the guess are remembered with their values and slopes)."""
     if not np.isfinite(t):
         return pr
-    if _smooth(pr, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)[2] - t <= tl:
+    _, _, lo_s, lo_d = _smooth(pr, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)
+    if lo_s - t <= tl:
         return pr
-    lo = pr if pr > 0.0 else _TINY
-    if _smooth(lo, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)[2] - t <= tl:
-        return _TINY
+    lo = pr
+    if pr <= 0.0:
+        lo = _TINY
+        _, _, lo_s, lo_d = _smooth(lo, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)
+        if lo_s - t <= tl:
+            return _TINY
     cand = max(lo, kink if np.isfinite(kink) else 0.0)
-    if cand > lo and _smooth(cand, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)[2] - t > tl:
-        lo = cand
+    if cand > lo:
+        _, _, c_s, c_d = _smooth(cand, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)
+        if c_s - t > tl:
+            lo, lo_s, lo_d = cand, c_s, c_d
     usable = np.isfinite(guess) and guess > lo
     hi = max(2.0 * lo, 1.0)
+    hi_s, hi_d, hi_known = 0.0, 0.0, False
     if usable:
-        if _smooth(guess, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)[2] - t <= tl:
-            hi = guess
+        _, _, g_s, g_d = _smooth(guess, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)
+        if g_s - t <= tl:
+            hi, hi_s, hi_d, hi_known = guess, g_s, g_d, True
         else:
-            lo = guess
+            lo, lo_s, lo_d = guess, g_s, g_d
     for _ in range(200):
-        if _smooth(hi, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)[2] - t <= tl:
+        if not hi_known:
+            _, _, hi_s, hi_d = _smooth(hi, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)
+        hi_known = False
+        if hi_s - t <= tl:
             break
-        lo = hi
+        lo, lo_s, lo_d = hi, hi_s, hi_d
         hi = 4.0 * hi
     x = guess if (usable and lo < guess <= hi) else lo
-    for _ in range(100):
-        _, _, s, slope = _smooth(x, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)
+    # the first Newton point is a bracket end (or the guess, then one of them): known
+    if x == hi:
+        s, slope = hi_s, hi_d
+    else:
+        s, slope = lo_s, lo_d
+    for it in range(100):
+        if it > 0:
+            _, _, s, slope = _smooth(x, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)
         f = s - t
         if f > tl:
             lo = x
