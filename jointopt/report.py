@@ -182,13 +182,13 @@ def plot_sweep(table, x: str, y: str, hue: str | None, path: str | Path) -> Path
 
 
 def _plot_split(result: SolveResult, problem: ProblemBase, path: str | Path) -> Path:
-    from jointopt.solvers.split.figure import plot_split
+    from jointopt.split import plot_split
 
     return plot_split(result, problem, path)
 
 
 def _plot_cis(result: SolveResult, problem: ProblemBase, path: str | Path) -> Path:
-    from jointopt.solvers.cis.figure import plot_exit_weights
+    from jointopt.cis import plot_exit_weights
 
     return plot_exit_weights(result, problem, path)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -110,6 +110,24 @@ def _compact(value):
     if isinstance(value, list) and value and all(isinstance(v, float | int) for v in value):
         return value[0] if all(v == value[0] for v in value) else value
     return value
+
+
+#: A per-item numpy vector field of a problem (validated by the section's own checks).
+Vector = Annotated[np.ndarray, pydantic.Field()]
+
+
+def vector_count(data: dict, where: str) -> int:
+    """The number of items of a section of per-item vectors: its ``count`` field, else the
+    length of its first list; a positive integer, or ``ValidationError`` at ``where.count``."""
+    n = data.get("count")
+    if n is None:
+        lengths = [len(v) for v in data.values() if isinstance(v, list | tuple | np.ndarray)]
+        if not lengths:
+            raise ValidationError(f"{where}.count", "is required when no field is a list")
+        n = lengths[0]
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValidationError(f"{where}.count", f"must be a positive integer, got {n!r}")
+    return int(n)
 
 
 class Section(pydantic.BaseModel):

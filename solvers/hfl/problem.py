@@ -14,16 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pydantic
 from jointopt.models import hfl as hm
 from jointopt.models.checks import as_vector, check_range, culprit
 from jointopt.models.errors import InfeasibleError, ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult
-
-Vector = Annotated[np.ndarray, pydantic.Field()]
+from jointopt.solvers.base import ProblemBase, Section, SolveResult, Vector
 
 
 class LatencySpec(Section):

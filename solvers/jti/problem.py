@@ -14,7 +14,7 @@ also be written as a list of tables (``[[clients]]`` in TOML).
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
 import pydantic
@@ -22,9 +22,7 @@ from jointopt.models.accuracy import ACCURACY_MAPS
 from jointopt.models.checks import as_vector, check_range, culprit
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.errors import InfeasibleError, ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult
-
-Vector = Annotated[np.ndarray, pydantic.Field()]
+from jointopt.solvers.base import ProblemBase, Section, SolveResult, Vector, vector_count
 
 # field name -> (default or None when required, description)
 CLIENT_FIELDS: dict[str, tuple[float | None, str]] = {
@@ -109,15 +107,7 @@ class Clients(Section):
         for key in data:
             if key not in CLIENT_FIELDS and key not in ("count", "seed"):
                 raise ValidationError(f"clients.{key}", "is not a known field")
-        n = data.get("count")
-        if n is None:
-            lengths = [len(v) for v in data.values() if isinstance(v, list | tuple | np.ndarray)]
-            if not lengths:
-                raise ValidationError("clients.count", "is required when no field is a list")
-            n = lengths[0]
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValidationError("clients.count", f"must be a positive integer, got {n!r}")
-        n = int(n)
+        n = vector_count(data, "clients")
         seed = data.get("seed", 0)
         rng = np.random.default_rng(seed)
         out = {"count": n, "seed": seed}

@@ -145,7 +145,6 @@ def mu_closed_form(w, cost, lam, tau, has_deadline, mu_lo, ub):
 class FastBlocks:
     """Closed-form block solutions, vectorised over clients."""
 
-    name = "fast"
     min_tol = 0.0
 
     def __init__(self, data: _Data):
@@ -331,7 +330,6 @@ class CvxpyBlocks:
         self.data = data
         self.attempts = ((solver, {}),) if solver else self.ATTEMPTS
         n = data.n
-        self.name = "cvxpy"
         # q-block: maximise -sum Gp2/q - cq q
         self.q = cp.Variable(n)
         self.Gp2 = cp.Parameter(n, nonneg=True)
@@ -458,12 +456,9 @@ class RoundSolver:
     with each round's state and, optionally, last round's allocation as a warm start.
     """
 
-    METHODS = ("fast", "numpy", "cvxpy")
-
     def __init__(self, problem: JointTrainingInferenceProblem, method: str = "fast",
                  *, solver: str | None = None):
-        if method not in self.METHODS:
-            raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
+        method = problem.check_method(method)
         self.problem = problem
         self.data = _Data(problem)
         self.blocks = (CvxpyBlocks(self.data, solver) if method == "cvxpy"
@@ -473,6 +468,9 @@ class RoundSolver:
             from jointopt.solvers.jti import fused
 
             fused.warm_up()
+            # every input array read-only and C-contiguous, so that one compiled signature
+            # serves problem data, computed vectors and user-given states alike
+            self._frozen = fused.frozen(self.data)
         self.exchange_failures = 0  # exchange steps the block solver could not propose (a solve)
 
     # -- pieces shared by both paths ---------------------------------------------------
@@ -628,10 +626,6 @@ class RoundSolver:
         from jointopt.solvers.jti import fused
 
         D, B = self.data, self.blocks
-        # every input array read-only and C-contiguous, so that one compiled signature
-        # serves problem data, computed vectors and user-given states alike
-        if not hasattr(self, "_frozen"):
-            self._frozen = fused.frozen(D)
         F = self._frozen
         Z, ebar, K = fused.readonly(state.Z), fused.readonly(state.ebar), state.K
         alpha, kappa = D.acc.linearize(K)

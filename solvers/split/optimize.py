@@ -150,15 +150,23 @@ def cut_data(problem, cut: int, curves) -> CutData:
                    np.broadcast_to(c, (problem.n,)).astype(float), S, list(curves), envs)
 
 
-def solve_cut(cd: CutData, nu, T, rho_max, *, inner: str = "greedy", n_grid: int = 200,
-              refine: bool = True) -> dict:
-    """Best (q, W̄) at one cut by the W̄ scan. Infeasible cuts (A_k > T_k) are reported."""
-    w = nu / nu.sum()
+def _shortfall(cd: CutData, T) -> dict | None:
+    """The infeasible-cut record when some client's floor latency ``A_k`` exceeds its budget
+    (the worst such client named), else ``None``."""
     short = cd.A - T
     if (short > 0).any():
         i = int(np.argmax(short))
         return {"cut": cd.cut, "status": "infeasible", "objective": -math.inf,
                 "culprit": i, "shortfall": float(short[i])}
+    return None
+
+
+def solve_cut(cd: CutData, nu, T, rho_max, *, inner: str = "greedy", n_grid: int = 200,
+              refine: bool = True) -> dict:
+    """Best (q, W̄) at one cut by the W̄ scan. Infeasible cuts (A_k > T_k) are reported."""
+    w = nu / nu.sum()
+    if (short := _shortfall(cd, T)) is not None:
+        return short
     mu = cd.mu
     lo, hi = 1.0 / mu, 1.0 / ((1.0 - rho_max) * mu)
     seg = _segments(cd.envs, w, nu)
@@ -203,11 +211,8 @@ def solve_cut(cd: CutData, nu, T, rho_max, *, inner: str = "greedy", n_grid: int
 def solve_cut_decoupled(cd: CutData, nu, T) -> dict:
     """Queue-agnostic baseline: each client's §5 threshold with the wait fixed at S."""
     w = nu / nu.sum()
-    short = cd.A - T
-    if (short > 0).any():
-        i = int(np.argmax(short))
-        return {"cut": cd.cut, "status": "infeasible", "objective": -math.inf,
-                "culprit": i, "shortfall": float(short[i])}
+    if (short := _shortfall(cd, T)) is not None:
+        return short
     q_bar = (T - cd.A) / (cd.c + cd.S)
     idx = [cv.select(float(qb)) for cv, qb in zip(cd.curves, q_bar, strict=True)]
     q = np.array([cv.q[j] for cv, j in zip(cd.curves, idx, strict=True)])

@@ -30,16 +30,13 @@ Measured curves from the training harness replace ``[entropy]`` at solve time:
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated
 
 import numpy as np
 import pydantic
 from jointopt.models import split as sm
 from jointopt.models.checks import as_vector, check_range
 from jointopt.models.errors import ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult
-
-Vector = Annotated[np.ndarray, pydantic.Field()]
+from jointopt.solvers.base import ProblemBase, Section, SolveResult, Vector, vector_count
 
 CLIENT_FIELDS: dict[str, tuple[float | None, str]] = {
     "f_client": (None, "client compute speed f_C,k (FLOP/s)"),
@@ -120,20 +117,13 @@ class Clients(Section):
         for key in data:
             if key not in CLIENT_FIELDS and key != "count":
                 raise ValidationError(f"clients.{key}", "is not a known field")
-        n = data.get("count")
-        if n is None:
-            lengths = [len(v) for v in data.values() if isinstance(v, list | tuple | np.ndarray)]
-            if not lengths:
-                raise ValidationError("clients.count", "is required when no field is a list")
-            n = lengths[0]
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValidationError("clients.count", f"must be a positive integer, got {n!r}")
-        out = {"count": int(n)}
+        n = vector_count(data, "clients")
+        out = {"count": n}
         for key, (default, _) in CLIENT_FIELDS.items():
             value = data.get(key, default)
             if value is None:
                 raise ValidationError(f"clients.{key}", "is required")
-            out[key] = as_vector(f"clients.{key}", value, int(n))
+            out[key] = as_vector(f"clients.{key}", value, n)
         return out
 
     @pydantic.model_validator(mode="after")
