@@ -222,6 +222,21 @@ def test_compiled_sweep_follows_the_numpy_driver(n, seed, deadlines, caps, warm)
         np.testing.assert_allclose(a.decisions[k], b.decisions[k], rtol=1e-6, atol=1e-6)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), seed=seeds, deadlines=st.booleans(), caps=st.booleans())
+def test_compiled_multipliers_follow_the_numpy_ones(n, seed, deadlines, caps):
+    """The fast path's diagnostics pass (binding caps and their multipliers) gives what
+    the numpy methods give at the same allocation."""
+    problem = random_problem(n, seed, deadlines=deadlines, caps=caps)
+    res = RoundSolver(problem, "fast").solve()
+    x = Allocation(*(res.decisions[k] for k in ("q", "d", "mu")))
+    ref = RoundSolver(problem, "numpy")
+    state = RoundState.initial(problem)
+    np.testing.assert_array_equal(res.diagnostics["cap_binding"], ref._binding(x))
+    np.testing.assert_allclose(res.diagnostics["cap_multiplier"],
+                               ref.cap_multipliers(state, x), rtol=1e-12, atol=1e-12)
+
+
 def test_cvxpy_path_resolves_without_recompiling():
     problem = random_problem(20, 3)
     solver = RoundSolver(problem, "cvxpy")

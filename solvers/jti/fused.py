@@ -5,15 +5,18 @@ Same algorithm, ties and tolerances as the numpy driver in :mod:`.round`
 (:meth:`RoundSolver._ascend` with :class:`FastBlocks`), written as scalar per-client
 functions compiled by numba. A sweep is five passes over the clients:
 
-1. the training value ``G`` (a sum over clients);
-2. the q-block, accumulating ``sum p^2 (1 - q) / q`` for ``K_{t+1}``;
-3. the d- and mu-blocks, marking the clients near their cap, summing the exchange's ``G``
+1. the q-block, accumulating ``sum p^2 (1 - q) / q`` for ``K_{t+1}``;
+2. the d- and mu-blocks, marking the clients near their cap, summing the exchange's ``G``
    and the objective's sums at the new point;
-4. the exchange proposal of each client near its cap (its cap multiplier by a safeguarded
-   Newton iteration on ``log(price)``, warm-started from the last root);
-5. the line search over the near clients only (the others do not move): the objective and
-   feasibility at steps 1, 1/2, 1/4 of the proposal in one pass, and at 1/8 ... 1/256 in a
-   second one when none of those improves.
+3. the exchange proposal of each client near its cap (its cap multiplier by a safeguarded
+   Newton iteration on ``log(price)``, warm-started from the last root), with the line
+   search's sums at steps 1, 1/2, 1/4 of the proposal on the way; the other clients do
+   not move, so their sums are those of pass 2;
+4. only when none of those steps improves, the sums at 1/8 ... 1/256 (near clients only);
+5. the chosen step, applied to the near clients only.
+
+The training value ``G`` (a sum over clients) of the next sweep is summed on the way, in
+passes 2 and 3; only the first sweep needs a pass of its own for it.
 
 The objective is separable given ``K_{t+1}``: with ``K_{t+1} = a K + b S + c`` and
 ``S = sum p^2 (1 - q)/q``, it is ``sum_n A_n - K_{t+1} sum_n B_n``, so each candidate point
@@ -75,14 +78,18 @@ def _smooth(pi, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi):
 
 
 @njit(**_JIT)
-def _root(t, pr, tl, guess, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi, kink):
+def _root(t, pr, tl, guess, pr_s, pr_d, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi,
+          kink):
     """Smallest ``pi >= pr`` with ``s(pi) <= t + tl`` (``_SmoothUse.root``, one client).
 
-    Same steps as the numpy version; ``s`` is evaluated once per distinct point (the
-    bracket ends and the guess are remembered with their values and slopes)."""
+    Same steps as the numpy version, with ``s(pr)`` and its slope given (``pr_s``,
+    ``pr_d``: the caller has them). ``s`` is evaluated once per distinct point (the
+    bracket ends and the guess are remembered with their values and slopes), and the
+    clip point is not evaluated when a usable guess lies past it (the guess then closes
+    or raises the bracket by itself)."""
     if not np.isfinite(t):
         return pr
-    _, _, lo_s, lo_d = _smooth(pr, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)
+    lo_s, lo_d = pr_s, pr_d
     if lo_s - t <= tl:
         return pr
     lo = pr
@@ -92,7 +99,7 @@ def _root(t, pr, tl, guess, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi, k
         if lo_s - t <= tl:
             return _TINY
     cand = max(lo, kink if np.isfinite(kink) else 0.0)
-    if cand > lo:
+    if cand > lo and not (np.isfinite(guess) and guess >= cand):
         _, _, c_s, c_d = _smooth(cand, G, ctr, cinf, p2, qmin, w, lam, tau, dl, mlo, mhi)
         if c_s - t > tl:
             lo, lo_s, lo_d = cand, c_s, c_d
@@ -169,13 +176,11 @@ def q_pass(G, Z, ctr, cdl, cinf, cap, p2, qmin, q, d, mu):
 def dmu_pass(V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap, cap_f,
              budget, p2, qmin, mlo, mhi, ebar, q, d, mu, P, near, sums):
     """d- and mu-blocks in place (tie rules included), ``P`` updated to the new ``mu``;
-    marks ``near`` (use within 1e-4 of the cap) and returns
-    ``(any near, sum lambda (P d + H (1 + d)))`` at the new point.
+    marks ``near`` (use within 1e-4 of the cap) and returns whether any client is near.
 
-    ``sums`` receives the objective's sums at the new point (see :func:`step_sums`): row 0
-    over the clients not near their cap, row 1 over the near ones (columns A, B, S,
-    feasible)."""
-    acc = 0.0
+    ``sums`` receives the objective's sums and the training sum at the new point (see
+    :func:`step_sums`): row 0 over the clients not near their cap, row 1 over the near
+    ones (columns A, B, S, feasible, T)."""
     anynear = False
     sums[:] = 0.0
     sums[:, 3] = 1.0
@@ -200,8 +205,7 @@ def dmu_pass(V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
         nr = use >= cap[i] - 1e-4 * max(1.0, cap_f[i])
         near[i] = nr
         anynear = anynear or nr
-        acc += lam[i] * (P[i] * di + horizon * (1.0 + di))
-        t, cf, sv, fine = _terms(0.0, V, alpha, kappa, horizon, Z[i], lam[i], tau[i], dl[i],
+        t, cf, sv, ts, fine = _terms(0.0, V, alpha, kappa, horizon, Z[i], lam[i], tau[i], dl[i],
                                  ctr[i], cdl[i], cinf[i], cap[i], budget[i], p2[i], qmin[i],
                                  mlo[i], mhi[i], ebar[i], q[i], di, mi, q[i], di, mi, P[i],
                                  False)
@@ -209,28 +213,34 @@ def dmu_pass(V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
         sums[r, 0] += t
         sums[r, 1] += cf
         sums[r, 2] += sv
+        sums[r, 4] += ts
         if not fine:
             sums[r, 3] = 0.0
-    return anynear, acc
+    return anynear
 
 
 @njit(**_JIT)
 def exchange_pass(G, V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
-                  p2, qmin, mlo, mhi, ebar, q, d, mu, P, near, last0, last1, qn, dn, mun):
+                  budget, p2, qmin, mlo, mhi, ebar, q, d, mu, P, near, last0, last1,
+                  qn, dn, mun):
     """Each near client's exchange proposal (``FastBlocks.exchange_block`` and the tie
-    rules of ``RoundSolver._exchange``) into ``qn, dn, mun``; the others keep their point."""
+    rules of ``RoundSolver._exchange``) into ``qn, dn, mun`` (only the near clients' entries
+    are written), and the first three steps of the line search on the way: row k of the
+    result holds the near clients' sums (see :func:`step_sums`) at step ``(1, 1/2, 1/4)[k]``
+    of the proposal."""
+    out = np.zeros((3, 5))
+    out[:, 3] = 1.0
     for i in range(q.size):
         if not near[i]:
-            qn[i], dn[i], mun[i] = q[i], d[i], mu[i]
             continue
         w = V * lam[i] * (alpha - kappa * (d[i] * K1 + (1.0 - d[i]) * ebar[i]))
         gd = V * lam[i] * kappa * (P[i] + horizon) * (ebar[i] - K1)
         pr, room = Z[i], cap[i]
-        qi = _q_cf(G, pr * ctr[i], p2[i], qmin[i], 1.0)
+        qi, mi, s_pr, d_pr = _smooth(pr, G, ctr[i], cinf[i], p2[i], qmin[i], w, lam[i], tau[i],
+                                     dl[i], mlo[i], mhi[i])
         di = 1.0 if gd > pr * cdl[i] else 0.0
-        mi = _mu_cf(w, pr * cinf[i], lam[i], tau[i], dl[i], mlo[i], mhi[i])
         tol = 1e-12 * max(1.0, abs(room) if np.isfinite(room) else 0.0)
-        if ctr[i] * qi + cdl[i] * di + cinf[i] * mi - room > tol:
+        if s_pr + cdl[i] * di - room > tol:
             least = ctr[i] * qmin[i] + cinf[i] * mlo[i]
             kq = _ratio(G * p2[i], ctr[i])
             kink_q = kq if (G * p2[i] > 0.0 and np.isfinite(kq)) else _INF
@@ -245,15 +255,15 @@ def exchange_pass(G, V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, ci
             can = gd > pr * c and room - c >= least - tol
             r1 = _INF
             if can:
-                r1 = _root(room - c, pr, tol, last1[i], G, ctr[i], cinf[i], p2[i], qmin[i],
-                           w, lam[i], tau[i], dl[i], mlo[i], mhi[i], kink)
+                r1 = _root(room - c, pr, tol, last1[i], s_pr, d_pr, G, ctr[i], cinf[i], p2[i],
+                           qmin[i], w, lam[i], tau[i], dl[i], mlo[i], mhi[i], kink)
             take1 = can and r1 < pstar
             if np.isfinite(r1):
                 last1[i] = r1
             take0 = False
             if not take1:  # the root without a download is needed only then
-                r0 = _root(room, pr, tol, last0[i], G, ctr[i], cinf[i], p2[i], qmin[i],
-                           w, lam[i], tau[i], dl[i], mlo[i], mhi[i], kink)
+                r0 = _root(room, pr, tol, last0[i], s_pr, d_pr, G, ctr[i], cinf[i], p2[i],
+                           qmin[i], w, lam[i], tau[i], dl[i], mlo[i], mhi[i], kink)
                 last0[i] = r0
                 take0 = r0 >= pstar
             if take1:
@@ -279,13 +289,43 @@ def exchange_pass(G, V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, ci
         if G == 0.0 and pr * ctr[i] == 0.0:
             qi = min(max(_ratio(left - cinf[i] * mi, ctr[i]), qmin[i]), 1.0)
         qn[i], dn[i], mun[i] = qi, di, mi
+        # the on-time fraction at step s: 1 - exp(-(mu - lam) tau) exp(-(mu_new - mu) tau)^s,
+        # the second factor at s = 1/2, 1/4 by square roots (one exp for the three steps)
+        late = 1.0 - P[i]
+        shift = np.exp(-(mi - mu[i]) * tau[i])
+        step = 1.0
+        for k in range(3):
+            t, cf, sv, ts, fine = _terms(step, V, alpha, kappa, horizon, Z[i], lam[i], tau[i],
+                                         dl[i], ctr[i], cdl[i], cinf[i], cap[i], budget[i],
+                                         p2[i], qmin[i], mlo[i], mhi[i], ebar[i], q[i], d[i],
+                                         mu[i], qi, di, mi, 1.0 - late * shift, False)
+            shift = np.sqrt(shift)
+            out[k, 0] += t
+            out[k, 1] += cf
+            out[k, 2] += sv
+            out[k, 4] += ts
+            if not fine:
+                out[k, 3] = 0.0
+            step *= 0.5
+    return out
+
+
+@njit(**_JIT)
+def apply_step(step, near, lam, tau, dl, q, d, mu, qn, dn, mun, P):
+    """Move the near clients ``step`` of the way to their proposal, ``P`` with them."""
+    for i in range(q.size):
+        if near[i]:
+            q[i] += step * (qn[i] - q[i])
+            d[i] += step * (dn[i] - d[i])
+            mu[i] += step * (mun[i] - mu[i])
+            P[i] = _on_time(mu[i], lam[i], tau[i], dl[i])
 
 
 @njit(**_JIT)
 def _terms(s, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap, budget, p2,
            qmin, mlo, mhi, ebar, q, d, mu, qn, dn, mun, P, exact):
-    """One client's ``(A, B, S, feasible)`` at ``x + s (x_new - x)``; ``P`` is used as the
-    on-time fraction unless ``exact``."""
+    """One client's ``(A, B, S, T, feasible)`` at ``x + s (x_new - x)``, ``T`` its term of
+    :func:`training_sum`; ``P`` is used as the on-time fraction unless ``exact``."""
     qi = q + s * (qn - q)
     di = d + s * (dn - d)
     mi = mu + s * (mun - mu)
@@ -302,31 +342,57 @@ def _terms(s, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap, bu
     if horizon != 0.0:
         term -= horizon * V * kappa * lam * held
         coef += horizon * V * kappa * lam * (1.0 + di)
-    return term, coef, p2 * (1.0 - qi) / qi, ok
+    return term, coef, p2 * (1.0 - qi) / qi, lam * (P * di + horizon * (1.0 + di)), ok
 
 
 @njit(**_JIT)
 def step_sums(steps, idx, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
               budget, p2, qmin, mlo, mhi, ebar, q, d, mu, qn, dn, mun):
     """The objective's sums over the clients ``idx`` at ``x + s (x_new - x)`` for each ``s``
-    in ``steps``: row k holds ``(A, B, S, feasible)``, the objective being
+    in ``steps``: row k holds ``(A, B, S, feasible, T)``, the objective being
     ``A - (a K + b S + c) B`` over all clients (``RoundSolver.objective``; feasible as in
-    ``_feasible``)."""
-    out = np.zeros((steps.size, 4))
+    ``_feasible``) and ``T`` the :func:`training_sum` of the clients there."""
+    out = np.zeros((steps.size, 5))
     out[:, 3] = 1.0
     for j in range(idx.size):
         i = idx[j]
         for k in range(steps.size):
-            t, cf, sv, fine = _terms(steps[k], V, alpha, kappa, horizon, Z[i], lam[i], tau[i],
+            t, cf, sv, ts, fine = _terms(steps[k], V, alpha, kappa, horizon, Z[i], lam[i], tau[i],
                                      dl[i], ctr[i], cdl[i], cinf[i], cap[i], budget[i], p2[i],
                                      qmin[i], mlo[i], mhi[i], ebar[i], q[i], d[i], mu[i],
                                      qn[i], dn[i], mun[i], 0.0, True)
             out[k, 0] += t
             out[k, 1] += cf
             out[k, 2] += sv
+            out[k, 4] += ts
             if not fine:
                 out[k, 3] = 0.0
     return out
+
+
+@njit(**_JIT)
+def multipliers(G, V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap, cap_f,
+                p2, qmin, mlo, mhi, ebar, q, d, mu, P, binding, nu):
+    """``RoundSolver._binding`` and ``RoundSolver.cap_multipliers`` in one pass: marks
+    ``binding`` and writes each client's cap multiplier into ``nu``."""
+    for i in range(q.size):
+        use = ctr[i] * q[i] + cdl[i] * d[i] + cinf[i] * mu[i]
+        b = use >= cap[i] - 1e-7 * max(1.0, cap_f[i])
+        binding[i] = b
+        nu[i] = 0.0
+        if not b:
+            continue
+        if mlo[i] + 1e-12 < mu[i] < mhi[i] - 1e-12 and cinf[i] > 0.0 and dl[i]:
+            w = V * lam[i] * (alpha - kappa * (d[i] * K1 + (1.0 - d[i]) * ebar[i]))
+            v = _ratio(w * tau[i] * np.exp(-(mu[i] - lam[i]) * tau[i]), cinf[i]) - Z[i]
+        elif qmin[i] + 1e-12 < q[i] < 1.0 - 1e-12 and ctr[i] > 0.0:
+            v = _ratio(G * p2[i] / q[i] ** 2, ctr[i]) - Z[i]
+        elif 1e-12 < d[i] < 1.0 - 1e-12 and cdl[i] > 0.0:
+            beta = V * lam[i] * kappa * (P[i] + horizon) * (ebar[i] - K1)
+            v = _ratio(beta, cdl[i]) - Z[i]
+        else:
+            v = 0.0
+        nu[i] = max(v, 0.0)
 
 
 def readonly(a) -> np.ndarray:
@@ -366,9 +432,12 @@ def warm_up() -> None:
     training_sum(r, w(), w(), r, rb, 1.0, w(), wb())
     q_pass(1.0, r, r, r, r, r, r, r, w(), w(), w())
     dmu_pass(1.0, 1.0, 0.1, 1.0, 1.0, r, r, r, rb, r, r, r, r, r, r, r, r, r, r, r,
-             w(), w(), w(), w(), wb(), np.zeros((2, 4)))
-    exchange_pass(1.0, 1.0, 1.0, 0.1, 1.0, 1.0, r, r, r, rb, r, r, r, r, r, r, r, r, r,
+             w(), w(), w(), w(), wb(), np.zeros((2, 5)))
+    exchange_pass(1.0, 1.0, 1.0, 0.1, 1.0, 1.0, r, r, r, rb, r, r, r, r, r, r, r, r, r, r,
                   w(), w(), w(), w(), wb(), w(), w(), w(), w(), w())
+    apply_step(0.5, wb(), r, r, rb, w(), w(), w(), w(), w(), w(), w())
+    multipliers(1.0, 1.0, 1.0, 0.1, 1.0, 1.0, r, r, r, rb, r, r, r, r, r, r, r, r, r, r,
+                r, r, r, r, wb(), w())
     step_sums(np.zeros(1), np.zeros(1, dtype=np.int64), 1.0, 1.0, 0.1, 1.0, r, r, r, rb,
               r, r, r, r, r, r, r, r, r, r, w(), w(), w(), w(), w(), w())
     _WARM = True

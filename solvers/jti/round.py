@@ -636,65 +636,61 @@ class RoundSolver:
         every = np.ones(D.n, dtype=bool)
         P = np.empty(D.n)
         qn, dn, mun = q.copy(), d.copy(), mu.copy()
-        sums = np.zeros((2, 4))
+        sums = np.zeros((2, 5))
         data = (D.V, alpha, kappa, H, Z, F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl, F.cinf,
                 F.cap, F.budget, F.p2, F.q_min, F.mu_lo, F.mu_max, ebar)
 
         def value(A, Bk, S):
             return float(A - (cv.a * K + cv.b * S + cv.c) * Bk)
 
-        def values(steps, idx, rest):
-            """Objective and feasibility at each step, the clients ``idx`` moving, the
-            others' sums ``rest``."""
-            out = fused.step_sums(np.asarray(steps, dtype=float), idx, *data,
-                                  q, d, mu, qn, dn, mun)
-            return ([value(*(rest[:3] + row[:3])) for row in out],
-                    [bool(row[3] > 0 and rest[3] > 0) for row in out])
+        def values(rows, rest):
+            """Objective and feasibility at each row of near-client sums, the others'
+            sums being ``rest``."""
+            return ([value(*(rest[:3] + row[:3])) for row in rows],
+                    [bool(row[3] > 0 and rest[3] > 0) for row in rows])
 
         start = fused.step_sums(np.zeros(1), np.arange(D.n), *data, q, d, mu, q, d, mu)[0]
         history = [value(*start[:3])]
         status = "max_iter"
         it = 0
         scale = D.V * kappa * cv.b
-        stale = every
+        G = scale * fused.training_sum(F.lam, mu, d, F.tau_f, F.has_deadline, H, P, every)
         while it < max_iter:
             it += 1
-            G = scale * fused.training_sum(F.lam, mu, d, F.tau_f, F.has_deadline, H,
-                                           P, stale)
             S = fused.q_pass(G, Z, F.ctr, F.cdl, F.cinf, F.cap, F.p2, F.q_min, q, d, mu)
             K1 = cv.a * K + cv.b * S + cv.c
-            anynear, gsum = fused.dmu_pass(
+            anynear = fused.dmu_pass(
                 D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl,
                 F.cinf, F.cap, F.cap_finite, F.budget, F.p2, F.q_min, F.mu_lo, F.mu_max, ebar,
                 q, d, mu, P, near, sums)
-            stale = near
             now = value(*(sums[0, :3] + sums[1, :3]))
+            G = scale * (sums[0, 4] + sums[1, 4])  # the next sweep's, unless the point moves
             if anynear:
-                fused.exchange_pass(
-                    scale * gsum, D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f,
-                    F.has_deadline, F.ctr, F.cdl, F.cinf, F.cap, F.p2, F.q_min, F.mu_lo,
-                    F.mu_max, ebar, q, d, mu, P, near, B.last_root[0], B.last_root[1],
-                    qn, dn, mun)
+                rows = fused.exchange_pass(
+                    G, D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f, F.has_deadline, F.ctr,
+                    F.cdl, F.cinf, F.cap, F.budget, F.p2, F.q_min, F.mu_lo, F.mu_max, ebar,
+                    q, d, mu, P, near, B.last_root[0], B.last_root[1], qn, dn, mun)
                 # the line search of _exchange: best of 1, 1/2, 1/4, else the first of
                 # 1/8 ... 1/256 that improves, else keep x. Only the near clients move:
                 # the sums of the others are the point's sums less the near ones'.
-                idx = np.flatnonzero(near)
-                best_val, best_step = max(history[-1], now), 0.0
-                vals, ok = values([1.0, 0.5, 0.25], idx, sums[0])
+                best_val, best_row = max(history[-1], now), None
+                vals, ok = values(rows, sums[0])
                 for k in range(3):
                     if ok[k] and vals[k] > best_val:
-                        best_val, best_step = vals[k], (1.0, 0.5, 0.25)[k]
-                if best_step == 0.0:
+                        best_val, best_row, best_step = vals[k], rows[k], 0.5 ** k
+                if best_row is None:
                     late = 0.125 * 0.5 ** np.arange(6)
-                    lvals, lok = values(late, idx, sums[0])
+                    lrows = fused.step_sums(late, np.flatnonzero(near), *data,
+                                            q, d, mu, qn, dn, mun)
+                    lvals, lok = values(lrows, sums[0])
                     for k in range(6):
                         if lok[k] and lvals[k] > best_val:
-                            best_val, best_step = lvals[k], late[k]
+                            best_val, best_row, best_step = lvals[k], lrows[k], late[k]
                             break
-                if best_step > 0.0:
-                    q += best_step * (qn - q)
-                    d += best_step * (dn - d)
-                    mu += best_step * (mun - mu)
+                if best_row is not None:
+                    fused.apply_step(best_step, near, F.lam, F.tau_f, F.has_deadline,
+                                     q, d, mu, qn, dn, mun, P)
+                    G = scale * (sums[0, 4] + best_row[4])
                     now = best_val
             history.append(now)
             if history[-1] - history[-2] <= tol * max(1.0, abs(history[-1])):
@@ -772,6 +768,20 @@ class RoundSolver:
         use = self.use(x)
         total_rate = float(D.lam.sum())
         timely = float(np.sum(D.lam * P * acc) / total_rate) if total_rate > 0 else float("nan")
+        if self.method == "fast":  # one compiled pass
+            from jointopt.solvers.jti import fused
+
+            alpha, kappa = D.acc.linearize(state.K)
+            F, ro = self._frozen, fused.readonly
+            binding, nu = np.empty(D.n, dtype=bool), np.empty(D.n)
+            fused.multipliers(
+                self._training_value(kappa, P, x.d), float(D.V), float(alpha), float(kappa),
+                float(K1), float(D.horizon),
+                ro(state.Z), F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl, F.cinf, F.cap,
+                F.cap_finite, F.p2, F.q_min, F.mu_lo, F.mu_max, ro(state.ebar), ro(x.q),
+                ro(x.d), ro(x.mu), ro(P), binding, nu)
+        else:
+            binding, nu = self._binding(x), self.cap_multipliers(state, x)
         return SolveResult(
             kind=JointTrainingInferenceProblem.kind, scenario=self.problem.name, status=status,
             objective=history[-1], solver=f"bca-{self.method}", solve_time_s=seconds,
@@ -780,8 +790,7 @@ class RoundSolver:
             diagnostics={
                 "K": state.K, "K_next": K1, "timely_accuracy": timely,
                 "on_time_fraction": P, "expected_error_next": ebar_next,
-                "resource_use": use, "cap_binding": self._binding(x),
-                "cap_multiplier": self.cap_multipliers(state, x),
+                "resource_use": use, "cap_binding": binding, "cap_multiplier": nu,
                 "objective_history": history,
                 "exchange_failures": self.exchange_failures,
             })
