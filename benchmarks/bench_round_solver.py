@@ -12,6 +12,10 @@ For each client count N the same seeded instance is solved by both paths
 * **fast cold**: one solve of round 1 by a fresh solver, from its own cold starts;
 * **fast warm**: one re-solve of round 2 (new ``K``, ``ebar``, ``Z``) warm-started from the
   fast path's round-1 allocation, by the solver that just solved round 1;
+* **1 thread**: the same two fast solves with the passes on one thread (the default uses
+  every core the process may run on, see ``JOINTOPT_THREADS``; from 100,000 clients on);
+* **cold, no pilot**: the cold solve with both cold starts ascended at full size
+  (``controller.pilot = 0``) rather than picked on a 10,000-client pilot (from 100,000 on);
 * **cvxpy compile+1st**: build the ``RoundSolver`` (the DPP block problems are compiled on
   their first solve) and solve round 1, i.e. the one-off cost of an online controller;
 * **cvxpy warm**: re-solve round 2 on the already compiled solver, warm-started from the
@@ -211,6 +215,11 @@ class Row:
     build_ms: float = math.nan
     fast_cold_ms: float = math.nan
     fast_warm_ms: float = math.nan
+    threads: int = 1
+    fast1_cold_ms: float = math.nan
+    fast1_warm_ms: float = math.nan
+    fast_cold_no_pilot_ms: float = math.nan
+    pilot_clients: int | None = None
     fast_cold_solve_time_s_last_ms: float = math.nan
     fast_it_cold: int | None = None
     fast_it_warm: int | None = None
@@ -252,22 +261,39 @@ def bench_size(n: int, *, run_cvxpy: bool, quick: bool, seed: int, log,
     t2 = time.perf_counter()
     row.gen_ms, row.build_ms = 1e3 * (t1 - t0), 1e3 * (t2 - t1)
     s1, s2 = round_state(n, 1, seed), round_state(n, 2, seed)
+    row.threads = RoundSolver(problem, "fast")._split.threads
+    row.pilot_clients = problem.controller.pilot_size(n)
 
     reps = fast_reps(n, quick)
-    # cold: a fresh solver per repetition (construction untimed), round 1 from cold starts
-    row.fast_cold_ms, r1, done = median_ms(lambda sv: sv.solve(s1), reps,
-                                           setup=lambda: RoundSolver(problem, "fast"),
-                                           budget_s=budget_s)
+
+    def cold(threads=None, problem=problem):
+        """Median ms of round 1 from cold starts, a fresh solver per repetition
+        (construction untimed)."""
+        return median_ms(lambda sv: sv.solve(s1), reps,
+                         setup=lambda: RoundSolver(problem, "fast", threads=threads),
+                         budget_s=budget_s)
+
+    def warm(threads=None):
+        """Median ms of round 2 warm-started from round 1, which a fresh solver solves
+        first (untimed)."""
+        def after_round_1():
+            sv = RoundSolver(problem, "fast", threads=threads)
+            return sv, allocation(sv.solve(s1))
+
+        return median_ms(lambda c: c[0].solve(s2, warm=c[1]), reps, setup=after_round_1,
+                         budget_s=budget_s)
+
+    row.fast_cold_ms, r1, done = cold()
     row.fast_cold_solve_time_s_last_ms = 1e3 * r1.solve_time_s
     row.fast_it_cold = r1.iterations
-
-    # warm: a fresh solver solves round 1 (untimed), then round 2 is re-solved from it
-    def after_round_1():
-        sv = RoundSolver(problem, "fast")
-        return sv, allocation(sv.solve(s1))
-
-    row.fast_warm_ms, r2, done_w = median_ms(lambda c: c[0].solve(s2, warm=c[1]), reps,
-                                             setup=after_round_1, budget_s=budget_s)
+    row.fast_warm_ms, r2, done_w = warm()
+    if row.threads > 1:  # the same on one thread: what the passes' threads bring
+        row.fast1_cold_ms = cold(threads=1)[0]
+        row.fast1_warm_ms = warm(threads=1)[0]
+    if row.pilot_clients is not None:  # both cold starts at full size: what the pilot saves
+        no_pilot = JointTrainingInferenceProblem.from_dict(
+            {**data, "controller": {**data["controller"], "pilot": 0}})
+        row.fast_cold_no_pilot_ms = cold(problem=no_pilot)[0]
     row.fast_it_warm, row.fast_status_warm = r2.iterations, r2.status
     row.fast_obj_warm = r2.objective
     row.cap_binding_pct = 100.0 * float(np.mean(r2.diagnostics["cap_binding"]))
@@ -337,6 +363,10 @@ def table(rows: list[Row]) -> pd.DataFrame:
             "build ms": ms(r.build_ms, 1),
             "fast cold ms": ms(r.fast_cold_ms),
             "fast warm ms": ms(r.fast_warm_ms),
+            "threads": f"{r.threads}",
+            "1 thread cold/warm ms": (f"{ms(r.fast1_cold_ms)} / {ms(r.fast1_warm_ms)}"
+                                      if math.isfinite(r.fast1_cold_ms) else "-"),
+            "cold, no pilot ms": ms(r.fast_cold_no_pilot_ms),
             "cvxpy compile+1st ms": ms(r.cvxpy_compile_first_ms, 1, gone),
             "cvxpy warm ms": ms(r.cvxpy_warm_ms, 1, gone),
             "cvxpy/fast (warm)": f"{r.ratio:,.0f}x" if has_cvx else "-",
@@ -468,6 +498,9 @@ def main(argv=None) -> int:
     print()
     print("fast cold: round 1 from the solver's cold starts; fast warm: round 2 warm-started "
           "from round 1.")
+    print("threads: how many the fast path's passes ran on (JOINTOPT_THREADS, else every "
+          "core); 1 thread: the same solves on one; cold, no pilot: both cold starts ascended "
+          "at full size (controller.pilot = 0) instead of picked on a 10,000-client pilot.")
     print("cvxpy compile+1st: RoundSolver(..., 'cvxpy') + first solve (DPP compile happens "
           "there); cvxpy warm: round-2 re-solve on the compiled solver, warm-started.")
     print("rel obj diff: (cvxpy - fast) / |fast| on round 2.  build: from_dict + fast "

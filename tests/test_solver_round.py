@@ -224,10 +224,11 @@ def test_compiled_sweep_follows_the_numpy_driver(n, seed, deadlines, caps, warm)
 
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 40), seed=seeds, deadlines=st.booleans(), caps=st.booleans())
-def test_compiled_multipliers_follow_the_numpy_ones(n, seed, deadlines, caps):
-    """The fast path's diagnostics pass (binding caps and their multipliers) gives what
-    the numpy methods give at the same allocation."""
-    problem = random_problem(n, seed, deadlines=deadlines, caps=caps)
+@pytest.mark.parametrize("refresh", ["download", "download_or_train"])
+def test_compiled_diagnostics_follow_the_numpy_ones(refresh, n, seed, deadlines, caps):
+    """The fast path's diagnostics passes (on-time fractions, errors, use, binding caps and
+    their multipliers) give what the numpy methods give at the same allocation."""
+    problem = random_problem(n, seed, deadlines=deadlines, caps=caps, refresh=refresh)
     res = RoundSolver(problem, "fast").solve()
     x = Allocation(*(res.decisions[k] for k in ("q", "d", "mu")))
     ref = RoundSolver(problem, "numpy")
@@ -235,6 +236,59 @@ def test_compiled_multipliers_follow_the_numpy_ones(n, seed, deadlines, caps):
     np.testing.assert_array_equal(res.diagnostics["cap_binding"], ref._binding(x))
     np.testing.assert_allclose(res.diagnostics["cap_multiplier"],
                                ref.cap_multipliers(state, x), rtol=1e-12, atol=1e-12)
+    expected = ref._result(state, x, [res.objective], res.status, 0.0, 0).diagnostics
+    for key in ("on_time_fraction", "expected_error_next", "resource_use", "K_next",
+                "timely_accuracy"):
+        np.testing.assert_allclose(res.diagnostics[key], expected[key], rtol=1e-12, atol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 60), seed=seeds, caps=st.booleans())
+def test_compiled_starts_follow_the_numpy_ones(n, seed, caps):
+    problem = random_problem(n, seed, caps=caps)
+    for a, b in zip(RoundSolver(problem, "fast").starts(), RoundSolver(problem, "numpy").starts(),
+                    strict=True):
+        for k in ("q", "d", "mu"):
+            np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 60), seed=seeds, threads=st.integers(2, 3), warm=st.booleans())
+def test_threaded_passes_give_the_serial_answer(n, seed, threads, warm):
+    """Client ranges run in threads (forced on small instances) and added up in a fixed
+    order: the serial answer up to the order of floating-point sums."""
+    from jointopt.solvers.jti import fused
+
+    problem = random_problem(n, seed)
+    par = RoundSolver(problem, threads=threads)
+    par._split = fused.Split(n, threads, min_chunk=1)
+    ser = RoundSolver(problem, threads=1)
+    assert len(par._split.bounds) > 1 and par._split.threads == threads
+    assert len(ser._split.bounds) == 1
+    a, b = par.solve(), ser.solve()
+    if warm:
+        state = RoundState(problem.K * 0.9, problem.ebar, problem.Z * 0.5)
+        a = par.solve(state, Allocation(*(a.decisions[k] for k in ("q", "d", "mu"))))
+        b = ser.solve(state, Allocation(*(b.decisions[k] for k in ("q", "d", "mu"))))
+    assert abs(a.objective - b.objective) <= 1e-12 * _scale(problem, b)
+    for k in ("q", "d", "mu"):
+        np.testing.assert_allclose(a.decisions[k], b.decisions[k], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a.diagnostics["cap_multiplier"], b.diagnostics["cap_multiplier"],
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_threads_are_checked(monkeypatch):
+    from jointopt.solvers.jti import fused
+
+    problem = random_problem(3, 0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            RoundSolver(problem, threads=bad)
+    monkeypatch.setenv("JOINTOPT_THREADS", "two")
+    with pytest.raises(ValueError, match="JOINTOPT_THREADS"):
+        fused.available_threads()
+    monkeypatch.setenv("JOINTOPT_THREADS", "3")
+    assert fused.available_threads() == 3
 
 
 def test_cvxpy_path_resolves_without_recompiling():

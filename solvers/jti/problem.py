@@ -206,6 +206,7 @@ class ControllerSpec(Section):
     sweeps_per_round: int | None = None
     tol: float = 1e-9
     max_iter: int = 200
+    pilot: int | Literal["auto"] = "auto"
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
@@ -217,7 +218,17 @@ class ControllerSpec(Section):
         check_range("controller.service_margin", self.service_margin, ge=0.0)
         check_range("controller.tol", self.tol, gt=0.0)
         check_range("controller.max_iter", self.max_iter, ge=1)
+        if self.pilot != "auto":
+            check_range("controller.pilot", self.pilot, ge=0)
         return self
+
+    def pilot_size(self, n: int) -> int | None:
+        """Clients in the pilot that picks a cold start for ``n`` clients (None: no pilot,
+        both starts are ascended at full size). ``"auto"``: 10,000 from 100,000 clients on;
+        ``0``: never; ``m``: whenever there are more than ``m`` clients."""
+        if self.pilot == "auto":
+            return 10_000 if n >= 100_000 else None
+        return self.pilot if 0 < self.pilot < n else None
 
 
 class StateSpec(Section):
@@ -264,15 +275,17 @@ class JointTrainingInferenceProblem(ProblemBase):
     methods = ("fast", "numpy", "cvxpy")
 
     def solve(self, *, method: str | None = None, solver: str | None = None,
-              state=None, warm=None) -> SolveResult:
+              state=None, warm=None, threads: int | None = None) -> SolveResult:
         """One drift-plus-penalty round at the scenario's state (or ``state``):
         ``method="fast"`` (closed forms in compiled passes, default), ``"numpy"`` (the same
         closed forms, vectorised numpy: the readable reference) or ``"cvxpy"`` (DPP block
-        problems; ``solver`` picks the conic solver)."""
+        problems; ``solver`` picks the conic solver). ``threads``: how many threads the
+        fast path's passes may use on large instances (default: ``JOINTOPT_THREADS``, else
+        every core this process may run on)."""
         from jointopt.solvers.jti.round import solve_round
 
         return solve_round(self, state, method=self.check_method(method), warm=warm,
-                           solver=solver)
+                           solver=solver, threads=threads)
 
     @pydantic.model_validator(mode="after")
     def _feasible(self):

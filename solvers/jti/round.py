@@ -34,6 +34,8 @@ hard cap in the last block that its cap bounds (0 when the cap is slack).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -98,6 +100,20 @@ class _Data:
         self.refresh = problem.controller.refresh
         self.horizon = problem.horizon
         self.all_deadline = bool(self.has_deadline.all())
+
+    def subset(self, idx: np.ndarray) -> _Data:
+        """The clients ``idx`` as a miniature of the whole population: the convergence
+        model's ``b`` is scaled by ``n / len(idx)``, so that the sums over the subset stand
+        for the sums over everyone (``K_{t+1}`` and the training value ``G`` keep their
+        scale, and so every client's blocks keep theirs)."""
+        sub = copy.copy(self)
+        for key, value in vars(self).items():
+            if isinstance(value, np.ndarray) and value.shape == (self.n,):
+                setattr(sub, key, value[idx])
+        sub.n = idx.size
+        sub.conv = dataclasses.replace(self.conv, b=self.conv.b * self.n / idx.size)
+        sub.all_deadline = bool(sub.has_deadline.all())
+        return sub
 
     def on_time(self, mu: np.ndarray) -> np.ndarray:
         """``on_time_fraction(lam, mu, tau)`` for ``mu >= lam`` (always so in the solver),
@@ -457,10 +473,17 @@ class RoundSolver:
     """
 
     def __init__(self, problem: JointTrainingInferenceProblem, method: str = "fast",
-                 *, solver: str | None = None):
-        method = problem.check_method(method)
+                 *, solver: str | None = None, threads: int | None = None):
         self.problem = problem
-        self.data = _Data(problem)
+        self._setup(_Data(problem), problem.check_method(method), solver, threads)
+
+    def _setup(self, data: _Data, method: str, solver: str | None = None,
+               threads: int | None = None) -> None:
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        self.threads = threads
+        self.data = data
         self.blocks = (CvxpyBlocks(self.data, solver) if method == "cvxpy"
                        else FastBlocks(self.data))
         self.method = method
@@ -471,6 +494,9 @@ class RoundSolver:
             # every input array read-only and C-contiguous, so that one compiled signature
             # serves problem data, computed vectors and user-given states alike
             self._frozen = fused.frozen(self.data)
+            # the client ranges of every pass, in threads on large instances
+            self._split = fused.Split(
+                data.n, fused.available_threads() if threads is None else threads)
         self.exchange_failures = 0  # exchange steps the block solver could not propose (a solve)
 
     # -- pieces shared by both paths ---------------------------------------------------
@@ -555,6 +581,13 @@ class RoundSolver:
         end point avoids that trap.
         """
         x0 = self.cold_start()
+        if self.method == "fast":  # the same arithmetic, in one compiled pass
+            from jointopt.solvers.jti import fused
+
+            F, d1, mu1 = self._frozen, np.empty(self.data.n), np.empty(self.data.n)
+            self._split.map(fused.full_start, F.ctr, F.cdl, F.cinf, F.cap, F.q_min, F.mu_lo,
+                            F.mu_max, d1, mu1)
+            return [x0, Allocation(x0.q, d1, mu1)]
         x1 = Allocation(x0.q, np.minimum(1.0, self._slack(x0, "d")), x0.mu)
         x1 = Allocation(x1.q, x1.d, np.maximum(x0.mu, np.minimum(self.data.mu_max,
                                                                  self._slack(x1, "mu"))))
@@ -572,6 +605,9 @@ class RoundSolver:
         best = None
         iterations = 0
         with Timer() as timer:
+            pilot = self._pilot(state, starts, tol, max_iter)
+            if pilot is not None:
+                starts = [starts[pilot["start"]]]
             for x0 in starts:
                 ascend = self._ascend_fused if self.method == "fast" else self._ascend
                 x, history, status, it = ascend(state, x0, tol, max_iter)
@@ -579,7 +615,34 @@ class RoundSolver:
                 if best is None or history[-1] > best[1][-1]:
                     best = (x, history, status)
         x, history, status = best
-        return self._result(state, x, history, status, timer.seconds, iterations)
+        result = self._result(state, x, history, status, timer.seconds, iterations)
+        result.diagnostics["pilot"] = pilot
+        return result
+
+    def _pilot(self, state: RoundState, starts: list[Allocation], tol: float,
+               max_iter: int) -> dict | None:
+        """Pick one of several cold starts on a random subset of the clients.
+
+        Project choice (a speed measure, ``controller.pilot``): with many clients the two
+        cold starts of :meth:`starts` end in the same basin but each costs a full ascent.
+        Both are ascended on a seeded random subset (:meth:`_Data.subset`, a miniature of
+        the population) and only the one that ends higher there is ascended at full size.
+        ``pilot = 0`` ascends every start at full size. Returns None when no pilot runs,
+        else the pilot's size, end objectives and chosen start.
+        """
+        m = self.problem.controller.pilot_size(self.data.n)
+        if m is None or len(starts) < 2:
+            return None
+        idx = np.sort(np.random.default_rng(0).choice(self.data.n, m, replace=False))
+        sub = object.__new__(RoundSolver)
+        sub.problem = self.problem
+        sub._setup(self.data.subset(idx), "fast" if self.method == "fast" else "numpy",
+                   threads=self.threads)
+        sub_state = RoundState(state.K, state.ebar[idx], state.Z[idx])
+        ascend = sub._ascend_fused if sub.method == "fast" else sub._ascend
+        ends = [ascend(sub_state, Allocation(x.q[idx], x.d[idx], x.mu[idx]), tol,
+                       max_iter)[1][-1] for x in starts]
+        return {"clients": m, "objectives": ends, "start": int(np.argmax(ends))}
 
     def _ascend(self, state: RoundState, x: Allocation, tol: float, max_iter: int):
         """Block-coordinate ascent q -> d -> mu from ``x`` until the objective stalls."""
@@ -622,11 +685,11 @@ class RoundSolver:
 
     def _ascend_fused(self, state: RoundState, x: Allocation, tol: float, max_iter: int):
         """:meth:`_ascend` with the numpy passes replaced by the compiled ones of
-        :mod:`.fused` (same blocks, ties, exchange and line search)."""
+        :mod:`.fused` (same blocks, ties, exchange and line search), each run over the
+        client ranges of :attr:`_split`."""
         from jointopt.solvers.jti import fused
 
-        D, B = self.data, self.blocks
-        F = self._frozen
+        D, B, F, run = self.data, self.blocks, self._frozen, self._split.map
         Z, ebar, K = fused.readonly(state.Z), fused.readonly(state.ebar), state.K
         alpha, kappa = D.acc.linearize(K)
         cv = D.conv
@@ -636,7 +699,6 @@ class RoundSolver:
         every = np.ones(D.n, dtype=bool)
         P = np.empty(D.n)
         qn, dn, mun = q.copy(), d.copy(), mu.copy()
-        sums = np.zeros((2, 5))
         data = (D.V, alpha, kappa, H, Z, F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl, F.cinf,
                 F.cap, F.budget, F.p2, F.q_min, F.mu_lo, F.mu_max, ebar)
 
@@ -649,27 +711,32 @@ class RoundSolver:
             return ([value(*(rest[:3] + row[:3])) for row in rows],
                     [bool(row[3] > 0 and rest[3] > 0) for row in rows])
 
-        start = fused.step_sums(np.zeros(1), np.arange(D.n), *data, q, d, mu, q, d, mu)[0]
+        start = fused.merged(run(fused.step_sums, np.zeros(1), every, *data,
+                                 q, d, mu, q, d, mu))[0]
         history = [value(*start[:3])]
         status = "max_iter"
         it = 0
         scale = D.V * kappa * cv.b
-        G = scale * fused.training_sum(F.lam, mu, d, F.tau_f, F.has_deadline, H, P, every)
+        G = scale * sum(run(fused.training_sum, F.lam, mu, d, F.tau_f, F.has_deadline, H, P,
+                            every))
         while it < max_iter:
             it += 1
-            S = fused.q_pass(G, Z, F.ctr, F.cdl, F.cinf, F.cap, F.p2, F.q_min, q, d, mu)
+            S = sum(run(fused.q_pass, G, Z, F.ctr, F.cdl, F.cinf, F.cap, F.p2, F.q_min,
+                        q, d, mu))
             K1 = cv.a * K + cv.b * S + cv.c
-            anynear = fused.dmu_pass(
-                D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl,
-                F.cinf, F.cap, F.cap_finite, F.budget, F.p2, F.q_min, F.mu_lo, F.mu_max, ebar,
-                q, d, mu, P, near, sums)
+            parts = run(fused.dmu_pass, D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f,
+                        F.has_deadline, F.ctr, F.cdl, F.cinf, F.cap, F.cap_finite, F.budget,
+                        F.p2, F.q_min, F.mu_lo, F.mu_max, ebar, q, d, mu, P, near)
+            anynear = any(part[0] for part in parts)
+            sums = fused.merged([part[1] for part in parts])
             now = value(*(sums[0, :3] + sums[1, :3]))
             G = scale * (sums[0, 4] + sums[1, 4])  # the next sweep's, unless the point moves
             if anynear:
-                rows = fused.exchange_pass(
-                    G, D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f, F.has_deadline, F.ctr,
-                    F.cdl, F.cinf, F.cap, F.budget, F.p2, F.q_min, F.mu_lo, F.mu_max, ebar,
-                    q, d, mu, P, near, B.last_root[0], B.last_root[1], qn, dn, mun)
+                rows = fused.merged(run(
+                    fused.exchange_pass, G, D.V, alpha, kappa, K1, H, Z, F.lam, F.tau_f,
+                    F.has_deadline, F.ctr, F.cdl, F.cinf, F.cap, F.budget, F.p2, F.q_min,
+                    F.mu_lo, F.mu_max, ebar, q, d, mu, P, near, B.last_root[0],
+                    B.last_root[1], qn, dn, mun))
                 # the line search of _exchange: best of 1, 1/2, 1/4, else the first of
                 # 1/8 ... 1/256 that improves, else keep x. Only the near clients move:
                 # the sums of the others are the point's sums less the near ones'.
@@ -680,16 +747,16 @@ class RoundSolver:
                         best_val, best_row, best_step = vals[k], rows[k], 0.5 ** k
                 if best_row is None:
                     late = 0.125 * 0.5 ** np.arange(6)
-                    lrows = fused.step_sums(late, np.flatnonzero(near), *data,
-                                            q, d, mu, qn, dn, mun)
+                    lrows = fused.merged(run(fused.step_sums, late, near, *data,
+                                             q, d, mu, qn, dn, mun))
                     lvals, lok = values(lrows, sums[0])
                     for k in range(6):
                         if lok[k] and lvals[k] > best_val:
                             best_val, best_row, best_step = lvals[k], lrows[k], late[k]
                             break
                 if best_row is not None:
-                    fused.apply_step(best_step, near, F.lam, F.tau_f, F.has_deadline,
-                                     q, d, mu, qn, dn, mun, P)
+                    run(fused.apply_step, best_step, near, F.lam, F.tau_f, F.has_deadline,
+                        q, d, mu, qn, dn, mun, P)
                     G = scale * (sums[0, 4] + best_row[4])
                     now = best_val
             history.append(now)
@@ -761,27 +828,17 @@ class RoundSolver:
     def _result(self, state, x, history, status, seconds, iterations) -> SolveResult:
         D = self.data
         K1 = D.conv.step(state.K, x.q, D.p)
-        theta = refresh_probability(x.q, x.d, D.refresh)
-        ebar_next = expected_error_step(state.ebar, K1, theta)
-        P = D.on_time(x.mu)
+        if self.method == "fast":
+            P, ebar_next, use, binding, nu = self._diagnostics_fused(state, x, K1)
+        else:
+            theta = refresh_probability(x.q, x.d, D.refresh)
+            ebar_next = expected_error_step(state.ebar, K1, theta)
+            P = D.on_time(x.mu)
+            use = self.use(x)
+            binding, nu = self._binding(x), self.cap_multipliers(state, x)
         acc = D.acc(ebar_next)
-        use = self.use(x)
         total_rate = float(D.lam.sum())
         timely = float(np.sum(D.lam * P * acc) / total_rate) if total_rate > 0 else float("nan")
-        if self.method == "fast":  # one compiled pass
-            from jointopt.solvers.jti import fused
-
-            alpha, kappa = D.acc.linearize(state.K)
-            F, ro = self._frozen, fused.readonly
-            binding, nu = np.empty(D.n, dtype=bool), np.empty(D.n)
-            fused.multipliers(
-                self._training_value(kappa, P, x.d), float(D.V), float(alpha), float(kappa),
-                float(K1), float(D.horizon),
-                ro(state.Z), F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl, F.cinf, F.cap,
-                F.cap_finite, F.p2, F.q_min, F.mu_lo, F.mu_max, ro(state.ebar), ro(x.q),
-                ro(x.d), ro(x.mu), ro(P), binding, nu)
-        else:
-            binding, nu = self._binding(x), self.cap_multipliers(state, x)
         return SolveResult(
             kind=JointTrainingInferenceProblem.kind, scenario=self.problem.name, status=status,
             objective=history[-1], solver=f"bca-{self.method}", solve_time_s=seconds,
@@ -794,6 +851,27 @@ class RoundSolver:
                 "objective_history": history,
                 "exchange_failures": self.exchange_failures,
             })
+
+    def _diagnostics_fused(self, state: RoundState, x: Allocation, K1: float):
+        """The fast path's per-client diagnostics in two compiled passes: on-time fractions
+        (with the training value ``G`` they give), then the rest (see
+        :func:`.fused.diagnostics`)."""
+        from jointopt.solvers.jti import fused
+
+        D, F, ro, run = self.data, self._frozen, fused.readonly, self._split.map
+        alpha, kappa = D.acc.linearize(state.K)
+        q, d, mu = ro(x.q), ro(x.d), ro(x.mu)
+        P = np.empty(D.n)
+        G = D.V * kappa * D.conv.b * sum(run(fused.training_sum, F.lam, mu, d, F.tau_f,
+                                             F.has_deadline, float(D.horizon), P,
+                                             np.ones(D.n, dtype=bool)))
+        use, ebar_next, nu = np.empty(D.n), np.empty(D.n), np.empty(D.n)
+        binding = np.empty(D.n, dtype=bool)
+        run(fused.diagnostics, G, float(D.V), float(alpha), float(kappa), float(K1),
+            float(D.horizon), ro(state.Z), F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl,
+            F.cinf, F.cap, F.cap_finite, F.p2, F.q_min, F.mu_lo, F.mu_max, ro(state.ebar),
+            q, d, mu, ro(P), D.refresh == "download_or_train", use, ebar_next, binding, nu)
+        return P, ebar_next, use, binding, nu
 
     def cap_multipliers(self, state: RoundState, x: Allocation) -> np.ndarray:
         """KKT multiplier ``nu_n >= 0`` of each client's hard cap (0 where it is slack).
@@ -830,6 +908,6 @@ class RoundSolver:
 
 def solve_round(problem: JointTrainingInferenceProblem, state: RoundState | None = None,
                 *, method: str = "fast", warm: Allocation | None = None,
-                solver: str | None = None) -> SolveResult:
+                solver: str | None = None, threads: int | None = None) -> SolveResult:
     """One-shot convenience: build a :class:`RoundSolver` and solve one round."""
-    return RoundSolver(problem, method, solver=solver).solve(state, warm)
+    return RoundSolver(problem, method, solver=solver, threads=threads).solve(state, warm)
