@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jointopt.models.cis import ServingTree
 from jointopt.solvers.cis import CooperativeInferenceProblem
@@ -295,6 +295,11 @@ def test_entropy_without_nan():
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), nodes=st.sampled_from([7, 17]),
        p1=st.floats(0.0, 1.0), p2=st.floats(0.0, 1.0), scale=st.sampled_from([0.1, 7.3]))
+# a tier that serves nothing: the capacity used to run out ~1e-17 short of a point, whose
+# residual was forwarded (out of order at the parent; received or not by the root
+# depending on the scale)
+@example(seed=1, nodes=7, p1=0.6, p2=0.0, scale=0.1)
+@example(seed=0, nodes=7, p1=0.0, p2=0.6, scale=0.1)
 def test_serving_conservation_ordering_and_rescaling(seed, nodes, p1, p2, scale):
     """O2, O3, O14 on random outputs: each node serves s_n and forwards d_n; nothing
     negative; served points are at least as confident as forwarded ones; rescaling the

@@ -127,6 +127,10 @@ def serve(tree: ServingTree, demand: np.ndarray, uncert: np.ndarray,
             before = np.cumsum(m) - m
             sig = np.zeros(n_points)
             sig[order] = np.clip(s - before, 0.0, m)
+            # the point the capacity runs out on is served up to a rounding residual at
+            # most: serve it whole rather than forward a mass of ~1e-17 (which would make
+            # a served point of the parent out of order, or one that receives nothing)
+            sig = np.where((sig > 0) & (mu - sig <= 1e-12 * max(1.0, r)), mu, sig)
         served[n] = sig
         if n != 0:
             incoming[tree.parent[n]] += mu - sig
