@@ -278,6 +278,31 @@ def test_threaded_passes_give_the_serial_answer(n, seed, threads, warm):
                                rtol=1e-9, atol=1e-12)
 
 
+def test_threaded_passes_work_in_a_forked_process():
+    """A process forked after the parent used the pool gets a pool of its own (the
+    parent's threads do not exist there): the forked solve finishes."""
+    import multiprocessing
+
+    from jointopt.solvers.jti import fused
+
+    problem = random_problem(30, 1)
+    solver = RoundSolver(problem, threads=2)
+    solver._split = fused.Split(30, 2, min_chunk=1)
+    expected = solver.solve().objective  # the parent's pool now has threads
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_threaded_objective, (problem,)).get(timeout=60)
+    assert abs(got - expected) <= 1e-12 * _scale(problem, solver.solve())
+
+
+def _threaded_objective(problem) -> float:
+    from jointopt.solvers.jti import fused
+
+    solver = RoundSolver(problem, threads=2)
+    solver._split = fused.Split(problem.n, 2, min_chunk=1)
+    return solver.solve().objective
+
+
 def test_threads_are_checked(monkeypatch):
     from jointopt.solvers.jti import fused
 

@@ -456,15 +456,18 @@ def available_threads() -> int:
         return os.cpu_count() or 1
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
+    """The shared pool of ``threads`` threads of this process (keyed by process id too: a
+    forked worker process inherits the parent's pool object but none of its threads)."""
+    key = (os.getpid(), threads)
     with _POOLS_LOCK:
-        if threads not in _POOLS:
-            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="jointopt-pass")
-        return _POOLS[threads]
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="jointopt-pass")
+        return _POOLS[key]
 
 
 class Split:
