@@ -266,7 +266,8 @@ def block_resolve_ms(cvx: RoundSolver, reps: int) -> dict:
 
 
 def bench_size(n: int, *, run_cvxpy: bool, quick: bool, seed: int, log,
-               cvxpy_timeout: float | None = None, budget_s: float = 30.0) -> Row:
+               cvxpy_timeout: float | None = None, budget_s: float = 30.0,
+               reps: int | None = None) -> Row:
     row = Row(n)
     t0 = time.perf_counter()
     data = instance_dict(n, seed)
@@ -279,7 +280,7 @@ def bench_size(n: int, *, run_cvxpy: bool, quick: bool, seed: int, log,
     row.threads = RoundSolver(problem, "fast")._split.threads
     row.pilot_clients = problem.controller.pilot_size(n)
 
-    reps = fast_reps(n, quick)
+    reps = fast_reps(n, quick) if reps is None else reps
 
     def cold(threads=None, problem=problem):
         """Median ms of round 1 from cold starts, a fresh solver per repetition
@@ -475,6 +476,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true",
                     help=f"tiny run: fast N in {QUICK_FAST_SIZES}, CVXPY N in "
                          f"{QUICK_CVXPY_SIZES}, one repetition")
+    ap.add_argument("--sizes", default=None, metavar="N,N,...",
+                    help="client counts to run instead of the default ones (both paths; "
+                         f"CVXPY only where N <= {max(CVXPY_SIZES):,})")
+    ap.add_argument("--reps", type=int, default=None, metavar="R",
+                    help="repetitions of each fast-path timing (default: 7 up to 10k "
+                         "clients, 5 up to 100k, 3 above)")
     ap.add_argument("--max-n", type=int, default=None, metavar="N",
                     help="skip client counts above N (both paths)")
     ap.add_argument("--out", metavar="CSV", default=None,
@@ -490,6 +497,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.max_n is not None and args.max_n < 1:
         ap.error("--max-n must be >= 1")
+    if args.reps is not None and args.reps < 1:
+        ap.error("--reps must be >= 1")
+    if args.sizes is not None:
+        try:
+            args.sizes = tuple(int(x.replace("_", "")) for x in args.sizes.split(","))
+        except ValueError:
+            ap.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
+        if min(args.sizes) < 1:
+            ap.error("--sizes must be >= 1")
     return args
 
 
@@ -497,6 +513,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     fast_sizes = QUICK_FAST_SIZES if args.quick else FAST_SIZES
     cvxpy_sizes = () if args.no_cvxpy else (QUICK_CVXPY_SIZES if args.quick else CVXPY_SIZES)
+    if args.sizes is not None:
+        fast_sizes = args.sizes
+        cvxpy_sizes = () if args.no_cvxpy else tuple(n for n in args.sizes
+                                                      if n <= max(CVXPY_SIZES))
     if args.max_n is not None:
         fast_sizes = tuple(n for n in fast_sizes if n <= args.max_n)
         cvxpy_sizes = tuple(n for n in cvxpy_sizes if n <= args.max_n)
@@ -517,7 +537,8 @@ def main(argv=None) -> int:
     fingerprint = solver_fingerprint()  # taken now: others may edit the file mid-run
     log(fingerprint)
     rows = [bench_size(n, run_cvxpy=n in cvxpy_sizes, quick=args.quick, seed=args.seed, log=log,
-                       cvxpy_timeout=args.cvxpy_timeout or None, budget_s=args.rep_budget)
+                       cvxpy_timeout=args.cvxpy_timeout or None, budget_s=args.rep_budget,
+                       reps=args.reps)
             for n in sizes]
 
     print()

@@ -13,7 +13,8 @@ and two over the few near their cap:
    Newton iteration on ``log(price)``, warm-started from the last root), with the line
    search's sums at steps 1, 1/2, 1/4 of the proposal on the way; the other clients do
    not move, so their sums are those of pass 2;
-4. only when none of those steps improves, the sums at 1/8 ... 1/256 (near clients only);
+4. only when none of those steps improves, the sums at 1/8 ... 1/256 (near clients only,
+   :func:`late_sums`);
 5. the chosen step, applied to the near clients only.
 
 The training value ``G`` (a sum over clients) of the next sweep is summed on the way, in
@@ -381,6 +382,35 @@ def step_sums(steps, sel, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, c
 
 
 @njit(**_JIT)
+def late_sums(steps, near, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
+              budget, p2, qmin, mlo, mhi, ebar, q, d, mu, qn, dn, mun, P, lo, hi):
+    """:func:`step_sums` over the near clients for steps that halve one after the other
+    (``steps[k + 1] = steps[k] / 2``), the on-time fractions as in :func:`exchange_pass`:
+    one exp per client, then square roots."""
+    out = np.zeros((steps.size, 5))
+    out[:, 3] = 1.0
+    for i in range(lo, hi):
+        if not near[i]:
+            continue
+        late = 1.0 - P[i]
+        shift = np.exp(-(mun[i] - mu[i]) * tau[i] * steps[0])
+        for k in range(steps.size):
+            t, cf, sv, ts, fine = _terms(steps[k], V, alpha, kappa, horizon, Z[i], lam[i],
+                                         tau[i], dl[i], ctr[i], cdl[i], cinf[i], cap[i],
+                                         budget[i], p2[i], qmin[i], mlo[i], mhi[i], ebar[i],
+                                         q[i], d[i], mu[i], qn[i], dn[i], mun[i],
+                                         1.0 - late * shift, False)
+            out[k, 0] += t
+            out[k, 1] += cf
+            out[k, 2] += sv
+            out[k, 4] += ts
+            if not fine:
+                out[k, 3] = 0.0
+            shift = np.sqrt(shift)
+    return out
+
+
+@njit(**_JIT)
 def diagnostics(G, V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap, cap_f,
                 p2, qmin, mlo, mhi, ebar, q, d, mu, P, train_refreshes, use_out, ebar_next,
                 binding, nu, lo, hi):
@@ -536,4 +566,6 @@ def warm_up() -> None:
     full_start(r, r, r, r, r, r, r, w(), w(), 0, 1)
     step_sums(np.zeros(1), wb(), 1.0, 1.0, 0.1, 1.0, r, r, r, rb,
               r, r, r, r, r, r, r, r, r, r, w(), w(), w(), w(), w(), w(), 0, 1)
+    late_sums(np.ones(2), wb(), 1.0, 1.0, 0.1, 1.0, r, r, r, rb,
+              r, r, r, r, r, r, r, r, r, r, w(), w(), w(), w(), w(), w(), w(), 0, 1)
     _WARM = True

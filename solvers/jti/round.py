@@ -712,10 +712,7 @@ class RoundSolver:
         cv = D.conv
         H = float(D.horizon)
         q, d, mu = x.q.copy(), x.d.copy(), x.mu.copy()
-        near = np.zeros(D.n, dtype=bool)
-        every = np.ones(D.n, dtype=bool)
-        P = np.empty(D.n)
-        qn, dn, mun = q.copy(), d.copy(), mu.copy()
+        near, every, P, qn, dn, mun = self._work()
         data = (D.V, alpha, kappa, H, Z, F.lam, F.tau_f, F.has_deadline, F.ctr, F.cdl, F.cinf,
                 F.cap, F.budget, F.p2, F.q_min, F.mu_lo, F.mu_max, ebar)
 
@@ -764,8 +761,8 @@ class RoundSolver:
                         best_val, best_row, best_step = vals[k], rows[k], 0.5 ** k
                 if best_row is None:
                     late = 0.125 * 0.5 ** np.arange(6)
-                    lrows = fused.merged(run(fused.step_sums, late, near, *data,
-                                             q, d, mu, qn, dn, mun))
+                    lrows = fused.merged(run(fused.late_sums, late, near, *data,
+                                             q, d, mu, qn, dn, mun, P))
                     lvals, lok = values(lrows, sums[0])
                     for k in range(6):
                         if lok[k] and lvals[k] > best_val:
@@ -781,6 +778,16 @@ class RoundSolver:
                 status = "converged"
                 break
         return Allocation(q, d, mu), history, status, it
+
+    def _work(self):
+        """The fast ascent's work arrays (near, every, P and the proposal q, d, mu), kept
+        between ascents: the passes write every entry they read, and fresh 8 MB arrays a
+        start cost page faults at 1M clients."""
+        n = self.data.n
+        if getattr(self, "_work_arrays", None) is None:
+            self._work_arrays = (np.zeros(n, dtype=bool), np.ones(n, dtype=bool),
+                                 *(np.empty(n) for _ in range(4)))
+        return self._work_arrays
 
     def _binding(self, x: Allocation) -> np.ndarray:
         """Clients whose hard cap is (numerically) reached: within 1e-7 relative."""
