@@ -70,7 +70,10 @@ class ProblemBase(pydantic.BaseModel):
         try:
             return cls.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise _convert(exc) from None
+            error = _convert(exc)
+        # raised outside the handler, so that the error carries no pydantic context: Dask
+        # (through tblib) pickles an exception's context too, and pydantic's recursed
+        raise error
 
     @pydantic.model_validator(mode="before")
     @classmethod

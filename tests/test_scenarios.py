@@ -93,6 +93,19 @@ def test_errors_pickle_for_worker_processes():
     assert back.field == exc.value.field and str(back) == str(exc.value)
 
 
+def test_errors_pickle_the_way_dask_pickles_them():
+    """Dask's processes pickle exceptions with tblib, context and traceback included: the
+    pydantic error a validation error came from used to recurse forever there."""
+    from tblib import pickling_support
+
+    with pytest.raises(ValidationError) as exc:
+        JointTrainingInferenceProblem.from_dict(_with_clients(arrival_rate=-1.0))
+    assert exc.value.__context__ is None
+    pickling_support.install(exc.value)
+    back = pickle.loads(pickle.dumps(exc.value))
+    assert back.field == exc.value.field and str(back) == str(exc.value)
+
+
 # -- oracle 10 and friends: bad input names the culprit ---------------------------------
 @pytest.mark.parametrize("field, value, culprit, words", [
     ("arrival_rate", [1.0, 2.0, -1.0] + [1.0] * 17, "clients[2].arrival_rate", "must be >= 0"),
