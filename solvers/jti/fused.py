@@ -219,13 +219,7 @@ def dmu_pass(V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
                                  ctr[i], cdl[i], cinf[i], cap[i], budget[i], p2[i], qmin[i],
                                  mlo[i], mhi[i], ebar[i], q[i], di, mi, q[i], di, mi, P[i],
                                  False)
-        r = 1 if nr else 0
-        sums[r, 0] += t
-        sums[r, 1] += cf
-        sums[r, 2] += sv
-        sums[r, 4] += ts
-        if not fine:
-            sums[r, 3] = 0.0
+        _accumulate(sums, 1 if nr else 0, t, cf, sv, ts, fine)
     return anynear, sums
 
 
@@ -237,7 +231,7 @@ def exchange_pass(G, V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, ci
     rules of ``RoundSolver._exchange``) into ``qn, dn, mun`` (only the near clients' entries
     are written), and the first three steps of the line search on the way: row k of the
     result holds the near clients' sums (see :func:`step_sums`) at step ``(1, 1/2, 1/4)[k]``
-    of the proposal."""
+    of the proposal (:func:`_halving_sums`)."""
     out = np.zeros((3, 5))
     out[:, 3] = 1.0
     for i in range(lo, hi):
@@ -299,24 +293,9 @@ def exchange_pass(G, V, alpha, kappa, K1, horizon, Z, lam, tau, dl, ctr, cdl, ci
         if G == 0.0 and pr * ctr[i] == 0.0:
             qi = min(max(_ratio(left - cinf[i] * mi, ctr[i]), qmin[i]), 1.0)
         qn[i], dn[i], mun[i] = qi, di, mi
-        # the on-time fraction at step s: 1 - exp(-(mu - lam) tau) exp(-(mu_new - mu) tau)^s,
-        # the second factor at s = 1/2, 1/4 by square roots (one exp for the three steps)
-        late = 1.0 - P[i]
-        shift = np.exp(-(mi - mu[i]) * tau[i])
-        step = 1.0
-        for k in range(3):
-            t, cf, sv, ts, fine = _terms(step, V, alpha, kappa, horizon, Z[i], lam[i], tau[i],
-                                         dl[i], ctr[i], cdl[i], cinf[i], cap[i], budget[i],
-                                         p2[i], qmin[i], mlo[i], mhi[i], ebar[i], q[i], d[i],
-                                         mu[i], qi, di, mi, 1.0 - late * shift, False)
-            shift = np.sqrt(shift)
-            out[k, 0] += t
-            out[k, 1] += cf
-            out[k, 2] += sv
-            out[k, 4] += ts
-            if not fine:
-                out[k, 3] = 0.0
-            step *= 0.5
+        _halving_sums(out, 1.0, V, alpha, kappa, horizon, Z[i], lam[i], tau[i], dl[i], ctr[i],
+                      cdl[i], cinf[i], cap[i], budget[i], p2[i], qmin[i], mlo[i], mhi[i],
+                      ebar[i], q[i], d[i], mu[i], qi, di, mi, P[i])
     return out
 
 
@@ -356,6 +335,37 @@ def _terms(s, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap, bu
 
 
 @njit(**_JIT)
+def _accumulate(out, k, t, cf, sv, ts, fine):
+    """Add one client's ``(A, B, S, T)`` to row ``k`` of ``out``; an infeasible client
+    makes the row infeasible (column 3)."""
+    out[k, 0] += t
+    out[k, 1] += cf
+    out[k, 2] += sv
+    out[k, 4] += ts
+    if not fine:
+        out[k, 3] = 0.0
+
+
+@njit(**_JIT)
+def _halving_sums(out, first, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
+                  budget, p2, qmin, mlo, mhi, ebar, q, d, mu, qn, dn, mun, P):
+    """Add one client's sums at the steps ``first, first/2, ...`` (a row of ``out`` each)
+    of its proposal. The on-time fraction at step s is
+    ``1 - exp(-(mu - lam) tau) exp(-(mu_new - mu) tau)^s``: the first factor is ``1 - P``,
+    the second takes one exp at the first step and a square root for each halving."""
+    late = 1.0 - P
+    shift = np.exp(-(mun - mu) * tau * first)
+    step = first
+    for k in range(out.shape[0]):
+        t, cf, sv, ts, fine = _terms(step, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl,
+                                     cinf, cap, budget, p2, qmin, mlo, mhi, ebar, q, d, mu,
+                                     qn, dn, mun, 1.0 - late * shift, False)
+        _accumulate(out, k, t, cf, sv, ts, fine)
+        shift = np.sqrt(shift)
+        step *= 0.5
+
+
+@njit(**_JIT)
 def step_sums(steps, sel, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
               budget, p2, qmin, mlo, mhi, ebar, q, d, mu, qn, dn, mun, lo, hi):
     """The objective's sums over the clients ``sel`` at ``x + s (x_new - x)`` for each ``s``
@@ -372,12 +382,7 @@ def step_sums(steps, sel, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, c
                                      dl[i], ctr[i], cdl[i], cinf[i], cap[i], budget[i], p2[i],
                                      qmin[i], mlo[i], mhi[i], ebar[i], q[i], d[i], mu[i],
                                      qn[i], dn[i], mun[i], 0.0, True)
-            out[k, 0] += t
-            out[k, 1] += cf
-            out[k, 2] += sv
-            out[k, 4] += ts
-            if not fine:
-                out[k, 3] = 0.0
+            _accumulate(out, k, t, cf, sv, ts, fine)
     return out
 
 
@@ -385,28 +390,14 @@ def step_sums(steps, sel, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, c
 def late_sums(steps, near, V, alpha, kappa, horizon, Z, lam, tau, dl, ctr, cdl, cinf, cap,
               budget, p2, qmin, mlo, mhi, ebar, q, d, mu, qn, dn, mun, P, lo, hi):
     """:func:`step_sums` over the near clients for steps that halve one after the other
-    (``steps[k + 1] = steps[k] / 2``), the on-time fractions as in :func:`exchange_pass`:
-    one exp per client, then square roots."""
+    (``steps[k + 1] = steps[k] / 2``), by :func:`_halving_sums`."""
     out = np.zeros((steps.size, 5))
     out[:, 3] = 1.0
     for i in range(lo, hi):
-        if not near[i]:
-            continue
-        late = 1.0 - P[i]
-        shift = np.exp(-(mun[i] - mu[i]) * tau[i] * steps[0])
-        for k in range(steps.size):
-            t, cf, sv, ts, fine = _terms(steps[k], V, alpha, kappa, horizon, Z[i], lam[i],
-                                         tau[i], dl[i], ctr[i], cdl[i], cinf[i], cap[i],
-                                         budget[i], p2[i], qmin[i], mlo[i], mhi[i], ebar[i],
-                                         q[i], d[i], mu[i], qn[i], dn[i], mun[i],
-                                         1.0 - late * shift, False)
-            out[k, 0] += t
-            out[k, 1] += cf
-            out[k, 2] += sv
-            out[k, 4] += ts
-            if not fine:
-                out[k, 3] = 0.0
-            shift = np.sqrt(shift)
+        if near[i]:
+            _halving_sums(out, steps[0], V, alpha, kappa, horizon, Z[i], lam[i], tau[i], dl[i],
+                          ctr[i], cdl[i], cinf[i], cap[i], budget[i], p2[i], qmin[i], mlo[i],
+                          mhi[i], ebar[i], q[i], d[i], mu[i], qn[i], dn[i], mun[i], P[i])
     return out
 
 

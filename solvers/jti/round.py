@@ -486,6 +486,7 @@ class RoundSolver:
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
         self.threads = threads
         self.data = data
+        self._work_arrays = None  # the fast ascent's, made on first use (see _work)
         self.blocks = (CvxpyBlocks(self.data, solver) if method == "cvxpy"
                        else FastBlocks(self.data))
         self.method = method
@@ -784,7 +785,7 @@ class RoundSolver:
         between ascents: the passes write every entry they read, and fresh 8 MB arrays a
         start cost page faults at 1M clients."""
         n = self.data.n
-        if getattr(self, "_work_arrays", None) is None:
+        if self._work_arrays is None:
             self._work_arrays = (np.zeros(n, dtype=bool), np.ones(n, dtype=bool),
                                  *(np.empty(n) for _ in range(4)))
         return self._work_arrays
@@ -888,7 +889,7 @@ class RoundSolver:
         P = np.empty(D.n)
         G = D.V * kappa * D.conv.b * sum(run(fused.training_sum, F.lam, mu, d, F.tau_f,
                                              F.has_deadline, float(D.horizon), P,
-                                             np.ones(D.n, dtype=bool)))
+                                             self._work()[1]))
         use, ebar_next, nu = np.empty(D.n), np.empty(D.n), np.empty(D.n)
         binding = np.empty(D.n, dtype=bool)
         run(fused.diagnostics, G, float(D.V), float(alpha), float(kappa), float(K1),
