@@ -7,12 +7,47 @@ reported in one line on stderr with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
+import os
 import sys
 
 from jointopt import report, scenarios
 from jointopt.errors import JointoptError, ValidationError
 from jointopt.solvers.base import finite_or_none
+
+_json_docs: list[dict] = []
+
+
+def _print_json(doc: dict) -> None:
+    """Queue the one JSON object a ``--json`` command prints: :func:`main` writes it to
+    stdout after the command has finished and stdout is the real one again."""
+    _json_docs.append(doc)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send everything written to stdout to stderr while a ``--json`` command runs: Python's
+    ``sys.stdout`` and file descriptor 1, so that a solver library's banner or log (HiGHS
+    prints its banner from C when a model is created) can never reach the JSON on stdout."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:      # no file descriptor 1 (an embedding host): Python-level only
+        saved = None
+    if saved is not None:
+        os.dup2(2, 1)
+    real, sys.stdout = sys.stdout, sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = real
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None).fflush(None)    # C stdio buffers written while redirected
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _cmd_scenarios(args) -> int:
@@ -32,7 +67,7 @@ def _cmd_solve(args) -> int:
     result = solve(problem, method=args.method, **options)
     written = report.write_outputs(result, problem, args.out) if args.out else []
     if args.json:
-        print(json.dumps(result.to_dict()))
+        _print_json(result.to_dict())
     else:
         print(report.text_report(result))
         for path in written:
@@ -56,9 +91,9 @@ def _cmd_simulate(args) -> int:
     results = compare(problem, names, rounds=args.rounds, seed=args.seed, progress=progress)
     written = report.write_simulation(results, args.out) if args.out else []
     if args.json:
-        print(json.dumps({"scenario": problem.name, "rounds": results[0].summary["rounds"],
-                          "seed": args.seed,
-                          "summary": {r.policy: finite_or_none(r.summary) for r in results}}))
+        _print_json({"scenario": problem.name, "rounds": results[0].summary["rounds"],
+                     "seed": args.seed,
+                     "summary": {r.policy: finite_or_none(r.summary) for r in results}})
     else:
         cols = ["policy", "avg_timely_accuracy", "mean_aom", "avg_resource_use", "budget",
                 "mean_backlog", "mean_K"]
@@ -184,7 +219,7 @@ def _cmd_validate(args) -> int:
                       surrogate_seeds=args.surrogate_seeds, progress=progress)
     written = write_validation(result, args.out) if args.out else []
     if args.json:
-        print(json.dumps(result.to_dict()))
+        _print_json(result.to_dict())
     else:
         cols = ["policy", "predicted", "measured", "abs_error"]
         print(result.table[cols].to_string(index=False, float_format="{:.4f}".format))
@@ -221,7 +256,7 @@ def _cmd_plan(args) -> int:
         doc = result.summary_json()
         if check is not None:
             doc["des_check"] = check.to_dict(orient="records")
-        print(json.dumps(doc))
+        _print_json(doc)
     else:
         print(f"verdict: {result.verdict}")
         for line in result.evaluation.reasons:
@@ -342,8 +377,13 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
+    _json_docs.clear()
     try:
-        return args.func(args)
+        with _stdout_to_stderr() if getattr(args, "json", False) else contextlib.nullcontext():
+            code = args.func(args)
+        for doc in _json_docs:
+            print(json.dumps(doc))
+        return code
     except JointoptError as exc:
         print(f"jointopt: error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,24 @@ def test_invalid_scenario_file_error_names_the_client(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == ("jointopt: error: clients[3].arrival_rate must be >= 0, "
                                   "got -1.0")
+
+
+def test_json_stdout_holds_only_the_json_whatever_a_solver_prints(capfd, monkeypatch):
+    """A solver library that prints (from Python, or from C straight to file descriptor 1,
+    as HiGHS's banner does) never reaches stdout of a --json command; it goes to stderr."""
+    import jointopt.api
+
+    real_solve = jointopt.api.solve
+
+    def noisy_solve(*args, **kwargs):
+        print("python-level banner")
+        os.write(1, b"fd-level banner\n")
+        return real_solve(*args, **kwargs)
+
+    monkeypatch.setattr(jointopt.api, "solve", noisy_solve)
+    assert main(["solve", "default", "--json"]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["scenario"] == "default"
+    assert "python-level banner" in err and "fd-level banner" in err
+    assert main(["solve", "default"]) == 0       # without --json stdout is left alone
+    assert "fd-level banner" in capfd.readouterr().out

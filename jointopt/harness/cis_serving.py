@@ -80,10 +80,11 @@ class ServingOutcome:
     exit_rates: np.ndarray             # Lambda_e recomputed from the served masses
 
     def summary(self) -> dict:
+        """Scores by name; a tier that served nothing has no accuracy (``None``, not NaN)."""
         out = {"acc_cis": self.system_accuracy}
         for e, (tier, plain) in enumerate(zip(self.tier_accuracy, self.exit_accuracy,
                                               strict=True), start=1):
-            out[f"acc_tier{e}"] = float(tier)
+            out[f"acc_tier{e}"] = float(tier) if np.isfinite(tier) else None
             out[f"acc_exit{e}"] = float(plain)
         return out
 
