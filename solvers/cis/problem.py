@@ -43,7 +43,7 @@ from jointopt.models.cis import (
     variance_proxy,
 )
 from jointopt.models.errors import ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult, Timer
+from jointopt.solvers.base import Count, ProblemBase, Section, SolveResult, Timer, check_size
 from jointopt.solvers.cis import convex as cvx
 from jointopt.solvers.cis import weights as rules
 
@@ -59,7 +59,7 @@ Numbers = Number | list[Number]
 class TreeSpec(Section):
     """Three-tier generated tree [authors' code]; ``shares`` overrides ``device_share``."""
 
-    nodes: int = 7
+    nodes: Count("nodes") = 7
     device_share: str | float = "0.80"
     shares: list[float] | None = None
     total_arrival: float = 10.0
@@ -88,7 +88,7 @@ class NodesSpec(Section):
 
     def build(self, n_exits: int | None) -> ServingTree:
         parent = np.atleast_1d(np.asarray(self.parent))
-        n = parent.size
+        n = check_size("nodes.parent", parent.size, "nodes")
         exits = np.broadcast_to(np.asarray(self.exit), (n,))
         return ServingTree(parent, exits, as_vector("nodes.arrival", self.arrival, n),
                            as_vector("nodes.forward", self.forward, n), n_exits or 0)
@@ -126,7 +126,7 @@ class TrainingSpec(Section):
 
     pi: str | Numbers = "p0"
     nu: float = 1.0
-    rounds: int = 40
+    rounds: Count("rounds") = 40
     sigma2: Numbers = 1.0
     flops: Numbers | None = None
 
@@ -162,18 +162,27 @@ class CooperativeInferenceProblem(ProblemBase):
 
     name: str = "unnamed"
     description: str = ""
-    n_exits: int | None = None
+    n_exits: Count("exits") | None = None
     tree: TreeSpec | None = None
     nodes: NodesSpec | None = None
     data: DataSpec = DataSpec()
     training: TrainingSpec = TrainingSpec()
     convex: ConvexSpec = ConvexSpec()
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _one_tree(cls, data):
+        # before the sections are validated, so that a file with both is told so (and not
+        # that a field of the one it did not mean is missing)
+        if isinstance(data, dict) and (data.get("tree") is None) == (data.get("nodes") is None):
+            if data.get("tree") is None:
+                raise ValidationError("tree", "is required (or [nodes], an explicit tree)")
+            raise ValidationError("tree", "and [nodes] are both given; give one: [tree] (a "
+                                          "generated tree) or [nodes] (an explicit tree)")
+        return data
+
     @pydantic.model_validator(mode="after")
     def _consistent(self):
-        if (self.tree is None) == (self.nodes is None):
-            raise ValidationError("tree", "give exactly one of [tree] (generator) and [nodes] "
-                                          "(explicit tree)")
         if self.tree is not None and self.n_exits not in (None, 3):
             raise ValidationError("n_exits", f"must be 3 for a generated tree, got "
                                              f"{self.n_exits}")

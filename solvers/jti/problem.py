@@ -22,7 +22,16 @@ from jointopt.models.accuracy import ACCURACY_MAPS
 from jointopt.models.checks import as_vector, check_range, culprit
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.errors import InfeasibleError, ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult, Vector, vector_count
+from jointopt.solvers.base import (
+    Count,
+    ProblemBase,
+    Section,
+    Seed,
+    SolveResult,
+    Vector,
+    check_seed,
+    vector_count,
+)
 
 # field name -> (default or None when required, description)
 CLIENT_FIELDS: dict[str, tuple[float | None, str]] = {
@@ -69,7 +78,7 @@ class Clients(Section):
     """Per-client parameters as read-only float vectors of length ``count``."""
 
     count: int
-    seed: int = 0
+    seed: Seed = 0
     data_weight: Vector
     arrival_rate: Vector
     deadline: Vector
@@ -107,8 +116,8 @@ class Clients(Section):
         for key in data:
             if key not in CLIENT_FIELDS and key not in ("count", "seed"):
                 raise ValidationError(f"clients.{key}", "is not a known field")
-        n = vector_count(data, "clients")
-        seed = data.get("seed", 0)
+        n = vector_count(data, "clients", limit="clients")
+        seed = check_seed("clients.seed", data.get("seed", 0))
         rng = np.random.default_rng(seed)
         out = {"count": n, "seed": seed}
         for key, (default, _) in CLIENT_FIELDS.items():
@@ -247,7 +256,7 @@ class StateSpec(Section):
 class SimulationSpec(Section):
     """Defaults of a simulated run (the CLI and API can override ``rounds``)."""
 
-    rounds: int = 200
+    rounds: Count("rounds") = 200
     slot: float = 1.0            # time units per round: arrivals per round = lambda * slot
     on_time_target: float = 0.95  # the inference-first baseline's on-time goal
 

@@ -23,9 +23,19 @@ from typing import Any, Literal
 import numpy as np
 import pydantic
 from jointopt.models.errors import InfeasibleError, ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult
+from jointopt.solvers.base import (
+    Count,
+    ProblemBase,
+    Section,
+    Seed,
+    SolveResult,
+    check_size,
+    size_limit,
+)
 
 TAGS = ("assumed", "simulated", "measured")  # weakest first
+size_limit("whatif_points", 10_000, "what-if grid points of a plan (the product of the lever "
+                                    "lists, each with the current value)")
 
 
 class PlannerInputError(ValidationError):
@@ -183,8 +193,8 @@ class TrainingPlan(Section):
     """The plan knobs (§3.4)."""
 
     mode: Literal["sync", "async"]
-    K: int
-    C: int | None = None
+    K: Count("cohort")
+    C: Count("cohort") | None = None
     omega: float | None = None
     timeout_s: float
     t_ovh_s: float = 0.0
@@ -203,7 +213,7 @@ class TrainingPlan(Section):
 class CalibrationRun(Section):
     id: str
     K: int
-    seed: int
+    seed: Seed
     rounds_to_target: float
 
 
@@ -311,14 +321,22 @@ class Levers(Section):
     local_epochs: list[float] = []
     exclude_class: list[str] = []
 
+    @pydantic.model_validator(mode="after")
+    def _grid_size(self):
+        # the what-if grid is the product of these lists (each with the current value)
+        points = math.prod(len(v) + 1 for v in (self.K, self.compression_up, self.windows,
+                                                 self.local_epochs) if v)
+        check_size("levers (what-if grid points)", points, "whatif_points")
+        return self
+
 
 class MonteCarlo(Section):
     """Monte-Carlo sizes and seed (§3.10 defaults register: 2000, 500, 500, 0)."""
 
-    n_mc: int = 2000
-    n_outer: int = 500
-    n_mc_grid: int = 500
-    seed: int = 0
+    n_mc: Count("samples") = 2000
+    n_outer: Count("samples") = 500
+    n_mc_grid: Count("samples") = 500
+    seed: Seed = 0
 
 
 class PlanSolveResult(SolveResult):

@@ -36,7 +36,7 @@ import pydantic
 from jointopt.models import split as sm
 from jointopt.models.checks import as_vector, check_range
 from jointopt.models.errors import ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult, Vector, vector_count
+from jointopt.solvers.base import Count, ProblemBase, Section, SolveResult, Vector, vector_count
 
 CLIENT_FIELDS: dict[str, tuple[float | None, str]] = {
     "f_client": (None, "client compute speed f_C,k (FLOP/s)"),
@@ -117,7 +117,7 @@ class Clients(Section):
         for key in data:
             if key not in CLIENT_FIELDS and key != "count":
                 raise ValidationError(f"clients.{key}", "is not a known field")
-        n = vector_count(data, "clients")
+        n = vector_count(data, "clients", limit="split_clients")
         out = {"count": n}
         for key, (default, _) in CLIENT_FIELDS.items():
             value = data.get(key, default)
@@ -165,9 +165,9 @@ class Entropy(Section):
 
 
 class Optimizer(Section):
-    w_grid: int = 200
+    w_grid: Count("grid") = 200
     refine: bool = True
-    n_threshold_grid: int = 257
+    n_threshold_grid: Count("grid") = 257
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
