@@ -280,8 +280,10 @@ def _has_tabulate() -> bool:
 def plan(scenario="planner_example", *, n_mc: int | None = None, n_outer: int | None = None,
          seed: int | None = None, whatif_grid: dict | None = None, with_tornado: bool = True,
          with_whatif: bool = True) -> PlanResult:
-    """Estimates, gates, verdict, what-if grid with its Pareto front, and the tornado."""
-    problem = load_plan(scenario)
+    """Estimates, gates, verdict, what-if grid with its Pareto front, and the tornado.
+    ``n_mc``, ``n_outer`` and ``seed`` override the scenario's ``monte_carlo`` fields and are
+    checked by the same rules (a bad one raises ``ValidationError`` at its field)."""
+    problem = load_plan(scenario).with_monte_carlo(n_mc=n_mc, n_outer=n_outer, seed=seed)
     ev = evaluate(problem, n_mc=n_mc, n_outer=n_outer, seed=seed)
     grid = whatif_grid if whatif_grid is not None else default_grid(problem)
     n_o = min(problem.monte_carlo.n_outer, 100)

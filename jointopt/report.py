@@ -159,10 +159,18 @@ def plot_sweep(table, x: str, y: str, hue: str | None, path: str | Path) -> Path
             return f"param.{name}"
         raise ValidationError(flag, f"{name!r} is not a column; have {', '.join(table.columns)}")
 
+    import pandas as pd
+
     x, y = column(x, "--x"), column(y, "--y")
     hue = column(hue, "--hue") if hue else None
+    if not pd.api.types.is_numeric_dtype(table[y]):
+        numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+        raise ValidationError("--y", f"{y!r} is not a numeric column (mean and spread are "
+                                     f"drawn); numeric columns: {', '.join(numeric) or 'none'}")
     if "status" in table.columns:
         table = table[table["status"] == "done"]
+    if table.empty:
+        raise ValidationError("RESULTS", "has no finished rows (status done) to plot")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     groups = table.groupby(hue) if hue else [(None, table)]
     for name, part in groups:
@@ -209,17 +217,32 @@ FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
 
 def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
     """``result.json``, ``decisions.csv`` and the kind's figure (:data:`FIGURES`) under
-    ``out``."""
+    ``out``: all of them or none (they are written to a temporary folder inside ``out`` and
+    moved in at the end, so that a failing figure leaves no half-written outputs)."""
+    import os
+    import tempfile
+
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "result.json", out / "decisions.csv"]
-    paths[0].write_text(json.dumps(result.to_dict(), indent=2))
-    frame = result.decisions_frame()
-    for key, value in result.diagnostics.items():
-        if np.ndim(value) == 1 and len(value) == len(frame):
-            frame[key] = value
-    frame.to_csv(paths[1], index=False)
-    if problem.kind in FIGURES:
-        name, plot = FIGURES[problem.kind]
-        paths.append(plot(result, problem, out / name))
-    return paths
+    names = ["result.json", "decisions.csv"]
+    try:
+        with tempfile.TemporaryDirectory(dir=out, prefix=".writing-") as tmp:
+            tmp = Path(tmp)
+            (tmp / names[0]).write_text(json.dumps(result.to_dict(), indent=2))
+            frame = result.decisions_frame()
+            for key, value in result.diagnostics.items():
+                if np.ndim(value) == 1 and len(value) == len(frame):
+                    frame[key] = value
+            frame.to_csv(tmp / names[1], index=False)
+            if problem.kind in FIGURES:
+                name, plot = FIGURES[problem.kind]
+                plot(result, problem, tmp / name)
+                names.append(name)
+            for name in names:
+                os.replace(tmp / name, out / name)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    return [out / name for name in names]

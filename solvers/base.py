@@ -53,6 +53,8 @@ class ProblemBase(pydantic.BaseModel):
     kind: ClassVar[str] = ""
     #: Solution methods this kind offers, the default first (``jointopt solve --method``).
     methods: ClassVar[tuple[str, ...]] = ()
+    #: The methods that take a ``solver=`` option (``jointopt solve --solver``).
+    solver_methods: ClassVar[tuple[str, ...]] = ()
 
     def solve(self, *, method: str | None = None, **options) -> SolveResult:
         """Solve this problem; each kind implements it (``method`` from :attr:`methods`)."""
@@ -66,6 +68,19 @@ class ProblemBase(pydantic.BaseModel):
             raise ValidationError("method", f"{self.kind} problems are solved by "
                                             f"{', '.join(self.methods)}; got {method!r}")
         return method
+
+    def check_solver(self, method: str | None, solver: str | None, *,
+                     field: str = "solver") -> None:
+        """A ``solver`` given for a method that takes none (:attr:`solver_methods`) raises
+        ``ValidationError`` at ``field``: it would be silently ignored."""
+        method = self.check_method(method)
+        if solver is None or method in self.solver_methods:
+            return
+        one = len(self.solver_methods) == 1
+        takes = (f"only {'method' if one else 'methods'} {', '.join(self.solver_methods)} of "
+                 f"{self.kind} problems {'takes' if one else 'take'} one"
+                 if self.solver_methods else f"{self.kind} problems take none")
+        raise ValidationError(field, f"{solver!r} is not used by method {method!r}: {takes}")
 
     @classmethod
     def from_dict(cls, data: dict):

@@ -159,6 +159,7 @@ class CooperativeInferenceProblem(ProblemBase):
     kind = "cis_early_exit"
     methods = ("serving_rate", "equal", "flops", "inverse_variance", "balanced", "convex",
                "inverse_sqrt_variance", "gen")
+    solver_methods = ("convex",)
 
     name: str = "unnamed"
     description: str = ""

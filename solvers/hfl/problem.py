@@ -96,6 +96,7 @@ class HFLProblem(ProblemBase):
 
     kind = "hfl"
     methods = ("highs", "pyomo", "heuristic")
+    solver_methods = ("highs", "pyomo")
 
     name: str = "unnamed"
     description: str = ""

@@ -282,6 +282,7 @@ class JointTrainingInferenceProblem(ProblemBase):
     simulation: SimulationSpec = SimulationSpec()
 
     methods = ("fast", "numpy", "cvxpy")
+    solver_methods = ("cvxpy",)
 
     def solve(self, *, method: str | None = None, solver: str | None = None,
               state=None, warm=None, threads: int | None = None) -> SolveResult:

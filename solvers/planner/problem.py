@@ -624,6 +624,25 @@ class DeploymentPlanProblem(ProblemBase):
             node[parts[-1]] = value
         return type(self).from_dict(data)
 
+    def _class_table(self, per_class: dict[str, list]) -> dict[str, np.ndarray]:
+        """One entry per declared device class (``class`` its name, ``included`` whether the
+        plan trains on it): the estimates of an included class, NaN for one the plan drops
+        (excluded, or unfit for the model)."""
+        names = [c.name for c in self.device_classes]
+        row = {name: j for j, name in enumerate(per_class.get("class", []))}
+        table = {"class": np.array(names), "included": np.array([n in row for n in names])}
+        for key, values in per_class.items():
+            if key != "class":
+                table[key] = np.array([values[row[n]] if n in row else np.nan for n in names],
+                                      dtype=float)
+        return table
+
+    def with_monte_carlo(self, **sizes) -> DeploymentPlanProblem:
+        """The problem with the given ``monte_carlo`` fields (``n_mc``, ``n_outer``, ``seed``;
+        None keeps the scenario's), checked by the rules of a scenario file."""
+        changes = {f"monte_carlo.{k}": v for k, v in sizes.items() if v is not None}
+        return self.with_changes(changes) if changes else self
+
     def solve(self, *, method: str | None = None, n_mc: int | None = None,
               seed: int | None = None) -> SolveResult:
         """Run the planner; the verdict is the status (``go``, ``conditional``, ``no_go``),
@@ -634,13 +653,13 @@ class DeploymentPlanProblem(ProblemBase):
         from jointopt.solvers.base import Timer
 
         with Timer() as t:
-            ev = evaluate(self, n_mc=n_mc, seed=seed)
+            ev = evaluate(self.with_monte_carlo(n_mc=n_mc, seed=seed))
         est = ev.estimates
         return PlanSolveResult(
             kind=self.kind, scenario=self.name, status=ev.verdict.lower().replace("-", "_"),
             objective=float(est.values.get("days_p90", float("nan"))), solver="planner-montecarlo",
             solve_time_s=t.seconds, iterations=int(ev.n_mc),
-            decisions={k: np.asarray(v) for k, v in ev.per_class.items()},
+            decisions=self._class_table(ev.estimates.per_class),
             diagnostics={"verdict": ev.verdict, "reasons": ev.reasons,
                          "gates": {g: s["status"] for g, s in ev.gates.items()},
                          **{k: v for k, v in est.values.items()

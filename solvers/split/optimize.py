@@ -18,6 +18,7 @@ joint optimum; W̄ is scanned on a geometric grid and refined with a bounded sca
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -275,23 +276,32 @@ def solve_cut_latency(cd: CutData, nu, floors, rho_max, solver: str | None = Non
                 "culprit": int(np.argmax(nu * need)), "constraint": "stability",
                 "shortfall": over}
     prob, q = latency_problem(cd, nu, floors, rho_max)
+    # the first solver that says "optimal"; one that says "optimal_inaccurate" is kept only
+    # when no later one does better, and its status is reported (not its warning)
+    found = None
     for name in ([solver] if solver else ["CLARABEL", "SCS"]):
         try:
-            prob.solve(solver=name)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+                prob.solve(solver=name)
         except cp.error.SolverError:
             continue
         if prob.status in ("optimal", "optimal_inaccurate") and q.value is not None:
-            break
-    else:
+            if found is None or prob.status == "optimal":
+                found = (name, prob.status, np.asarray(q.value, float))
+            if prob.status == "optimal":
+                break
+    if found is None:
         raise SolverError(f"P-LAT at cut {cd.cut}: no conic solver succeeded ({prob.status})")
-    qv = np.clip(np.asarray(q.value, float), 0.0, 1.0)
+    name, status, value = found
+    qv = np.clip(value, 0.0, 1.0)
     qv[qv < 1e-9] = 0.0
     qv = np.clip(qv, need, top)  # solver tolerance: keep every floor exactly
     load = float(nu @ qv)
     W = float(sm.server_sojourn(load, cd.mu))
     lat = sm.queued_latency(cd.A, cd.c, qv, W)
     return {"cut": cd.cut, "status": "optimal", "objective": float(nu @ lat / nu.sum()),
-            "w_cap": W, "q": qv, "evaluations": 1}
+            "w_cap": W, "q": qv, "evaluations": 1, "solver": name, "solver_status": status}
 
 
 def solve_split(problem, *, method: str, curves=None, w_grid: int | None = None,
@@ -403,16 +413,18 @@ def _report(problem, cd: CutData, best: dict, per_cut: list, method: str, source
     boff = sm.beta_off(q, nz.v, nz.omega, nz.omega0, nz.beta_kappa)
     w = nu / nu.sum()
     table = [_cut_row(problem, r, data_for_cut) for r, data_for_cut in per_cut]
+    # what the conic solver said of the chosen cut (min_latency), e.g. optimal_inaccurate
+    said = best.get("solver_status", "optimal")
     return SolveResult(
         kind=problem.kind, scenario=problem.name,
-        status="optimal" if ok else "budget_violated",
+        status=said if ok else "budget_violated",
         objective=float(best["objective"] if method == "min_latency" else np.sum(w * acc)),
         solver=f"split-{method}", solve_time_s=0.0,
         iterations=int(sum(r.get("evaluations", 0) for r, _ in per_cut)),
         decisions={"split": np.full(problem.n, s), "q": q, "e_th": np.asarray(e_th),
                    "latency": latency, "accuracy": acc},
         diagnostics={
-            "split": s, "beta_flop": float(net.beta_flop(s)),
+            "split": s, "conic_solver": best.get("solver"), "beta_flop": float(net.beta_flop(s)),
             "beta_param": float(net.beta_param(s)),
             "beta_param_aux": float(net.beta_param_aux(s)),
             "curves": source, "load": load, "mu": cd.mu, "rho": load / cd.mu,

@@ -194,6 +194,7 @@ class SplitProblem(ProblemBase):
 
     kind = "split_learning"
     methods = ("exact", "lp", "decoupled", "min_latency", "per_client")
+    solver_methods = ("min_latency",)
 
     name: str = "unnamed"
     description: str = ""
