@@ -273,7 +273,8 @@ def _cmd_plan(args) -> int:
     from jointopt.planner import plan
 
     start = time.perf_counter()
-    with _flag_names({"monte_carlo.n_mc": "--n-mc", "monte_carlo.seed": "--seed"}):
+    given = {"monte_carlo.n_mc": ("--n-mc", args.n_mc), "monte_carlo.seed": ("--seed", args.seed)}
+    with _flag_names({path: flag for path, (flag, value) in given.items() if value is not None}):
         result = plan(args.scenario, seed=args.seed, n_mc=args.n_mc,
                       with_tornado=not args.no_tornado, with_whatif=not args.no_whatif)
     written = result.write(args.out) if args.out else []

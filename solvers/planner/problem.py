@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pydantic
+from jointopt.models.checks import brief
 from jointopt.models.errors import InfeasibleError, ValidationError
 from jointopt.solvers.base import (
     Count,
@@ -61,8 +62,11 @@ def _unwrap(data: Any, path: str, tags: dict[str, str]) -> Any:
     if isinstance(data, dict):
         if "value" in data and set(data) <= {"value", "tag", "source"}:
             tag = data.get("tag", "assumed")
-            if tag not in TAGS:
-                raise ValidationError(f"{path}.tag", f"must be one of {TAGS}, got {tag!r}")
+            if not isinstance(tag, str) or tag not in TAGS:
+                raise ValidationError(f"{path}.tag", f"must be one of {TAGS}, got {brief(tag)}")
+            if not isinstance(data.get("source", ""), str):
+                raise ValidationError(f"{path}.source", f"must be text, got "
+                                                        f"{brief(data['source'])}")
             tags[path] = tag
             return data["value"]
         return {k: _unwrap(v, f"{path}.{k}" if path else k, tags) for k, v in data.items()}
