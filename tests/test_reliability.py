@@ -385,3 +385,16 @@ def test_planner_decisions_have_a_row_and_a_name_per_device_class():
     dropped = frame[~frame["included"]]
     assert len(dropped) >= 1 and dropped["p_success"].isna().all()
     assert frame.loc[frame["included"], "share"].sum() == pytest.approx(1.0)
+
+
+def test_refusal_benchmark_runs_quick(capsys):
+    """The benchmark of refusal times runs end to end (times are printed, not checked)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_refusal.py"
+    spec = importlib.util.spec_from_file_location("bench_refusal", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "slowest in-process refusal" in out and "tree.nodes" in out
