@@ -113,8 +113,13 @@ def _names(path: tuple) -> set[str]:
     return {str(p) for p in path if isinstance(p, str)}
 
 
-def _run(args, capsys) -> tuple[int, str, str]:
-    code = main(args)
+def _run(args, capsys) -> tuple[int | str, str, str]:
+    """``(exit status, stdout, stderr)`` of the CLI run in-process; an exception that escapes
+    ``main`` (a traceback for the user) is the status ``"traceback: <error>"``."""
+    try:
+        code = main(args)
+    except (Exception, SystemExit) as exc:
+        code = f"traceback: {type(exc).__name__}: {str(exc)[:100]}"
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
