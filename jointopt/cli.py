@@ -317,8 +317,16 @@ def _cmd_limits(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr, exit 2, like every
+    other error of the command line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"jointopt: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jointopt",
         description="Joint training-inference resource allocation for federated and edge learning.")
     sub = parser.add_subparsers(dest="command", required=True)

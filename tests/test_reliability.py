@@ -118,7 +118,9 @@ def _run(args, capsys) -> tuple[int | str, str, str]:
     ``main`` (a traceback for the user) is the status ``"traceback: <error>"``."""
     try:
         code = main(args)
-    except (Exception, SystemExit) as exc:
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    except Exception as exc:
         code = f"traceback: {type(exc).__name__}: {str(exc)[:100]}"
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -251,10 +253,23 @@ def test_every_limit_is_documented_in_the_readme_with_its_default():
     (["plan", "--n-mc", "1000000000"], {"JOINTOPT_MAX_SAMPLES"}),
     (["solve", "--method", "fast", "--solver", "SCS"], {"--solver"}),
     (["solve", "split_default", "--method", "exact", "--solver", "SCS"], {"--solver"}),
+    (["simulate", "--seed", "abc"], {"--seed"}),          # argparse's errors: one line too
+    (["solve", "--no-such-option"], {"--no-such-option"}),
 ])
 def test_bad_options_are_one_line_exit_2(args, names, capsys):
     code, out, err = _run(args, capsys)
     _check_refused(code, out, err, names, args)
+
+
+def test_the_planners_problems_together_are_one_line(tmp_path, capsys):
+    data = scenarios.read_scenario("planner_example")
+    data["model"]["header_bytes"] = -1.0
+    data["server"]["pue"] = 0.5
+    file = tmp_path / "plan.toml"
+    file.write_text(tomli_w.dumps(data))
+    code, out, err = _run(["plan", str(file)], capsys)
+    _check_refused(code, out, err, {"model.header_bytes"}, "two problems")
+    assert "server.pue" in err
 
 
 def test_plan_n_mc_follows_the_rule_of_the_scenario_file(tmp_path, capsys):
