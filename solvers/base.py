@@ -137,10 +137,11 @@ def _compact(value):
 Vector = Annotated[np.ndarray, pydantic.Field()]
 
 
-def vector_count(data: dict, where: str, *, limit: str) -> int:
+def vector_count(data: dict, where: str, *, limit: str = "clients") -> int:
     """The number of items of a section of per-item vectors: its ``count`` field, else the
     most common length of its lists (so that the one list of another length is the one
-    blamed); a positive integer within the size limit ``limit`` (:data:`LIMITS`), or
+    blamed); a positive integer within the size limit ``limit`` (:data:`LIMITS`; a kind
+    whose items cost more than the joint allocator's clients registers its own), or
     ``ValidationError`` at ``where.count``."""
     n = data.get("count")
     if n is None:
