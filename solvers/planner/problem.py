@@ -201,8 +201,15 @@ class TrainingPlan(Section):
 
 
 class CalibrationRun(Section):
+    """One simulation run behind the convergence fit: its mode, aggregation goal K, the
+    concurrency / selected count C (required for async runs: the record holds (K, C) pairs),
+    seed and rounds to target. A run without ``mode`` supports no mode: a plan is then
+    flagged extrapolated in its mode."""
+
     id: str
+    mode: Literal["sync", "async"] | None = None
     K: int
+    C: int | None = None
     seed: int
     rounds_to_target: float
 
@@ -249,6 +256,9 @@ class ServerSpec(Section):
     streaming_aggregation: bool = True
     power_w: float
     pue: float
+    #: when the instances are reserved (billed and drawing power): ``"training_windows"``,
+    #: only in the plan's training-window hours (the default), or ``"always_on"``, 24 h a day
+    reservation: Literal["training_windows", "always_on"] = "training_windows"
 
 
 class MeasuredRun(Section):
@@ -313,12 +323,23 @@ class Levers(Section):
 
 
 class MonteCarlo(Section):
-    """Monte-Carlo sizes and seed (§3.10 defaults register: 2000, 500, 500, 0)."""
+    """Monte-Carlo sizes and seed (defaults register: 2000, 500, 500, 0).
+
+    ``n_mc_grid`` sizes a standalone :func:`~jointopt.solvers.planner.whatif.what_if` or
+    :func:`~jointopt.solvers.planner.whatif.tornado` call; ``jointopt.planner.plan`` runs its
+    grid, tornado and lever search at ``n_mc`` / ``n_outer`` so that the base plan shows one
+    number everywhere. ``confidence``: level at which the over-selection count keeps the
+    round-failure limit despite Monte-Carlo noise (project choice, 0.95). ``n_seeds``: seeds
+    (``seed, seed+1, ...``) whose spread of C, round-failure probability and days the gates
+    report (project choice, 5; 1 turns the spread off).
+    """
 
     n_mc: int = 2000
     n_outer: int = 500
     n_mc_grid: int = 500
     seed: int = 0
+    confidence: float = 0.95
+    n_seeds: int = 5
 
 
 class PlanSolveResult(SolveResult):
@@ -481,21 +502,35 @@ class DeploymentPlanProblem(ProblemBase):
         ck.num("convergence.rounds_sigma", cv.rounds_sigma, ge=0.0)
         ck.num("convergence.rounds_scale", cv.rounds_scale, gt=0.0)
         ck.num("convergence.metric_gap_sd", cv.metric_gap_sd, ge=0.0)
-        ks = {r.K for r in cv.calibration}
         if not cv.calibration:
             ck.add("convergence.calibration",
                    "no calibration record; a fitted model from simulation runs is required")
-        elif len(ks) < 3:
-            ck.add("convergence.calibration",
-                   f"covers {len(ks)} distinct K; need >= 3 (each with >= 2 seeds)")
-        else:
-            for k in sorted(ks):
-                seeds = {r.seed for r in cv.calibration if r.K == k}
+        for mode in sorted({r.mode or "" for r in cv.calibration}):
+            runs = [r for r in cv.calibration if (r.mode or "") == mode]
+            # async runs are calibrated on (K, C) pairs, sync runs (and runs without a mode)
+            # on K
+            point = (lambda r: (r.K, r.C)) if mode == "async" else (lambda r: r.K)
+            what = "(K, C)" if mode == "async" else "K"
+            pts = {point(r) for r in runs}
+            label = f" ({mode} runs)" if mode else ""
+            if len(pts) < 3:
+                ck.add("convergence.calibration",
+                       f"covers {len(pts)} distinct {what}{label}; need >= 3 (each with >= 2 "
+                       "seeds)")
+                continue
+            for pt in sorted(pts, key=str):
+                seeds = {r.seed for r in runs if point(r) == pt}
                 if len(seeds) < 2:
-                    ck.add("convergence.calibration", f"K = {k} has {len(seeds)} seed; need >= 2")
+                    ck.add("convergence.calibration",
+                           f"{what} = {pt}{label} has {len(seeds)} seed; need >= 2")
         for j, r in enumerate(cv.calibration):
             ck.num(f"convergence.calibration[{j}].rounds_to_target", r.rounds_to_target, gt=0)
             ck.num(f"convergence.calibration[{j}].K", r.K, ge=1)
+            if r.mode == "async" and r.C is None:
+                ck.add(f"convergence.calibration[{j}].C",
+                       "is required for an async run (the record holds (K, C) pairs)")
+            if r.C is not None and r.C < r.K:
+                ck.add(f"convergence.calibration[{j}].C", f"{r.C} < K = {r.K}; must be >= K")
         sv = self.server
         for key in ("n_instances", "cores_per_instance", "mem_gb", "pue"):
             ck.num(f"server.{key}", getattr(sv, key), gt=0.0)
@@ -549,6 +584,8 @@ class DeploymentPlanProblem(ProblemBase):
         mc = self.monte_carlo
         for key in ("n_mc", "n_outer", "n_mc_grid"):
             ck.num(f"monte_carlo.{key}", getattr(mc, key), ge=10)
+        ck.num("monte_carlo.confidence", mc.confidence, gt=0.0, lt=1.0)
+        ck.num("monte_carlo.n_seeds", mc.n_seeds, ge=1)
         ck.raise_all()
         # budget infeasible whatever the plan (§9)
         if b.max_cpu_s_per_device_day is not None and len(inf.requests_per_device_day) == len(
@@ -590,6 +627,36 @@ class DeploymentPlanProblem(ProblemBase):
         """:meth:`to_dict` without unset (None) fields, also inside lists of tables, so that
         the scenario dumps to TOML and loads back equal."""
         return _drop_none(self.to_dict())
+
+    def defaults_applied(self) -> list[tuple[str, Any]]:
+        """``(field path, value)`` of every input the scenario left at its schema default
+        (a value, not an absent optional): ``device_classes[1].bw_sigma``,
+        ``server.reservation``, ... Empty-list defaults ("none") are not listed."""
+        out: list[tuple[str, Any]] = []
+
+        def walk(model: pydantic.BaseModel, path: str):
+            for name, info in type(model).model_fields.items():
+                value = getattr(model, name)
+                p = f"{path}.{name}" if path else name
+                if isinstance(value, pydantic.BaseModel):
+                    walk(value, p)
+                elif isinstance(value, list) and value and isinstance(value[0],
+                                                                      pydantic.BaseModel):
+                    for i, v in enumerate(value):
+                        walk(v, f"{p}[{i}]")
+                elif (name not in model.model_fields_set and info.default is not None
+                      and not (isinstance(value, list) and not value)):
+                    out.append((p, value))
+
+        for section in ("device_classes", "population", "model", "training_plan",
+                        "convergence", "server", "cost_rates", "inference", "monte_carlo"):
+            value = getattr(self, section)
+            if isinstance(value, list):
+                for i, v in enumerate(value):
+                    walk(v, f"{section}[{i}]")
+            else:
+                walk(value, section)
+        return out
 
     def tag(self, field: str) -> str:
         """The provenance tag of an input field path (bare numbers are ``assumed``)."""
