@@ -20,7 +20,6 @@ from jointopt.solvers.planner.estimate import (
 )
 from jointopt.solvers.planner.gates import evaluate, gates
 from jointopt.solvers.planner.problem import DeploymentPlanProblem
-from jointopt.solvers.planner.verify import simulated_estimates
 
 from jointopt import scenarios
 from jointopt.errors import ValidationError
@@ -287,6 +286,8 @@ def test_gate_table_tornado_and_what_if_show_the_same_base_numbers():
 
 # -- 4. the verdict under simulated values ---------------------------------------------------
 def test_simulated_values_that_double_the_days_change_the_gates():
+    from jointopt.solvers.planner.verify import simulated_estimates
+
     p = _problem({"training_plan.windows": ALL_WINDOWS, "levers": {}})
     est = estimate(p)
     same = {"days": 1.0, "tpd": 1.0, "uniq": 1.0, "bytes": 1.0, "energy": 1.0, "tasks": 1.0,
