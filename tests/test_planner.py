@@ -359,6 +359,3 @@ def test_verify_des_cli_reports_agreement_and_the_verdict_under_simulation(tmp_p
     assert v["planner"] == doc["verdict"]["value"] and v["des"] in ("GO", "CONDITIONAL", "NO-GO")
     assert v["changes"] == (v["des"] != v["planner"])
     assert set(check["gates"]) == set(doc["gates"])
-    # text mode says whether the verdict changes
-    assert main(["plan", str(path), "--no-tornado", "--no-whatif", "--verify-des"]) == rc
-    assert "verdict under the simulated values:" in capsys.readouterr().out

@@ -183,6 +183,11 @@ _DRAW_CACHE: OrderedDict = OrderedDict()
 _DRAW_CACHE_SIZE = 32
 
 
+def clear_draw_cache() -> None:
+    """Forget the memoised Monte-Carlo draws (benchmarks time cold runs with it)."""
+    _DRAW_CACHE.clear()
+
+
 def _memo_draw(key: tuple, rng: np.random.Generator, fn):
     full = (key, json.dumps(rng.bit_generator.state, sort_keys=True))
     hit = _DRAW_CACHE.get(full)
