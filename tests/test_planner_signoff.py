@@ -11,6 +11,8 @@ import copy
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jointopt.models import planner as pm
 from jointopt.solvers.planner.estimate import (
     _work_sampler,
@@ -213,6 +215,35 @@ def test_measured_inputs_give_measured_numbers_and_one_assumed_input_propagates(
         assert one.meta[name]["assumed_inputs"] == ["population.dwell_mean_s"], name
     for name in ("payload_up_bytes", "fleet_coverage", "metric_gap", "aggregator_mem_gb"):
         assert one.meta[name]["tag"] != "assumed", name
+
+
+_FLIPPABLE = ("population.dwell_mean_s", "population.static_eligibility", "server.power_w",
+              "cost_rates.egress_gb_usd", "model.n_params", "training_plan.timeout_s",
+              "population.regions.0.carbon_g_per_kwh", "device_classes.0.bw_up_mbps",
+              "server.agg_cpu_s_per_step", "budgets.deadline_days")
+
+
+@settings(max_examples=8, deadline=None)
+@given(assumed=st.sets(st.sampled_from(_FLIPPABLE), max_size=4))
+def test_an_estimate_is_assumed_exactly_when_one_of_its_inputs_is(assumed):
+    d = _all_measured()
+    for path in assumed:
+        node = d
+        for part in path.split("."):
+            node = node[int(part)] if part.isdigit() else node[part]
+        node["tag"] = "assumed"
+    p = DeploymentPlanProblem.from_dict(d)
+    est = estimate(p)
+    fields = {a.replace(".0.", "[0].") for a in assumed}
+    for name, m in est.meta.items():
+        extra = {"inference queueing"} if name == "inference_p95_ms" else set()
+        assert set(m["assumed_inputs"]) <= fields | extra, name
+        assert (m["tag"] == "assumed") == bool(m["assumed_inputs"]), name
+    gs = gates(p, est)
+    for g, r in gs.items():
+        assert (r["tag"] == "assumed") == bool(r["assumed_inputs"]), g
+    if "budgets.deadline_days" in assumed:
+        assert gs["G4"]["tag"] == "assumed"
 
 
 def test_bare_plan_and_budget_values_are_assumed_and_registered():

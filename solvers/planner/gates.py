@@ -50,6 +50,13 @@ def _check(name, p50, p90, thr, field_, unit, meta, *, upper=True, status=None):
             "assumed_inputs": meta.get("assumed_inputs", [])}
 
 
+def _config_meta(problem: DeploymentPlanProblem, fields: list[str]) -> dict:
+    """Tag of a check read straight from scenario fields: the weakest of theirs."""
+    tags = [problem.tag(f) for f in fields]
+    return {"tag": min(tags, key=TAGS.index), "method": "config",
+            "assumed_inputs": [f for f, t in zip(fields, tags, strict=True) if t == "assumed"]}
+
+
 def _tag_thresholds(problem: DeploymentPlanProblem, checks: list[dict]) -> list[dict]:
     """A check's status depends on its value and its threshold: its tag is the weaker of the
     two, and an assumed threshold (a bare budget) joins its assumed inputs."""
@@ -170,12 +177,13 @@ def gates(problem: DeploymentPlanProblem, est: Estimates) -> dict[str, dict]:
     g8 = []
     if tp.dp.enabled:
         g8.append(_check("K >= dp.K_min", tp.K, tp.K, tp.dp.K_min, "training_plan.dp.K_min", "",
-                         {"tag": "measured", "method": "config"}, upper=False))
+                         _config_meta(problem, ["training_plan.K", "training_plan.dp.K_min"]),
+                         upper=False))
     if tp.secagg:
         measured = problem.provenance.get("model.secagg_expansion") == "measured"
         g8.append(_check("secagg_expansion is measured", float(measured), float(measured), 1.0,
-                         "model.secagg_expansion", "", {"tag": problem.tag(
-                             "model.secagg_expansion"), "method": "config"}, upper=False))
+                         "model.secagg_expansion", "",
+                         _config_meta(problem, ["model.secagg_expansion"]), upper=False))
     out["G8"] = g8
     return {g: _gate(_tag_thresholds(problem, cs)) for g, cs in out.items()}
 

@@ -1,6 +1,6 @@
 """Check a plan's estimates against the SimPy simulation of the same plan, and whether the
-verdict survives the simulated values (spec §8.2 tolerances; **project choice** for the
-scaling and the substitution).
+verdict survives the simulated values (**project choice**: the tolerances, the scaling and
+the substitution).
 
 The simulation (:mod:`.des`) runs a scaled-down campaign: ``rounds`` sync rounds or
 ``updates`` accepted async updates, ``replications`` times. Per quantity a check passes if
