@@ -332,10 +332,12 @@ def plan(scenario="planner_example", *, n_mc: int | None = None, n_outer: int | 
     return PlanResult(problem, ev, wi, pf, tor)
 
 
-def verify_des(scenario, *, rounds: int = 30, updates: int = 1000, replications: int = 5,
-               seed: int = 12345):
+def verify_des(scenario, *, rounds: int = 30, updates: int | None = None,
+               replications: int = 5, seed: int = 12345):
     """Check the plan against the SimPy simulation of the same plan, scaled down to
-    ``rounds`` rounds (sync) or ``updates`` accepted updates (async): mean and P90 round
+    ``rounds`` rounds (sync) or ``updates`` accepted updates (async; default
+    ``max(1000, 20 C)``, so that the start-up transient of C slots starting together stays
+    within the tolerances): mean and P90 round
     time, round-failure probability (sync) or success and accepted rates (async), calendar
     days, tasks per device-day, unique participants, bytes, device-seconds and energy, each
     within its tolerance (``|planner - DES| <= max(tol, 3 SE)``); and the verdict under the
@@ -350,6 +352,8 @@ def verify_des(scenario, *, rounds: int = 30, updates: int = 1000, replications:
     if result.estimates.values.get("no_fleet"):
         raise ValidationError("device_classes", "no device class can train; nothing to "
                                                 "simulate")
+    if updates is None:
+        updates = max(1000, 20 * int(result.estimates.values["C"]))
     return des_check(result.problem, result.estimates, result.verdict, rounds=rounds,
                      updates=updates, replications=replications, seed=seed)
 
