@@ -240,7 +240,11 @@ def point_ident(spec: SweepSpec, point: dict, digest: str) -> dict:
 def point_key(spec: SweepSpec, point: dict, digest: str) -> str:
     """A stable name for a point: the same inputs give the same key (resumption); any
     change to them, the scenario's content included, gives another."""
-    return hashlib.sha256(_canonical(point_ident(spec, point, digest)).encode()).hexdigest()[:24]
+    return _key_of(_canonical(point_ident(spec, point, digest)))
+
+
+def _key_of(ident_text: str) -> str:
+    return hashlib.sha256(ident_text.encode()).hexdigest()[:24]
 
 
 def _scalar(value):
@@ -336,13 +340,18 @@ def _dumps(value) -> str:
     return json.dumps(value, default=float)
 
 
+def _same(a, b) -> bool:
+    return a == b or _canonical(a) == _canonical(b)   # the second: 3 and 3.0, NaN
+
+
 def _check_point(data, key: str, ident: dict) -> tuple[dict | None, str]:
-    """``(row, "")`` for a valid stored point of ``key``, else ``(None, why not)``."""
+    """``(row, "")`` for a valid stored point of ``key`` (whose inputs are ``ident``),
+    else ``(None, why not)``."""
     if not isinstance(data, dict):
         return None, "not a JSON object"
     if data.get("format") != FORMAT:
         return None, f"format {data.get('format')!r}, expected {FORMAT}"
-    if data.get("key") != key or _canonical(data.get("ident")) != _canonical(ident):
+    if data.get("key") != key or not _same(data.get("ident"), ident):
         return None, "its key or inputs are not this point's"
     row = data.get("row")
     if not isinstance(row, dict):
@@ -350,7 +359,7 @@ def _check_point(data, key: str, ident: dict) -> tuple[dict | None, str]:
     if row.get("status") not in ("done", "failed"):
         return None, f"status {row.get('status')!r}"
     expected = _identity_row(ident)
-    if _canonical({k: row.get(k) for k in expected}) != _canonical(expected):
+    if not all(_same(row.get(k), v) for k, v in expected.items()):
         return None, "its row is not this point's"
     if not isinstance(row.get("error"), str) or not isinstance(row.get("wall_time_s"),
                                                                 int | float):
@@ -488,7 +497,7 @@ class Sweep:
 
     def __post_init__(self):
         self.points = self.spec.points()
-        self.keys = [point_key(self.spec, p, self.digest) for p in self.points]
+        self.keys = [_key_of(_canonical(self._ident(p))) for p in self.points]
 
     @property
     def store(self) -> Path:
