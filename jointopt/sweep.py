@@ -41,6 +41,7 @@ import hashlib
 import itertools
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -393,12 +394,43 @@ def _stamp_of(path: Path):
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+#: File descriptors of the claims this process holds. A forked child (a pool worker)
+#: closes its copies at once: a lock belongs to the open file, which a child's copy would
+#: keep alive after this process died (an orphaned worker blocking every later run).
+_HELD: set[int] = set()
+
+
+def _drop_inherited_claims() -> None:
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_claims)
+
+
 class _Claim:
-    """An exclusive OS lock on ``points/<key>.claim`` while this process runs the point.
-    The kernel drops it when the process dies, so no claim outlives its run."""
+    """An exclusive OS lock on ``points/<key>.claim`` while this process runs the point;
+    the file names the holder (``pid@host``). The kernel drops the lock when the process
+    dies, so no claim outlives its run."""
 
     def __init__(self, path: Path, fd: int | None):
         self.path, self.fd = path, fd
+        if fd is not None:
+            _HELD.add(fd)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode())
+
+    @staticmethod
+    def holder(path: Path) -> str:
+        """Who holds the claim at ``path`` (``pid@host``), as far as its file says."""
+        try:
+            return path.read_text().strip() or "?"
+        except (OSError, UnicodeDecodeError):
+            return "?"
 
     @classmethod
     def take(cls, path: Path) -> _Claim | None:
@@ -424,6 +456,7 @@ class _Claim:
             return
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+        _HELD.discard(self.fd)
         os.close(self.fd)
         self.fd = None
 
@@ -595,6 +628,7 @@ class _Run:
         self.queue = queue           # points not yet tried to claim
         self.deferred = deque()      # points a concurrent copy holds
         self.claims: dict[str, _Claim] = {}
+        self.told = False
 
     def next_point(self):
         """``(key, point)`` claimed by this run, or ``None`` when none can be claimed now.
@@ -620,6 +654,17 @@ class _Run:
 
     def waiting(self) -> bool:
         return bool(self.queue or self.deferred)
+
+    def wait_for_others(self) -> None:
+        """Nothing to run here but points another run holds: say so once, look again soon."""
+        if not self.told:
+            self.told = True
+            holders = sorted({_Claim.holder(self.sweep.store / f"{k}.claim")
+                              for k, _ in self.deferred})
+            warnings.warn(f"waiting for {len(self.deferred)} point(s) that another run of this "
+                          f"sweep is running (pid@host {', '.join(holders[:3])}); they run "
+                          "here if it stops", stacklevel=4)
+        time.sleep(POLL_S)
 
     def record(self, key: str, point: dict, row: dict) -> None:
         ident = self.sweep._ident(point)
@@ -647,7 +692,7 @@ class _Run:
         while self.waiting():
             item = self.next_point()
             if item is None:
-                time.sleep(POLL_S)
+                self.wait_for_others()
                 continue
             key, point = item
             self.record(key, point, runner(spec, point, scenario))
@@ -688,7 +733,7 @@ class _Run:
                 if not pending and not broken:
                     if not (self.waiting() or suspects):
                         return
-                    time.sleep(POLL_S)   # only points a concurrent copy holds are left
+                    self.wait_for_others()   # only points a concurrent copy holds are left
                     continue
                 if not broken:
                     finished, _ = wait(pending, timeout=POLL_S if self.deferred else None,

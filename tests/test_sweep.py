@@ -261,6 +261,34 @@ def test_two_copies_of_one_sweep_share_the_work(tmp_path):
     assert not [p.name for p in (out / "points").iterdir() if not p.name.endswith(".json")]
 
 
+def test_a_forked_child_does_not_keep_a_claim_alive(tmp_path):
+    """A pool worker forked while the sweep holds claims must not keep them: after a
+    ``kill -9`` of the sweep, its orphaned workers would block every later run."""
+    claim = sweep._Claim.take(tmp_path / "k.claim")
+    assert claim is not None and sweep._Claim.take(tmp_path / "k.claim") is None
+    assert str(os.getpid()) in sweep._Claim.holder(tmp_path / "k.claim")
+    ready_r, ready_w = os.pipe()
+    stop_r, stop_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                       # the child outlives the claim's owner
+        os.write(ready_w, b"x")                        # (its at-fork hook has run)
+        os.read(stop_r, 1)
+        os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        assert sweep._HELD == {claim.fd}
+        os.close(claim.fd)                             # the owner "dies": its copy closes
+        sweep._HELD.clear()
+        again = sweep._Claim.take(tmp_path / "k.claim")
+        assert again is not None                       # the child held no copy
+        again.release()
+    finally:
+        os.write(stop_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, stop_r, stop_w):
+            os.close(fd)
+
+
 def _kill_worker(spec, point, scenario):
     """Test runner: the point at ``clients.budget == 2.0`` kills the worker process that
     runs it (SIGKILL, as the out-of-memory killer would); other points run normally. Never
