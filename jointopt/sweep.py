@@ -37,6 +37,7 @@ process: a point that kills it kills the sweep (run again to resume).
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import itertools
 import json
@@ -284,8 +285,6 @@ def solve_metrics(result) -> dict:
 def run_point(spec: SweepSpec, point: dict, scenario: dict) -> dict:
     """Run one point of a resolved spec on the scenario's content (``scenario``, read once
     for the whole sweep); never raises: a failure comes back as a row with its error."""
-    import copy
-
     from jointopt import scenarios
     from jointopt.surrogate import simulate
 
@@ -490,6 +489,8 @@ def _short(value) -> str:
 
 @dataclass
 class SweepReport:
+    """What one run of a sweep did: points in all, run here (done or failed), skipped."""
+
     total: int
     done: int
     failed: int
@@ -699,22 +700,24 @@ class _Run:
 
     def pooled(self, runner, executor, workers: int, limit: int) -> None:
         """Keep up to ``limit`` points in flight. A broken pool of our own is replaced; the
-        points it held are suspects, run again one at a time so that a point whose worker
-        dies is known, and recorded as failed after :data:`MAX_WORKER_DEATHS` deaths."""
+        points it held are suspects, each run again alone (nothing else in flight) so that
+        a point whose worker dies is known, and recorded as failed after
+        :data:`MAX_WORKER_DEATHS` deaths."""
         spec, scenario = self.sweep.spec, self.sweep.scenario
         own = executor is None
         pool = ProcessPoolExecutor(max_workers=workers) if own else executor
         pending: dict = {}
         suspects: deque = deque()
         deaths: Counter = Counter()
+        alone = False        # a suspect is in flight, alone
         try:
             while True:
                 broken = False
-                while len(pending) < limit and not broken:
+                while len(pending) < limit and not alone:
                     if suspects:
                         if pending:
-                            break    # a suspect runs alone
-                        item = suspects.popleft()
+                            break
+                        item, alone = suspects.popleft(), True
                     elif not self.waiting():
                         break
                     else:
@@ -730,6 +733,7 @@ class _Run:
                                                 "the sweep own its pool (workers=N)") from None
                         suspects.appendleft(item)
                         broken = True
+                        break
                 if not pending and not broken:
                     if not (self.waiting() or suspects):
                         return
@@ -746,25 +750,31 @@ class _Run:
                         key, point = pending.pop(fut)
                         self.record(key, point, fut.result() if exc is None
                                     else _failed_row(point, _error_text(exc)))
+                        alone = False
                 if broken:
-                    for fut, (key, point) in list(pending.items()):
-                        if fut.done() and fut.exception() is None:
-                            self.record(key, point, fut.result())
-                            continue
-                        deaths[key] += 1
-                        if deaths[key] >= MAX_WORKER_DEATHS:
-                            self.record(key, point, _failed_row(
-                                point, f"WorkerDied: the worker process running this point "
-                                       f"died {deaths[key]} times (killed by a signal or out "
-                                       "of memory)"))
-                        else:
-                            suspects.append((key, point))
-                    pending.clear()
+                    self._lost(pending, suspects, deaths)
+                    alone = False
                     pool.shutdown(wait=True, cancel_futures=True)
                     pool = ProcessPoolExecutor(max_workers=workers)
         finally:
             if own:
                 pool.shutdown(wait=False, cancel_futures=True)
+
+    def _lost(self, pending: dict, suspects: deque, deaths: Counter) -> None:
+        """The points in flight when a pool broke: each finished one recorded, each other
+        one a suspect, or failed once its worker died :data:`MAX_WORKER_DEATHS` times."""
+        for fut, (key, point) in pending.items():
+            if fut.done() and fut.exception() is None:
+                self.record(key, point, fut.result())
+                continue
+            deaths[key] += 1
+            if deaths[key] >= MAX_WORKER_DEATHS:
+                self.record(key, point, _failed_row(
+                    point, f"WorkerDied: the worker process running this point died "
+                           f"{deaths[key]} times (killed by a signal or out of memory)"))
+            else:
+                suspects.append((key, point))
+        pending.clear()
 
 
 def _read_manifest(out: Path) -> dict | None:
