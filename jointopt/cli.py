@@ -117,6 +117,9 @@ def _cmd_sweep(args) -> int:
     if args.random:
         changes["random"] = {**spec.random, **sweep.parse_random(args.random)}
     if args.samples is not None:
+        if not changes.get("random", spec.random):
+            raise ValidationError("--samples", "needs --random PATH=LO:HI (it is the number of "
+                                               "random draws); without it it would be ignored")
         changes["samples"] = args.samples
     if args.command:
         changes["command"] = args.command
@@ -124,12 +127,7 @@ def _cmd_sweep(args) -> int:
         from jointopt.policies import POLICIES
 
         names = [p for item in args.policy for p in item.split(",")]
-        names = list(POLICIES) if names == ["all"] else names
-        for name in names:
-            if name not in POLICIES:
-                raise ValidationError("--policy", f"unknown policy {name!r}; choose from "
-                                                  f"{', '.join(POLICIES)} or all")
-        changes["policies"] = tuple(names)
+        changes["policies"] = tuple(POLICIES) if names == ["all"] else tuple(names)
     if args.seeds:
         try:
             changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
@@ -137,9 +135,12 @@ def _cmd_sweep(args) -> int:
             raise ValidationError("--seeds", f"expects S1,S2,..., got {args.seeds!r}") from None
     if args.rounds is not None:
         changes["rounds"] = args.rounds
-    spec = replace(spec, **changes)
-    scenarios.load(spec.scenario)  # a bad scenario fails here, once, not at every point
-    executor, cluster = None, None
+    if args.workers < 1:
+        raise ValidationError("--workers", f"must be >= 1, got {args.workers}")
+    # the scenario is read and checked once, the options against its kind, and the
+    # directory taken (another sweep's is refused), all before any worker starts
+    run = sweep.open_sweep(replace(spec, **changes), args.out)
+    executor, cluster, limit = None, None, None
     if args.scheduler or args.dask_local:
         try:
             from dask.distributed import Client, LocalCluster
@@ -152,18 +153,18 @@ def _cmd_sweep(args) -> int:
         else:
             client = Client(args.scheduler)
         executor = client.get_executor()
-    if args.workers < 1:
-        raise ValidationError("--workers", f"must be >= 1, got {args.workers}")
+        # two points per worker thread in flight; each holds a claim file open
+        limit = min(512, max(2 * args.workers, 2 * sum(client.nthreads().values())))
     progress = sys.stderr.isatty() and not args.no_progress
     try:
-        report = sweep.run_sweep(spec, args.out, workers=args.workers, progress=progress,
-                                 executor=executor)
+        report = run.run(workers=args.workers, progress=progress, executor=executor,
+                         max_in_flight=limit)
     finally:
         if executor is not None:
             client.close()
             if cluster is not None:
                 cluster.close()
-    table = sweep.collect(args.out)
+    table = run.table()
     path = sweep.write_table(table, args.out, args.format) if len(table) else None
     print(report.line(), file=sys.stderr)
     if path:
@@ -315,22 +316,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("sweep", help="run a parameter sweep; resumable, on a pool or Dask")
-    p.add_argument("scenario", nargs="?", help="built-in scenario name or a scenario file")
+    p.add_argument("scenario", nargs="?",
+                   help="built-in scenario name or a scenario file (default: the --spec "
+                        "file's, else default)")
     p.add_argument("--spec", metavar="TOML", help="sweep description ([sweep] table)")
     p.add_argument("--grid", action="append", metavar="PATH=V1,V2,...",
                    help="values at a dotted path into the scenario (repeatable)")
     p.add_argument("--random", action="append", metavar="PATH=LO:HI",
                    help="uniform draws at a dotted path (repeatable; with --samples)")
-    p.add_argument("--samples", type=int, help="number of random draws")
-    p.add_argument("--command", choices=("solve", "simulate"), help="what each point runs")
-    p.add_argument("--policy", action="append", help="policies for simulate (NAME,... or all)")
-    p.add_argument("--seeds", help="seeds S1,S2,... (default 0)")
-    p.add_argument("--rounds", type=int, help="rounds for simulate")
-    p.add_argument("--out", required=True, metavar="RESULTS", help="results directory")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--samples", type=int, help="number of random draws (needs --random)")
+    p.add_argument("--command", choices=("solve", "simulate"),
+                   help="what each point runs (default: simulate for joint_training_inference "
+                        "scenarios, solve for every other kind)")
+    p.add_argument("--policy", action="append",
+                   help="policies for simulate (NAME,... or all; default: online)")
+    p.add_argument("--seeds", help="seeds for simulate, S1,S2,... (default: 0)")
+    p.add_argument("--rounds", type=int,
+                   help="rounds for simulate (default: the scenario's simulation.rounds)")
+    p.add_argument("--out", required=True, metavar="RESULTS",
+                   help="results directory; it belongs to one sweep (another is refused)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default: 1, in this process)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler")
     p.add_argument("--dask-local", action="store_true", help="a Dask LocalCluster of --workers")
-    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                   help="results table format: csv, or parquet with pyarrow "
+                        "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_sweep)
 
