@@ -581,10 +581,17 @@ class BetaEntropyModel:
         return mixture_rate(self.pi_main(e_th), self.pi_ood(e_th), p)
 
     def accuracy(self, e_th, p) -> np.ndarray:
+        kept, offloaded = self.accuracy_parts(e_th, p)
+        return kept + offloaded
+
+    def accuracy_parts(self, e_th, p) -> tuple[np.ndarray, np.ndarray]:
+        """The two parts of :meth:`accuracy`: the share of requests answered correctly by the
+        client exit (kept, ``H <= E_th``) and by the server exit (offloaded); they sum to
+        the accuracy. ``e_th`` and ``p`` broadcast (e.g. a grid against one p per client)."""
         pm, po = self.pi_main(e_th), self.pi_ood(e_th)
-        a_main = self.client_acc_main * (1 - pm) + self.server_acc_main * pm
-        a_ood = self.client_acc_ood * (1 - po) + self.server_acc_ood * po
-        return mixture_accuracy(a_main, a_ood, p)
+        kept = mixture_accuracy(self.client_acc_main * (1 - pm), self.client_acc_ood * (1 - po), p)
+        offloaded = mixture_accuracy(self.server_acc_main * pm, self.server_acc_ood * po, p)
+        return kept, offloaded
 
     def curve(self, p: float, n_grid: int = 257) -> OffloadCurve:
         """Candidates -1, then ``n_grid`` points on [0, ln C]."""
