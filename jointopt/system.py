@@ -36,3 +36,26 @@ def headline_rows(result: SolveResult) -> list[tuple[str, str]]:
                      + f" ({d['exit_rule']})"))
     rows.append(("note", "heuristic over exact stage solvers; no optimality claim"))
     return rows
+
+
+def deployment_plan(problem, result: SolveResult | None = None):
+    """The ``deployment_plan`` problem of the system's plan (stage G): the scenario named by
+    ``deployment.base`` with the plan's hierarchical topology written over it
+    (:func:`jointopt.solvers.system.deployment.deployment_problem`); ``result`` defaults to
+    the joint plan."""
+    from jointopt import scenarios
+    from jointopt.errors import ValidationError
+    from jointopt.solvers.system.deployment import deployment_problem
+
+    base = problem.deployment.base
+    if base is None:
+        raise ValidationError("deployment.base", "is required to plan the deployment: name a "
+                                                 "deployment_plan scenario holding the fleet's "
+                                                 "telemetry, costs and budgets")
+    data = scenarios.read_scenario(base)
+    if data.get("kind") != "deployment_plan":
+        raise ValidationError("deployment.base", f"must name a deployment_plan scenario, got "
+                                                 f"kind {data.get('kind')!r}")
+    if result is None:
+        result = problem.solve()
+    return deployment_problem(problem, result, data)

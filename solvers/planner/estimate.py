@@ -18,6 +18,7 @@ import numpy as np
 from jointopt.models import planner as pm
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.errors import InfeasibleError, ValidationError
+from jointopt.solvers.planner import hierarchy
 from jointopt.solvers.planner.problem import TAGS, DeploymentPlanProblem
 
 KAPPA = 3.0          # [peer] FedScale: backward ~ 2x forward
@@ -226,6 +227,7 @@ def estimate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
         "B")
     put("payload_up_bytes", s_u, ["model.n_params_trainable", "model.bytes_per_param_up",
                                   "model.secagg_expansion"], "analytic", "B")
+    hier = hierarchy.place(problem, s_d) if problem.hierarchy is not None else None
 
     # 4.2-4.3 single tasks ------------------------------------------------------------------
     sampler, mean_work = _work_sampler(problem)
@@ -310,6 +312,8 @@ def estimate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
         est.hourly["ok"] = ok_h.tolist()
         put("hours_ok_per_day", n_ok, POOL_IN, "analytic", "h")
         t_agg = sv.agg_cpu_s_per_step + K * sv.agg_cpu_s_per_update / sv.cores_per_instance
+        if hier is not None:  # edge hosts aggregate; the cloud every l-th round
+            t_agg = hier.edge_round_overhead_s(s_d, s_u, sv, problem.hierarchy)
         sr = pm.sync_rounds(rng, n_mc, K, C, fleet, s_d, s_u, sampler, t_ovh=tp.t_ovh_s,
                             timeout=tp.timeout_s, dwell_mean=pop.dwell_mean_s, t_agg=t_agg)
         est.round_times = sr.round_times
@@ -328,6 +332,8 @@ def estimate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
         put("rounds_to_target", {"p50": float(np.percentile(R_draw, 50)),
                                  "p90": float(np.percentile(R_draw, 90)), "median_fit": R_med},
             CONV_IN, f"fit+montecarlo({n_outer})", "rounds")
+        if hier is not None:
+            hierarchy.record(put, hier, problem.hierarchy, s_d, s_u, sv, V["rounds_to_target"])
         rounds_per_s_peak = 1.0 / sr.mean
         cpu_util = ((K * sv.agg_cpu_s_per_update + sv.agg_cpu_s_per_step) * rounds_per_s_peak
                     / (sv.n_instances * sv.cores_per_instance))
@@ -516,7 +522,9 @@ def estimate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
             ingress_gb_usd=cr.ingress_gb_usd, gb_up=per_unit["bytes_up"] * uq / 1e9,
             storage_gb_month_usd=cr.storage_gb_month_usd,
             gb_month=mdl.checkpoint_bytes * mdl.checkpoints_kept / 1e9 * dq / 30.0,
-            cloud_infer_per_1k_usd=cr.cloud_infer_per_1k_usd, q_cloud=cloud_req_day * dq)
+            cloud_infer_per_1k_usd=cr.cloud_infer_per_1k_usd, q_cloud=cloud_req_day * dq,
+            backbone_gb_usd=cr.backbone_gb_usd,
+            gb_backbone=V["backbone_bytes"][f"p{q}"] / 1e9 if hier is not None else 0.0)
     put("cloud_usd", {"p50": usd[50]["total"], "p90": usd[90]["total"]}, COST_IN + CONV_IN,
         mco, "USD")
     put("cloud_usd_breakdown", {k: v for k, v in usd[50].items() if k != "total"}, COST_IN,

@@ -33,6 +33,8 @@ Scenario layout (TOML)::
                  device_data, host_data, cloud_data (exit weights, cis_early_exit)
     [placement]  method ("auto", "highs", "heuristic"), time_limit, beta, association
     [loop]       max_iters, tol, w_grid
+    [deployment] base (a deployment_plan scenario), edge_agg_s, backbone_mbps,
+                 backbone_rtt_s: the gates of ``jointopt plan`` on the hierarchical topology
 """
 
 from __future__ import annotations
@@ -345,6 +347,27 @@ class Loop(Section):
         return self
 
 
+class Deployment(Section):
+    """The deployment gates (``jointopt plan``): ``base`` names a ``deployment_plan``
+    scenario (built-in name or path) holding what the system does not describe (fleet
+    telemetry, convergence calibration, server, cost rates, budgets); the plan adds the
+    hierarchical topology from the placement, the edge aggregation step ``edge_agg_s`` (s),
+    the host-cloud link (``backbone_mbps``, ``backbone_rtt_s``), the model's size and the
+    results per round the allocation expects."""
+
+    base: str | None = None
+    edge_agg_s: float = 0.5
+    backbone_mbps: float = 100.0
+    backbone_rtt_s: float = 0.05
+
+    @pydantic.model_validator(mode="after")
+    def _valid(self):
+        check_range("deployment.edge_agg_s", self.edge_agg_s, ge=0.0)
+        check_range("deployment.backbone_mbps", self.backbone_mbps, gt=0.0)
+        check_range("deployment.backbone_rtt_s", self.backbone_rtt_s, ge=0.0)
+        return self
+
+
 class EdgeSystemProblem(ProblemBase):
     """One deployment, one plan: placement, serving (split or early exits), allocation.
 
@@ -366,6 +389,7 @@ class EdgeSystemProblem(ProblemBase):
     training: Training = Training()
     placement: Placement = Placement()
     loop: Loop = Loop()
+    deployment: Deployment = Deployment()
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):
