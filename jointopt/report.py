@@ -218,9 +218,21 @@ FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
            "hfl": ("host_loads.png", _plot_hfl)}
 
 
+def _write_system(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
+    from jointopt.system import write_outputs as write
+
+    return write(result, problem, out)
+
+
+#: ``kind -> write(result, problem, out) -> [Path]``: a kind whose ``--out`` files are its own
+WRITERS = {"edge_system": _write_system}
+
+
 def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
     """``result.json``, ``decisions.csv`` and the kind's figure (:data:`FIGURES`) under
-    ``out``."""
+    ``out`` (a kind in :data:`WRITERS` writes its own files)."""
+    if problem.kind in WRITERS:
+        return WRITERS[problem.kind](result, problem, out)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "result.json", out / "decisions.csv"]

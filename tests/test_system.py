@@ -281,3 +281,25 @@ def test_scenario_round_trips_and_is_registered(tmp_path):
     again = jointopt.load_scenario(jointopt.dump(problem, tmp_path / "s.toml"))
     assert again == problem
     np.testing.assert_array_equal(again.homes, problem.homes)
+
+
+def test_out_writes_result_tables_report_and_figure(tmp_path):
+    from jointopt.system import write_outputs
+
+    problem = EdgeSystemProblem.from_dict(system(7, 2, seed=6))
+    result = problem.solve()
+    paths = write_outputs(result, problem, tmp_path)
+    names = {p.name for p in paths}
+    assert names == {"result.json", "devices.csv", "hosts.csv", "trajectory.csv",
+                     "report.md", "system.png"}
+    import pandas as pd
+
+    devices = pd.read_csv(tmp_path / "devices.csv")
+    hosts = pd.read_csv(tmp_path / "hosts.csv")
+    assert len(devices) == 7 and len(hosts) == 2
+    np.testing.assert_allclose(hosts["load"], result.diagnostics["host_load"])
+    np.testing.assert_allclose(devices["edge_load"], result.decisions["edge_load"])
+    report = (tmp_path / "report.md").read_text()
+    assert "Joint against siloed" in report and "no optimality" in report
+    assert (tmp_path / "system.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "result.json").read_text())["kind"] == "edge_system"

@@ -265,12 +265,12 @@ def solve_system(problem, method: str, *, max_iters: int | None = None, progress
     plan, metrics, k_best = best
     if not metrics["feasible"]:
         notes.append("no feasible plan found: the returned plan is the least overloaded one")
-    return _result(problem, ctx, method, plan, metrics, k_best, silo_m, trajectory, logs,
+    return _result(problem, method, plan, metrics, k_best, silo, silo_m, trajectory, logs,
                    totals, notes, loop_status, time.perf_counter() - t_start)
 
 
-def _result(problem, ctx, method, plan: Plan, metrics, k_best, silo_m, trajectory, logs,
-            totals, notes, loop_status, seconds) -> SystemResult:
+def _result(problem, method, plan: Plan, metrics, k_best, silo_plan: Plan, silo_m, trajectory,
+            logs, totals, notes, loop_status, seconds) -> SystemResult:
     al = plan.alloc
     on = plan.association >= 0
     decisions = {
@@ -284,8 +284,9 @@ def _result(problem, ctx, method, plan: Plan, metrics, k_best, silo_m, trajector
         "cut": plan.cut.astype(np.int64), "threshold": plan.threshold,
     }
     diag = {**scalars(metrics),
-            "siloed": {**scalars(silo_m), "notes": [n for n in notes
-                                                    if n.startswith("siloed")]},
+            "siloed": {**scalars(silo_m), "host_load": silo_m["host_load"],
+                       "association": silo_plan.association,
+                       "notes": [n for n in notes if n.startswith("siloed")]},
             "gain_over_siloed": metrics["timely_accuracy"] - silo_m["timely_accuracy"],
             "loop_status": loop_status, "best_iterate": k_best,
             "trajectory": trajectory, "stage_status": logs[k_best].status,
