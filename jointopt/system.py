@@ -9,6 +9,8 @@ figure, the online simulation). The plan itself is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from jointopt.solvers.base import SolveResult
@@ -334,3 +336,267 @@ def _trajectory(ax, result: SolveResult) -> None:
     ax.set_title("(d) the joint loop", loc="left", fontsize=10)
     ax.legend(fontsize=7.5, loc="upper left")
     ax.grid(alpha=0.3)
+
+
+# -- the online run -------------------------------------------------------------------------------
+class _Recording:
+    """A policy that delegates to another and keeps what it saw and decided each round."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+        self.seen: list = []
+        self.decided: list = []
+
+    def reset(self, problem) -> None:
+        self.inner.reset(problem)
+        self.seen.clear()
+        self.decided.clear()
+
+    def decide(self, obs):
+        x = self.inner.decide(obs)
+        self.seen.append(obs)
+        self.decided.append(x)
+        return x
+
+    @property
+    def backlog(self) -> float:
+        return self.inner.backlog
+
+
+def simulate_plan(problem, plan: dict, policy: str = "online", *, rounds: int | None = None,
+                  seed: int = 0, progress: bool = False, label: str = "joint"):
+    """Run a plan online for ``rounds`` rounds [project choice]: ``policy`` (the online
+    drift-plus-penalty controller by default, or a baseline of the joint allocator) decides
+    ``q, d, mu`` of the associated devices every round in the joint allocator's surrogate
+    (participation, downloads, age of model, the global error ``K``), each device serving
+    the share of its requests the plan keeps on it; the plan's association, offload rates
+    and cuts stay fixed. Each round requests arrive ``Poisson(lambda slot)``; a device keeps
+    each with probability ``1 - o_n`` and serves it on time with its M/M/1 probability at
+    the round's ``mu``; offloaded requests feed their host's queue, a backlog carried from
+    round to round (``B <- max(0, B + arrivals - mu_m slot)``) in front of an M/M/1 server at
+    the round's arrival rate: an offloaded request is on time with probability
+    ``1 - exp(-(mu_m - rate)(tau - fixed delays - B / mu_m))`` (0 if ``rate >= mu_m``);
+    devices without a host send every request to the cloud. Correct answers: the exit's
+    accuracy on the requests of that tier times the freshness of the copy that serves them.
+    ``plan``: ``association``, ``offload``, ``cut``, ``host_cut`` (a result's decisions and
+    diagnostics, or its siloed plan). Returns a :class:`SystemSimulation`."""
+    import pandas as pd
+
+    from jointopt.models.queueing import on_time_fraction
+    from jointopt.policies import make_policy
+    from jointopt.solvers.system.stages import Context
+    from jointopt.surrogate import simulate
+
+    ctx = Context(problem)
+    T = problem.simulation.rounds if rounds is None else int(rounds)
+    slot = problem.simulation.slot
+    lam, tau = ctx.lam, ctx.tau
+    a = np.asarray(plan["association"], dtype=np.int64)
+    on = a >= 0
+    members = np.flatnonzero(on)
+    o = np.where(on, np.asarray(plan["offload"], float), 1.0)
+    cut = np.asarray(plan["cut"], dtype=np.int64)
+    host_cut = np.asarray(plan["host_cut"], dtype=np.int64)
+    served = np.minimum(lam * (1.0 - o), problem.serve_max)
+    kept, off = np.zeros(problem.N), np.zeros(problem.N)
+    has = on & (cut >= 0)
+    if has.any():
+        kept[has], off[has] = ctx.parts_at(cut[has], o[has])
+    if problem.mode == "device_only":
+        kept[on] = ctx.parts_at(np.full(int(on.sum()), problem.cuts[0]),
+                                np.zeros(int(on.sum())))[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kept_acc = np.where(o < 1, kept / (1.0 - o), 0.0)
+        off_acc = np.where(o > 0, off / o, 0.0)
+    mu_host = np.zeros(problem.M)
+    for s in problem.cuts:
+        mu_host[host_cut == s] = problem.host_service_rate(s)[host_cut == s]
+    fixed = np.zeros(problem.N)
+    for s in problem.cuts:
+        k = cut == s
+        fixed[k] = problem.device_time(s)[k] + problem.upload_time(s)[k]
+    fixed[on] += problem.delay[members, a[members]]
+    acc0 = ctx.acc_top
+
+    recorder = _Recording(make_policy(policy))
+    K_state = problem.training.state.K
+    if members.size:
+        sub = ctx.jti_base.subset(members, arrival_rate=served[members])
+        surrogate = simulate(sub, recorder, rounds=T + 1, seed=seed, progress=progress)
+        K = np.array([obs.K for obs in recorder.seen[1:T + 1]])
+        held = [obs.held_error for obs in recorder.seen[1:T + 1]]
+        mus = [x.mu for x in recorder.decided[:T]]
+        stable = surrogate.table.iloc[:T]
+    else:
+        K, held, mus, stable = np.full(T, K_state), [np.zeros(0)] * T, [np.zeros(0)] * T, None
+    rng = np.random.default_rng([seed, 2])
+    backlog = np.zeros(problem.M)
+    rows = []
+    for t in range(T):
+        fresh_up = float(ctx.acc_map(K[t])) / acc0
+        mu = np.zeros(problem.N)
+        mu[members] = mus[t]
+        fresh = np.zeros(problem.N)
+        fresh[members] = np.asarray(ctx.acc_map(held[t]), float) / acc0
+        arrivals = rng.poisson(lam * slot)
+        keep = np.where(on, rng.binomial(arrivals, np.clip(1.0 - o, 0.0, 1.0)), 0)
+        sent = np.where(on, arrivals - keep, 0)
+        to_cloud = np.where(on, 0, arrivals)
+        p_dev = np.where(served > 0, on_time_fraction(served, mu, tau), 0.0)
+        load = np.bincount(a[on], weights=sent[on], minlength=problem.M) / slot
+        wait = np.where(mu_host > 0, backlog / np.where(mu_host > 0, mu_host, 1.0), np.inf)
+        gap = mu_host[np.maximum(a, 0)] - load[np.maximum(a, 0)]
+        slack = tau - fixed - wait[np.maximum(a, 0)]
+        p_edge = np.where(on & (gap > 0) & (slack > 0),
+                          -np.expm1(-np.maximum(gap, 0.0) * np.maximum(slack, 0.0)), 0.0)
+        dev_ok = rng.binomial(keep, p_dev)
+        edge_ok = rng.binomial(sent, p_edge)
+        cloud_ok = rng.binomial(to_cloud, ctx.cloud_on_time)
+        correct = (rng.binomial(dev_ok, np.clip(kept_acc * fresh, 0.0, 1.0)).sum()
+                   + rng.binomial(edge_ok, np.clip(off_acc * fresh_up, 0.0, 1.0)).sum()
+                   + rng.binomial(cloud_ok, np.clip(ctx.cloud_acc * fresh_up, 0.0, 1.0)).sum())
+        expected = np.where(on, served * p_dev * kept_acc * fresh
+                            + lam * o * p_edge * off_acc * fresh_up,
+                            lam * ctx.cloud_on_time * ctx.cloud_acc * fresh_up)
+        backlog = np.maximum(backlog + load * slot - mu_host * slot, 0.0)
+        n_req = int(arrivals.sum())
+        rows.append({
+            "round": t, "K": float(K[t]), "requests": n_req, "correct": int(correct),
+            "timely_accuracy": correct / max(n_req, 1),
+            "expected_timely_accuracy": float(expected.sum() / lam.sum()) if lam.sum() > 0
+            else float("nan"),
+            "device_on_time": dev_ok.sum() / keep.sum() if keep.sum() else np.nan,
+            "edge_on_time": edge_ok.sum() / sent.sum() if sent.sum() else np.nan,
+            "cloud_on_time": cloud_ok.sum() / to_cloud.sum() if to_cloud.sum() else np.nan,
+            "share_edge": sent.sum() / max(n_req, 1),
+            "max_host_utilisation": float(np.max(np.where(mu_host > 0, load / np.where(
+                mu_host > 0, mu_host, 1.0), 0.0), initial=0.0)),
+            "max_host_backlog": float(backlog.max(initial=0.0)),
+            "mean_mu": float(mus[t].mean()) if members.size else 0.0,
+            "resource_use": float(stable["resource_use"].iloc[t]) if stable is not None
+            else 0.0,
+            "virtual_backlog": float(stable["backlog"].iloc[t]) if stable is not None else 0.0,
+        })
+    table = pd.DataFrame(rows)
+    table.insert(0, "policy", recorder.name)
+    table.insert(0, "plan", label)
+    total = max(int(table["requests"].sum()), 1)
+    summary = {
+        "avg_timely_accuracy": float(table["correct"].sum() / total),
+        "expected_timely_accuracy": float(table["expected_timely_accuracy"].mean()),
+        "edge_on_time": _mean(table["edge_on_time"]),
+        "device_on_time": _mean(table["device_on_time"]),
+        "cloud_on_time": _mean(table["cloud_on_time"]),
+        "max_host_utilisation": float(table["max_host_utilisation"].max()),
+        "max_host_backlog": float(table["max_host_backlog"].max()),
+        "final_host_backlog": float(table["max_host_backlog"].iloc[-1]),
+        "mean_K": float(table["K"].mean()),
+        "avg_resource_use": float(table["resource_use"].mean()),
+        "mean_virtual_backlog": float(table["virtual_backlog"].mean()),
+        "rounds": T, "seed": seed}
+    return SystemSimulation(problem.name, label, recorder.name, seed, table, summary)
+
+
+def _mean(column) -> float:
+    """Mean over the rounds that had requests of that kind (NaN if none had)."""
+    values = np.asarray(column, float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+@dataclass
+class SystemSimulation:
+    """One online run of a plan: per-round ``table`` and ``summary``."""
+
+    scenario: str
+    plan: str
+    policy: str
+    seed: int
+    table: object
+    summary: dict
+
+
+def simulate(problem, result: SolveResult | None = None, policies=("online",), *,
+             rounds: int | None = None, seed: int = 0, progress: bool = False
+             ) -> list[SystemSimulation]:
+    """The joint plan and the siloed plan of ``result`` (default: the problem's joint
+    plan), each run online under every policy on the same seed
+    (:func:`simulate_plan`)."""
+    if result is None:
+        result = problem.solve()
+    d = result.diagnostics
+    plans = {"joint": {"association": result.decisions["association"],
+                       "offload": result.decisions["offload"], "cut": result.decisions["cut"],
+                       "host_cut": d["host_cut"]},
+             "siloed": {k: d["siloed"][k] for k in ("association", "offload", "cut",
+                                                    "host_cut")}}
+    return [simulate_plan(problem, plan, name, rounds=rounds, seed=seed, progress=progress,
+                          label=label)
+            for label, plan in plans.items() for name in policies]
+
+
+def simulation_summary(runs: list[SystemSimulation]):
+    """One row per (plan, policy) with the summary numbers."""
+    import pandas as pd
+
+    return pd.DataFrame([{"scenario": r.scenario, "plan": r.plan, "policy": r.policy,
+                          **r.summary} for r in runs])
+
+
+def plot_simulation(runs: list[SystemSimulation], path):
+    """Timely accuracy, the largest host backlog, K and the on-time fraction per tier over
+    the run, one line per (plan, policy)."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    for r in runs:
+        t = r.table
+        smooth = max(1, len(t) // 25)
+        label = f"{r.plan} / {r.policy}"
+        style = "-" if r.plan == "joint" else "--"
+        axes[0, 0].plot(t["round"], t["timely_accuracy"].rolling(smooth).mean(), style,
+                        label=label)
+        axes[0, 1].plot(t["round"], t["max_host_backlog"], style, label=label)
+        axes[1, 0].plot(t["round"], t["K"], style, label=label)
+    names = [f"{r.plan}\n{r.policy}" for r in runs]
+    x = np.arange(len(runs))
+    for j, (tier, color) in enumerate((("device", TIER_COLORS["device"]),
+                                       ("edge", TIER_COLORS["edge"]))):
+        axes[1, 1].bar(x + (j - 0.5) * 0.38,
+                       [np.nan_to_num(r.summary[f"{tier}_on_time"]) for r in runs],
+                       0.38, color=color, label=f"{tier} tier")
+    axes[1, 1].set_xticks(x, names, fontsize=8)
+    axes[0, 0].set(title=f"timely accuracy (rolling mean of {max(1, len(runs[0].table) // 25)}"
+                         " rounds)", xlabel="round")
+    axes[0, 1].set(title="largest host backlog (requests)", xlabel="round")
+    axes[1, 0].set(title="global error proxy K", xlabel="round")
+    axes[1, 1].set(title="mean on-time fraction per tier", ylim=(0, 1))
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{runs[0].scenario}: online run, {len(runs[0].table)} rounds, seed "
+                 f"{runs[0].seed} (joint solid, siloed dashed)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_simulation(runs: list[SystemSimulation], out) -> list:
+    """``rounds.csv`` (every plan and policy), ``summary.csv`` and ``simulation.png``."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "rounds.csv", out / "summary.csv"]
+    pd.concat([r.table for r in runs]).to_csv(paths[0], index=False)
+    simulation_summary(runs).to_csv(paths[1], index=False)
+    paths.append(plot_simulation(runs, out / "simulation.png"))
+    return paths

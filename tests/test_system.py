@@ -303,3 +303,46 @@ def test_out_writes_result_tables_report_and_figure(tmp_path):
     assert "Joint against siloed" in report and "no optimality" in report
     assert (tmp_path / "system.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "result.json").read_text())["kind"] == "edge_system"
+
+
+# -- online run ----------------------------------------------------------------------------------
+def test_online_run_of_the_joint_and_siloed_plans(tmp_path, capsys):
+    import tomli_w
+
+    from jointopt.cli import main
+
+    path = tmp_path / "system.toml"
+    path.write_text(tomli_w.dumps(system(6, 2, seed=8)))
+    assert main(["simulate", str(path), "--rounds", "12", "--seed", "3", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["plans"]) == {"joint", "siloed"} and doc["rounds"] == 12
+    run = doc["plans"]["joint"]["online"]
+    assert 0.0 <= run["avg_timely_accuracy"] <= 1.0 and run["rounds"] == 12
+    # same seed, same numbers
+    assert main(["simulate", str(path), "--rounds", "12", "--seed", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == doc
+
+
+def test_host_queue_grows_when_offloads_exceed_its_service_rate():
+    from jointopt.system import simulate_plan
+
+    problem = EdgeSystemProblem.from_dict(system(4, 1, seed=1, hosts={
+        "count": 1, "capacity": 1e3, "f_host": 2e6}, training={"participation_ratio": 1.0}))
+    cut = problem.cuts[0]
+    mu = float(problem.host_service_rate(cut)[0])
+    plan = {"association": [0, 0, 0, 0], "offload": [1.0] * 4, "cut": [cut] * 4,
+            "host_cut": [cut]}
+    lam = float(problem.devices.arrival_rate.sum())
+    assert lam > mu  # offloads beyond what the host serves
+    run = simulate_plan(problem, plan, rounds=40, seed=0)
+    backlog = run.table["max_host_backlog"].to_numpy()
+    assert backlog[-1] == pytest.approx(40 * (lam - mu), rel=0.25)
+    assert run.summary["edge_on_time"] == 0.0  # an unstable queue is never on time
+
+
+def test_simulate_names_the_kinds_it_takes(capsys):
+    from jointopt.cli import main
+
+    assert main(["simulate", "cis_tree7"]) == 2
+    err = capsys.readouterr().err
+    assert "edge_system" in err and "cis_early_exit" in err

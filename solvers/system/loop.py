@@ -286,6 +286,8 @@ def _result(problem, method, plan: Plan, metrics, k_best, silo_plan: Plan, silo_
     diag = {**scalars(metrics),
             "siloed": {**scalars(silo_m), "host_load": silo_m["host_load"],
                        "association": silo_plan.association,
+                       "offload": np.where(silo_plan.association >= 0, silo_plan.offload, 1.0),
+                       "cut": silo_plan.cut, "host_cut": silo_plan.host_cut,
                        "notes": [n for n in notes if n.startswith("siloed")]},
             "gain_over_siloed": metrics["timely_accuracy"] - silo_m["timely_accuracy"],
             "loop_status": loop_status, "best_iterate": k_best,

@@ -33,6 +33,7 @@ Scenario layout (TOML)::
                  device_data, host_data, cloud_data (exit weights, cis_early_exit)
     [placement]  method ("auto", "highs", "heuristic"), time_limit, beta, association
     [loop]       max_iters, tol, w_grid
+    [simulation] rounds, slot (s): the online run of ``jointopt simulate``
     [deployment] base (a deployment_plan scenario), edge_agg_s, backbone_mbps,
                  backbone_rtt_s: the gates of ``jointopt plan`` on the hierarchical topology
 """
@@ -347,6 +348,19 @@ class Loop(Section):
         return self
 
 
+class Simulation(Section):
+    """``jointopt simulate``: rounds of the online run and the slot length (s) of a round."""
+
+    rounds: int = 100
+    slot: float = 1.0
+
+    @pydantic.model_validator(mode="after")
+    def _valid(self):
+        check_range("simulation.rounds", self.rounds, ge=1)
+        check_range("simulation.slot", self.slot, gt=0.0)
+        return self
+
+
 class Deployment(Section):
     """The deployment gates (``jointopt plan``): ``base`` names a ``deployment_plan``
     scenario (built-in name or path) holding what the system does not describe (fleet
@@ -390,6 +404,7 @@ class EdgeSystemProblem(ProblemBase):
     placement: Placement = Placement()
     loop: Loop = Loop()
     deployment: Deployment = Deployment()
+    simulation: Simulation = Simulation()
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):

@@ -104,7 +104,8 @@ class Context:
                 "convergence": tr.convergence.model_dump(),
                 "accuracy": tr.accuracy.model_dump(),
                 "controller": tr.controller.model_dump(),
-                "state": {"K": tr.state.K, "Z": tr.state.Z}})
+                "state": {"K": tr.state.K, "Z": tr.state.Z},
+                "simulation": {"rounds": p.simulation.rounds, "slot": p.simulation.slot}})
         return self._jti
 
     def system_cut(self, split_cut: int) -> int:
