@@ -346,3 +346,63 @@ def test_simulate_names_the_kinds_it_takes(capsys):
     assert main(["simulate", "cis_tree7"]) == 2
     err = capsys.readouterr().err
     assert "edge_system" in err and "cis_early_exit" in err
+
+
+def test_benchmark_runs_quick(tmp_path):
+    """benchmarks/bench_system.py runs end to end (timings are not checked)."""
+    import pandas as pd
+
+    out = tmp_path / "system.csv"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_system.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Targets" in proc.stdout
+    table = pd.read_csv(out)
+    assert list(table[["N", "M"]].iloc[0]) == [100, 5]
+    for column in ("iterations", "placement_s", "serving_s", "allocation_s", "joint_acc",
+                   "siloed_acc", "joint_overload", "siloed_overload"):
+        assert column in table.columns
+    assert (table["joint_overload"] == 0).all()
+
+
+# -- entry points the edge system added to the kinds it composes ---------------------------------
+def test_batch_envelopes_equal_the_hull_of_each_curve():
+    from jointopt.models import split as sm
+
+    rng = np.random.default_rng(4)
+    curves = [sm.OffloadCurve(e=rng.random(k), q=np.round(rng.random(k), 1), acc=rng.random(k))
+              for k in rng.integers(1, 30, 60)]
+    for one, many in zip((c.envelope() for c in curves), sm.envelopes(curves), strict=True):
+        for key in ("intercepts", "slopes", "vertices_q", "vertices_acc", "vertices_e"):
+            np.testing.assert_allclose(getattr(one, key), getattr(many, key), rtol=1e-12)
+
+
+def test_split_admission_cap_and_subset():
+    base = SplitProblem.from_dict(scenarios.read_scenario("split_default"))
+    free = base.solve()
+    cap = 0.5 * free.diagnostics["load"]
+    capped = base.replace(server={**base.server.model_dump(), "max_load": cap}).solve()
+    assert capped.diagnostics["load"] <= cap * (1 + 1e-9)
+    assert capped.objective <= free.objective + 1e-12
+    sub = base.subset([1, 3])
+    assert sub.n == 2 and sub.clients.request_rate.tolist() == \
+        base.clients.request_rate[[1, 3]].tolist()
+    with pytest.raises(ValidationError, match="server.max_load"):
+        base.replace(server={**base.server.model_dump(), "max_load": 1.0}).solve(
+            method="decoupled")
+
+
+def test_allocation_subset_and_tree_from_association():
+    from jointopt.solvers.cis import CooperativeInferenceProblem
+
+    full = jointopt.load_scenario("default")
+    sub = full.subset([0, 5, 7], arrival_rate=[0.0, 1.0, 2.0])
+    assert sub.n == 3 and sub.clients.arrival_rate.tolist() == [0.0, 1.0, 2.0]
+    assert sub.clients.cap.tolist() == full.clients.cap[[0, 5, 7]].tolist()
+    cis = CooperativeInferenceProblem.from_association(
+        [1, 1, -1, 3], [2.0, 1.0, 4.0, 3.0], [1.0, 0.5, 4.0, 3.0], device_data=10.0)
+    tree = cis.serving_tree
+    assert tree.parent.tolist() == [-1, 0, 0, 1, 1, 0, 2] and tree.exits.tolist() == \
+        [3, 2, 2, 1, 1, 1, 1]
+    np.testing.assert_allclose(tree.exit_rates, [1.5, 4.5, 4.0])  # devices, hosts, cloud

@@ -141,7 +141,7 @@ def cut_data(problem, cut: int, curves) -> CutData:
     c = (net.act_bits(cut, link.bits_per_element) / problem.clients.uplink_rate
          + problem.server.tau0)
     S = float(net.flops_server(cut) / problem.server.f_server)
-    envs = [cv.envelope() for cv in curves]
+    envs = sm.envelopes(curves)
     for i, env in enumerate(envs):
         if env.vertices_q[0] > 1e-9 or env.vertices_q[-1] < 1 - 1e-9:
             raise ValidationError(f"curves[{cut}][{i}]", "must span offload rates 0 and 1 "

@@ -280,8 +280,9 @@ class SplitProblem(ProblemBase):
 
     def synthetic_curves(self) -> dict[int, list[sm.OffloadCurve]]:
         """Per cut, per client offload curves of the synthetic entropy model."""
-        return {s: [self.entropy_model(s).curve(float(p), self.optimizer.n_threshold_grid)
-                    for p in self.clients.ood_ratio] for s in self.cuts}
+        return {s: self.entropy_model(s).curves(self.clients.ood_ratio,
+                                                self.optimizer.n_threshold_grid)
+                for s in self.cuts}
 
     def solve(self, *, method: str | None = None, curves=None, solver: str | None = None,
               **options) -> SolveResult:

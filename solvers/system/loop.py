@@ -10,8 +10,12 @@ kind's own offload curves and no admission cap; the allocation serves what that 
 current edge loads ``D_n``; serving per host given the association, the hosts' capacities
 and the timely offload curves of the current allocation; allocation given what each device
 serves; recompute ``D_n``. It stops when the association and every ``D_n`` change by less
-than the tolerance, after ``max_iters`` iterates, or when an iterate repeats an earlier one
-(a cycle, reported). Every iterate and the siloed plan are scored by the one function
+than the tolerance, when the association holds and the system objective moves by less than
+``loop.objective_tol`` or ``loop.patience`` iterates in a row bring no gain (stalled), after
+``max_iters`` iterates, or when an iterate repeats an earlier one (a cycle, reported).
+When the current loads fit no placement, the placement takes each device's offload above
+what it must forward scaled down (0.75, 0.5, 0.25, 0) until one fits. Every iterate and the
+siloed plan are scored by the one function
 :func:`jointopt.solvers.system.evaluate.evaluate_plan`; the best feasible one (highest
 request-weighted timely accuracy, then least training communication) is returned, so the
 joint plan is never worse than a feasible siloed plan.
@@ -216,6 +220,8 @@ def solve_system(problem, method: str, *, max_iters: int | None = None, progress
         lam_max = float(ctx.lam.max()) if ctx.lam.size else 0.0
         step = problem.loop.tol * max(lam_max, 1e-12)
         seen = {}
+        best_value = silo_m["timely_accuracy"] if silo_m["feasible"] else -math.inf
+        since_best = 0
         for k in range(1, limit + 1):
             log = stages.StageLog()
             t0 = time.perf_counter()
@@ -246,9 +252,22 @@ def solve_system(problem, method: str, *, max_iters: int | None = None, progress
                 f"{metrics['edge_overload']:.3g}, comm {metrics['comm_per_round']:.4g}, "
                 f"{trajectory[-1]['association_changes']} moves")
             new_load = edge_workload(ctx, plan)
-            if (trajectory[-1]["association_changes"] == 0
-                    and np.max(np.abs(new_load - workload), initial=0.0) <= step):
-                loop_status = "converged"
+            value = metrics["timely_accuracy"] if metrics["feasible"] else -math.inf
+            if value > best_value + problem.loop.objective_tol:
+                best_value, since_best = value, 0
+            else:
+                since_best += 1
+            if trajectory[-1]["association_changes"] == 0:
+                if np.max(np.abs(new_load - edge_workload(ctx, cur)), initial=0.0) <= step:
+                    loop_status = "converged"
+                    break
+                moved = abs(metrics["timely_accuracy"] - trajectory[-2]["timely_accuracy"])
+                if moved <= problem.loop.objective_tol:
+                    loop_status = "stalled"
+                    break
+            if since_best >= problem.loop.patience:
+                loop_status = (f"stalled (no gain above {problem.loop.objective_tol:g} in "
+                               f"{since_best} iterates)")
                 break
             key = (association.tobytes(), np.round(new_load / max(step, 1e-300)).tobytes())
             if key in seen:

@@ -318,7 +318,7 @@ class Placement(Section):
     the association (one host index or -1 per device) instead of solving it."""
 
     method: Literal["auto", "highs", "heuristic"] = "auto"
-    exact_limit: int = 20_000
+    exact_limit: int = 5_000
     time_limit: float = 10.0
     beta: float = 0.0
     association: list[int] | None = None
@@ -334,16 +334,23 @@ class Placement(Section):
 class Loop(Section):
     """The joint loop: at most ``max_iters`` iterates; it stops when the association is
     unchanged and no device's edge load moves by more than ``tol`` times the largest request
-    rate. ``w_grid``: sojourn-cap grid of the split solver per host."""
+    rate (converged), or when the association is unchanged and the system objective moved by
+    less than ``objective_tol``, or when ``patience`` iterates in a row did not raise the
+    best objective by more than ``objective_tol`` (stalled). ``w_grid``: sojourn-cap grid of
+    the split solver per host."""
 
     max_iters: int = 10
     tol: float = 1e-3
+    objective_tol: float = 1e-4
+    patience: int = 2
     w_grid: int = 60
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
         check_range("loop.max_iters", self.max_iters, ge=1)
         check_range("loop.tol", self.tol, gt=0.0)
+        check_range("loop.objective_tol", self.objective_tol, ge=0.0)
+        check_range("loop.patience", self.patience, ge=1)
         check_range("loop.w_grid", self.w_grid, ge=2)
         return self
 
