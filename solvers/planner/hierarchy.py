@@ -37,7 +37,7 @@ class HierarchyPlan:
     overflow: np.ndarray
     status: str
     method: str
-    l: float  # noqa: E741 - the spec's symbol
+    l: float  # noqa: E741 - edge rounds per global round, hfl's symbol
 
     @property
     def used(self) -> int:

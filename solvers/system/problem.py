@@ -83,9 +83,6 @@ HOST_FIELDS: dict[str, tuple[float | None, str]] = {
     "delay_other": (0.012, "network delay device -> another host (s)"),
 }
 
-#: the modes of serving requests (spec of the kind: "early_exit" | "split" | "device_only")
-MODES = ("early_exit", "split", "device_only")
-
 
 def _columns(data, fields: dict, section: str, extra: tuple[str, ...]) -> dict:
     """A section of per-item fields: scalars broadcast, lists kept, seeded draws taken."""
@@ -625,4 +622,4 @@ class EdgeSystemProblem(ProblemBase):
         return solve_system(self, self.check_method(method), **options)
 
 
-__all__ = ["DEVICE_FIELDS", "HOST_FIELDS", "MODES", "EdgeSystemProblem"]
+__all__ = ["DEVICE_FIELDS", "HOST_FIELDS", "EdgeSystemProblem"]
