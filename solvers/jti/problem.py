@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import pydantic
 from jointopt.models.accuracy import ACCURACY_MAPS
-from jointopt.models.checks import as_vector, check_range, culprit
+from jointopt.models.checks import as_vector, check_range, culprit, index_vector
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.errors import InfeasibleError, ValidationError
 from jointopt.solvers.base import ProblemBase, Section, SolveResult, Vector, vector_count
@@ -324,11 +324,7 @@ class JointTrainingInferenceProblem(ProblemBase):
         that order), with per-client ``fields`` replaced (one value per kept client, e.g.
         ``arrival_rate`` = the requests each device serves itself): the allocation problem of
         a group of devices. Per-client state (``ebar``, ``Z``) is restricted too."""
-        idx = np.asarray(clients, dtype=int).reshape(-1)
-        if idx.size == 0:
-            raise ValidationError("clients", "a subset needs at least one client")
-        if idx.min() < 0 or idx.max() >= self.n:
-            raise ValidationError("clients", f"indices must lie in 0..{self.n - 1}")
+        idx = index_vector("clients", clients, self.n)
         for key in fields:
             if key not in CLIENT_FIELDS:
                 raise ValidationError(f"clients.{key}", "is not a known field")

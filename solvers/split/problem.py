@@ -34,7 +34,7 @@ from functools import cached_property
 import numpy as np
 import pydantic
 from jointopt.models import split as sm
-from jointopt.models.checks import as_vector, check_range
+from jointopt.models.checks import as_vector, check_range, index_vector
 from jointopt.models.errors import ValidationError
 from jointopt.solvers.base import ProblemBase, Section, SolveResult, Vector, vector_count
 
@@ -257,11 +257,7 @@ class SplitProblem(ProblemBase):
         (indices, in that order), optionally with another ``server`` (fields replaced): the
         split problem of a group of devices sharing one server, e.g. the devices an edge host
         aggregates."""
-        idx = np.asarray(clients, dtype=int).reshape(-1)
-        if idx.size == 0:
-            raise ValidationError("clients", "a subset needs at least one client")
-        if idx.min() < 0 or idx.max() >= self.n:
-            raise ValidationError("clients", f"indices must lie in 0..{self.n - 1}")
+        idx = index_vector("clients", clients, self.n)
         data = self.to_dict()
         data["clients"] = {"count": int(idx.size), **{
             key: np.asarray(getattr(self.clients, key))[idx].tolist() for key in CLIENT_FIELDS}}
