@@ -406,3 +406,15 @@ def test_allocation_subset_and_tree_from_association():
     assert tree.parent.tolist() == [-1, 0, 0, 1, 1, 0, 2] and tree.exits.tolist() == \
         [3, 2, 2, 1, 1, 1, 1]
     np.testing.assert_allclose(tree.exit_rates, [1.5, 4.5, 4.0])  # devices, hosts, cloud
+
+
+def test_latency_aware_placement_and_siloed_method():
+    """placement.beta > 0 places with hfl's latency-aware objective; method siloed stops
+    after the siloed plan."""
+    problem = EdgeSystemProblem.from_dict(system(6, 2, seed=7, placement={"beta": 5.0},
+                                                 loop={"max_iters": 2, "w_grid": 20}))
+    result = problem.solve()
+    check_plan(problem, result)
+    siloed = problem.solve(method="siloed")
+    assert siloed.iterations == 0 and siloed.diagnostics["loop_status"] == "siloed only"
+    assert siloed.objective == pytest.approx(result.diagnostics["siloed"]["timely_accuracy"])
