@@ -76,17 +76,22 @@ def _cmd_solve(args) -> int:
 
 
 def _cmd_simulate(args) -> int:
-    from jointopt.policies import POLICIES
-    from jointopt.solvers.jti import JointTrainingInferenceProblem
-    from jointopt.surrogate import compare, summary_frame
-
     problem = scenarios.load(args.scenario)
-    if not isinstance(problem, JointTrainingInferenceProblem):
-        raise ValidationError("scenario", f"simulate needs a joint_training_inference scenario, "
-                                          f"got kind {problem.kind!r}")
-    names = list(POLICIES) if args.policy == "all" else [args.policy]
+    run = SIMULATORS.get(problem.kind)
+    if run is None:
+        raise ValidationError("scenario", f"simulate takes a scenario of kind "
+                                          f"{' or '.join(SIMULATORS)}, got kind {problem.kind!r}")
     if args.rounds is not None and args.rounds < 1:
         raise ValidationError("--rounds", f"must be >= 1, got {args.rounds}")
+    return run(problem, args)
+
+
+def _simulate_allocation(problem, args) -> int:
+    """The allocation policies in the surrogate (joint_training_inference)."""
+    from jointopt.policies import POLICIES
+    from jointopt.surrogate import compare, summary_frame
+
+    names = list(POLICIES) if args.policy == "all" else [args.policy]
     progress = sys.stderr.isatty() and not args.no_progress
     results = compare(problem, names, rounds=args.rounds, seed=args.seed, progress=progress)
     written = report.write_simulation(results, args.out) if args.out else []
@@ -101,6 +106,37 @@ def _cmd_simulate(args) -> int:
         for path in written:
             print(f"wrote {path}")
     return 0
+
+
+def _simulate_system(problem, args) -> int:
+    """The edge system's joint and siloed plans run online (edge_system)."""
+    from jointopt.policies import POLICIES
+    from jointopt.system import simulate, simulation_summary, write_simulation
+
+    names = list(POLICIES) if args.policy == "all" else [args.policy]
+    progress = sys.stderr.isatty() and not args.no_progress
+    runs = simulate(problem, policies=names, rounds=args.rounds, seed=args.seed,
+                    progress=progress)
+    written = write_simulation(runs, args.out) if args.out else []
+    if args.json:
+        plans: dict = {}
+        for r in runs:
+            plans.setdefault(r.plan, {})[r.policy] = finite_or_none(r.summary)
+        _print_json({"scenario": problem.name, "rounds": runs[0].summary["rounds"],
+                     "seed": args.seed, "plans": plans})
+    else:
+        cols = ["plan", "policy", "avg_timely_accuracy", "edge_on_time", "device_on_time",
+                "max_host_utilisation", "max_host_backlog", "mean_K", "avg_resource_use"]
+        print(simulation_summary(runs)[cols].to_string(index=False,
+                                                       float_format="{:.4f}".format))
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+#: ``kind -> run(problem, args) -> exit code``: what ``simulate`` does with each kind
+SIMULATORS = {"joint_training_inference": _simulate_allocation,
+              "edge_system": _simulate_system}
 
 
 def _cmd_sweep(args) -> int:

@@ -44,12 +44,25 @@ def _plain(v):
     return v
 
 
+def _system_plan(problem) -> DeploymentPlanProblem:
+    from jointopt.system import deployment_plan
+
+    return deployment_plan(problem)
+
+
+#: ``kind -> adapter(problem) -> DeploymentPlanProblem``: the kinds ``plan`` also takes
+PLAN_ADAPTERS = {"edge_system": _system_plan}
+
+
 def load_plan(scenario) -> DeploymentPlanProblem:
-    """A ``deployment_plan`` problem from a name, a path, a dict or a problem."""
+    """A ``deployment_plan`` problem from a name, a path, a dict or a problem (or from a
+    problem of a kind in :data:`PLAN_ADAPTERS`, e.g. an edge system's hierarchical plan)."""
     if isinstance(scenario, DeploymentPlanProblem):
         return scenario
     problem = scenarios.from_dict(scenario) if isinstance(scenario, dict) else \
         scenarios.load(scenario)
+    if problem.kind in PLAN_ADAPTERS:
+        return PLAN_ADAPTERS[problem.kind](problem)
     if not isinstance(problem, DeploymentPlanProblem):
         raise ValidationError("scenario", f"plan needs a deployment_plan scenario, got kind "
                                           f"{problem.kind!r}")

@@ -17,6 +17,8 @@ def headline(result: SolveResult) -> list[tuple[str, str]]:
             ("solve time", f"{result.solve_time_s * 1e3:.2f} ms"),
             ("iterations", str(result.iterations))]
     diag = result.diagnostics
+    if result.kind in HEADLINES:
+        return rows + HEADLINES[result.kind](result)
     if "timely_accuracy" in diag:
         rows += [("K now -> next", f"{diag['K']:.4g} -> {diag['K_next']:.4g}"),
                  ("timely accuracy", f"{diag['timely_accuracy']:.4f}"),
@@ -199,6 +201,15 @@ def _plot_hfl(result: SolveResult, problem: ProblemBase, path: str | Path) -> Pa
     return plot_solution(result, problem, path)
 
 
+def _system_rows(result: SolveResult) -> list[tuple[str, str]]:
+    from jointopt.system import headline_rows
+
+    return headline_rows(result)
+
+
+#: ``kind -> rows(result)``: the headline rows of a kind that has its own
+HEADLINES = {"edge_system": _system_rows}
+
 #: ``kind -> (file name, plot(result, problem, path) -> Path)``: the figure ``write_outputs``
 #: draws for a solved problem of that kind.
 FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
@@ -207,9 +218,21 @@ FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
            "hfl": ("host_loads.png", _plot_hfl)}
 
 
+def _write_system(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
+    from jointopt.system import write_outputs as write
+
+    return write(result, problem, out)
+
+
+#: ``kind -> write(result, problem, out) -> [Path]``: a kind whose ``--out`` files are its own
+WRITERS = {"edge_system": _write_system}
+
+
 def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
     """``result.json``, ``decisions.csv`` and the kind's figure (:data:`FIGURES`) under
-    ``out``."""
+    ``out`` (a kind in :data:`WRITERS` writes its own files)."""
+    if problem.kind in WRITERS:
+        return WRITERS[problem.kind](result, problem, out)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "result.json", out / "decisions.csv"]

@@ -310,6 +310,32 @@ class Budgets(Section):
     min_participant_coverage: float | None = None
 
 
+class HierarchySpec(Section):
+    """Hierarchical topology (devices -> edge aggregators -> cloud): the device groups (one
+    row per group, e.g. a cell or a site) with their inference demand ``group_demand``
+    (requests/s), the candidate edge hosts' ``capacities`` (requests/s) and ``edge_costs``
+    (one host-cloud model exchange), the group-host costs ``group_costs`` (groups x hosts)
+    or the groups' ``homes`` (zero-cost LAN), ``local_to_global_ratio`` l (edge rounds per
+    global round) and ``participation_ratio``; the HFL placement solver (``method``,
+    ``time_limit`` s) places the aggregators, unless ``association`` fixes them (one host
+    index or -1 per group). ``edge_agg_s``: an edge host's aggregation step per edge round;
+    ``backbone_mbps`` / ``backbone_rtt_s``: the host-cloud link."""
+
+    group_demand: list[float]
+    capacities: list[float]
+    edge_costs: float | list[float] = 1.0
+    group_costs: list[list[float]] | None = None
+    homes: list[int] | None = None
+    local_to_global_ratio: float
+    participation_ratio: float = 1.0
+    method: Literal["highs", "heuristic"] = "highs"
+    time_limit: float = 30.0
+    association: list[int] | None = None
+    edge_agg_s: float = 0.0
+    backbone_mbps: float
+    backbone_rtt_s: float = 0.0
+
+
 class Levers(Section):
     """User-declared lever space: the only values the planner may propose (§5)."""
 
@@ -366,6 +392,7 @@ class DeploymentPlanProblem(ProblemBase):
     inference: InferenceLoad
     budgets: Budgets = Budgets()
     levers: Levers = Levers()
+    hierarchy: HierarchySpec | None = None
     monte_carlo: MonteCarlo = MonteCarlo()
     normalise_shares: bool = False
     provenance: dict[str, Literal["assumed", "simulated", "measured"]] = {}
@@ -486,10 +513,7 @@ class DeploymentPlanProblem(ProblemBase):
         for j, h in enumerate(tp.windows):
             if not 0 <= h <= 23:
                 ck.add(f"training_plan.windows[{j}]", f"{h}; must be an hour in 0..23")
-        if tp.topology == "hierarchical":
-            ck.add("training_plan.topology",
-                   "'hierarchical' needs the HFL placement solver, which this toolkit does not "
-                   "provide yet; use 'flat'")
+        self._check_hierarchy(ck)
         if tp.dp.enabled and tp.dp.K_min is None:
             ck.add("training_plan.dp.K_min", "is required when dp.enabled (from DP accounting)")
         cv = self.convergence
@@ -601,6 +625,58 @@ class DeploymentPlanProblem(ProblemBase):
                         f"{c.name!r}", field="budgets.max_cpu_s_per_device_day",
                         shortfall=need - b.max_cpu_s_per_device_day)
         return self
+
+    def _check_hierarchy(self, ck: _Checker):
+        tp, h = self.training_plan, self.hierarchy
+        if tp.topology == "flat":
+            if h is not None:
+                ck.add("hierarchy", "is used only with training_plan.topology = 'hierarchical'")
+            return
+        if h is None:
+            ck.add("hierarchy", "is required for training_plan.topology = 'hierarchical' "
+                                "(device groups, edge capacities and costs)")
+            return
+        if tp.mode != "sync":
+            ck.add("training_plan.mode", "'hierarchical' topology is planned for mode = 'sync'")
+        n, m = len(h.group_demand), len(h.capacities)
+        if n == 0 or m == 0:
+            ck.add("hierarchy.group_demand" if n == 0 else "hierarchy.capacities",
+                   "must list at least one entry")
+            return
+        for j, v in enumerate(h.group_demand):
+            ck.num(f"hierarchy.group_demand[{j}]", v, ge=0.0, unit="1/s")
+        for j, v in enumerate(h.capacities):
+            ck.num(f"hierarchy.capacities[{j}]", v, ge=0.0, unit="1/s")
+        costs = h.edge_costs if isinstance(h.edge_costs, list) else [h.edge_costs] * m
+        if len(costs) != m:
+            ck.add("hierarchy.edge_costs", f"{len(costs)} values; need one per host ({m})")
+        for j, v in enumerate(costs):
+            ck.num(f"hierarchy.edge_costs[{j}]", v, ge=0.0)
+        if (h.group_costs is None) == (h.homes is None):
+            ck.add("hierarchy.group_costs", "give group_costs (groups x hosts) or homes")
+        if h.group_costs is not None:
+            if len(h.group_costs) != n or any(len(r) != m for r in h.group_costs):
+                ck.add("hierarchy.group_costs", f"must be {n} x {m} (groups x hosts)")
+            else:
+                for i, row in enumerate(h.group_costs):
+                    for j, v in enumerate(row):
+                        ck.num(f"hierarchy.group_costs[{i}][{j}]", v, ge=0.0)
+        for key, ids in (("homes", h.homes), ("association", h.association)):
+            if ids is None:
+                continue
+            if len(ids) != n:
+                ck.add(f"hierarchy.{key}", f"{len(ids)} values; need one per group ({n})")
+            lo = -1 if key == "association" else 0
+            for j, v in enumerate(ids):
+                if not lo <= v < m:
+                    ck.add(f"hierarchy.{key}[{j}]", f"{v}; must be a host index in 0..{m - 1}"
+                                                    + (" or -1" if lo < 0 else ""))
+        ck.num("hierarchy.local_to_global_ratio", h.local_to_global_ratio, gt=0.0)
+        ck.frac("hierarchy.participation_ratio", h.participation_ratio)
+        ck.num("hierarchy.time_limit", h.time_limit, gt=0.0, unit="s")
+        ck.num("hierarchy.edge_agg_s", h.edge_agg_s, ge=0.0, unit="s")
+        ck.num("hierarchy.backbone_mbps", h.backbone_mbps, gt=0.0, unit="Mbit/s")
+        ck.num("hierarchy.backbone_rtt_s", h.backbone_rtt_s, ge=0.0, unit="s")
 
     @staticmethod
     def _check_dist(ck: _Checker, d: Distribution):
