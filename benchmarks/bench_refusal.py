@@ -48,6 +48,10 @@ COUNTS = [
     ("split_default", ("optimizer", "n_threshold_grid")),
     ("planner_example", ("monte_carlo", "n_mc")),
     ("planner_example", ("training_plan", "C")),
+    ("planner_example", ("monte_carlo", "n_seeds")),
+    ("system_example", ("devices", "count")),
+    ("system_example", ("hosts", "count")),
+    ("system_example", ("simulation", "rounds")),
 ]
 
 

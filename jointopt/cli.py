@@ -111,14 +111,19 @@ def _cmd_solve(args) -> int:
 
 
 def _cmd_simulate(args) -> int:
+    problem = scenarios.load(args.scenario)
+    run = SIMULATORS.get(problem.kind)
+    if run is None:
+        raise ValidationError("scenario", f"simulate takes a scenario of kind "
+                                          f"{' or '.join(SIMULATORS)}, got kind {problem.kind!r}")
+    return run(problem, args)
+
+
+def _simulate_allocation(problem, args) -> int:
+    """The allocation policies in the surrogate (joint_training_inference)."""
     from jointopt.policies import POLICIES
-    from jointopt.solvers.jti import JointTrainingInferenceProblem
     from jointopt.surrogate import compare, summary_frame
 
-    problem = scenarios.load(args.scenario)
-    if not isinstance(problem, JointTrainingInferenceProblem):
-        raise ValidationError("scenario", f"simulate needs a joint_training_inference scenario, "
-                                          f"got kind {problem.kind!r}")
     names = list(POLICIES) if args.policy == "all" else [args.policy]
     progress = sys.stderr.isatty() and not args.no_progress
     results = compare(problem, names, rounds=args.rounds, seed=args.seed, progress=progress)
@@ -136,6 +141,37 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _simulate_system(problem, args) -> int:
+    """The edge system's joint and siloed plans run online (edge_system)."""
+    from jointopt.policies import POLICIES
+    from jointopt.system import simulate, simulation_summary, write_simulation
+
+    names = list(POLICIES) if args.policy == "all" else [args.policy]
+    progress = sys.stderr.isatty() and not args.no_progress
+    runs = simulate(problem, policies=names, rounds=args.rounds, seed=args.seed,
+                    progress=progress)
+    written = write_simulation(runs, args.out) if args.out else []
+    if args.json:
+        plans: dict = {}
+        for r in runs:
+            plans.setdefault(r.plan, {})[r.policy] = finite_or_none(r.summary)
+        _print_json({"scenario": problem.name, "rounds": runs[0].summary["rounds"],
+                     "seed": args.seed, "plans": plans})
+    else:
+        cols = ["plan", "policy", "avg_timely_accuracy", "edge_on_time", "device_on_time",
+                "max_host_utilisation", "max_host_backlog", "mean_K", "avg_resource_use"]
+        print(simulation_summary(runs)[cols].to_string(index=False,
+                                                       float_format="{:.4f}".format))
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+#: ``kind -> run(problem, args) -> exit code``: what ``simulate`` does with each kind
+SIMULATORS = {"joint_training_inference": _simulate_allocation,
+              "edge_system": _simulate_system}
+
+
 def _cmd_sweep(args) -> int:
     from dataclasses import replace
 
@@ -150,6 +186,9 @@ def _cmd_sweep(args) -> int:
     if args.random:
         changes["random"] = {**spec.random, **sweep.parse_random(args.random)}
     if args.samples is not None:
+        if not changes.get("random", spec.random):
+            raise ValidationError("--samples", "needs --random PATH=LO:HI (it is the number of "
+                                               "random draws); without it it would be ignored")
         changes["samples"] = args.samples
     if args.command:
         changes["command"] = args.command
@@ -157,12 +196,7 @@ def _cmd_sweep(args) -> int:
         from jointopt.policies import POLICIES
 
         names = [p for item in args.policy for p in item.split(",")]
-        names = list(POLICIES) if names == ["all"] else names
-        for name in names:
-            if name not in POLICIES:
-                raise ValidationError("--policy", f"unknown policy {name!r}; choose from "
-                                                  f"{', '.join(POLICIES)} or all")
-        changes["policies"] = tuple(names)
+        changes["policies"] = tuple(POLICIES) if names == ["all"] else tuple(names)
     if args.seeds:
         try:
             changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
@@ -170,9 +204,12 @@ def _cmd_sweep(args) -> int:
             raise ValidationError("--seeds", f"expects S1,S2,..., got {args.seeds!r}") from None
     if args.rounds is not None:
         changes["rounds"] = args.rounds
-    spec = replace(spec, **changes)
-    scenarios.load(spec.scenario)  # a bad scenario fails here, once, not at every point
-    executor, cluster = None, None
+    if args.workers < 1:
+        raise ValidationError("--workers", f"must be >= 1, got {args.workers}")
+    # the scenario is read and checked once, the options against its kind, and the
+    # directory taken (another sweep's is refused), all before any worker starts
+    run = sweep.open_sweep(replace(spec, **changes), args.out)
+    executor, cluster, limit = None, None, None
     if args.scheduler or args.dask_local:
         try:
             from dask.distributed import Client, LocalCluster
@@ -185,18 +222,18 @@ def _cmd_sweep(args) -> int:
         else:
             client = Client(args.scheduler)
         executor = client.get_executor()
-    if args.workers < 1:
-        raise ValidationError("--workers", f"must be >= 1, got {args.workers}")
+        # two points per worker thread in flight; each holds a claim file open
+        limit = min(512, max(2 * args.workers, 2 * sum(client.nthreads().values())))
     progress = sys.stderr.isatty() and not args.no_progress
     try:
-        report = sweep.run_sweep(spec, args.out, workers=args.workers, progress=progress,
-                                 executor=executor)
+        report = run.run(workers=args.workers, progress=progress, executor=executor,
+                         max_in_flight=limit)
     finally:
         if executor is not None:
             client.close()
             if cluster is not None:
                 cluster.close()
-    table = sweep.collect(args.out)
+    table = run.table()
     path = sweep.write_table(table, args.out, args.format) if len(table) else None
     print(report.line(), file=sys.stderr)
     if path:
@@ -282,16 +319,16 @@ def _cmd_plan(args) -> int:
     if args.verify_des:
         from jointopt.planner import verify_des
 
-        check = verify_des(result.problem)
+        check = verify_des(result)
         if args.out:
             from pathlib import Path
 
-            check.to_csv(Path(args.out) / "des_check.csv", index=False)
+            check.table.to_csv(Path(args.out) / "des_check.csv", index=False)
             written.append(Path(args.out) / "des_check.csv")
     if args.json:
         doc = result.summary_json()
         if check is not None:
-            doc["des_check"] = check.to_dict(orient="records")
+            doc["des_check"] = check.to_dict()
         _print_json(doc)
     else:
         print(f"verdict: {result.verdict}")
@@ -300,11 +337,19 @@ def _cmd_plan(args) -> int:
         for g, r in result.gates.items():
             print(f"  {g}: {r['status']}")
         if check is not None:
-            print(check.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+            print(check.table.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+            changed = [f"{g} {check.gates_planner[g]} -> {check.gates_des[g]}"
+                       for g in check.gates_planner
+                       if check.gates_planner[g] != check.gates_des[g]]
+            print(f"verdict under the simulated values: {check.verdict_des} ("
+                  + ("changes" if check.verdict_changes else "unchanged")
+                  + (f"; gates {', '.join(changed)}" if changed else "")
+                  + (f"; marginal: {', '.join(check.marginal)}" if check.marginal else "")
+                  + ")")
         for path in written:
             print(f"wrote {path}")
         print(f"({time.perf_counter() - start:.2f} s)", file=sys.stderr)
-    return 0 if check is None or check["ok"].all() else 1
+    return 0 if check is None or check.ok else 1
 
 
 def _cmd_limits(args) -> int:
@@ -378,22 +423,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("sweep", help="run a parameter sweep; resumable, on a pool or Dask")
-    p.add_argument("scenario", nargs="?", help="built-in scenario name or a scenario file")
+    p.add_argument("scenario", nargs="?",
+                   help="built-in scenario name or a scenario file (default: the --spec "
+                        "file's, else default)")
     p.add_argument("--spec", metavar="TOML", help="sweep description ([sweep] table)")
     p.add_argument("--grid", action="append", metavar="PATH=V1,V2,...",
                    help="values at a dotted path into the scenario (repeatable)")
     p.add_argument("--random", action="append", metavar="PATH=LO:HI",
                    help="uniform draws at a dotted path (repeatable; with --samples)")
-    p.add_argument("--samples", type=int, help="number of random draws")
-    p.add_argument("--command", choices=("solve", "simulate"), help="what each point runs")
-    p.add_argument("--policy", action="append", help="policies for simulate (NAME,... or all)")
-    p.add_argument("--seeds", help="seeds S1,S2,... (default 0)")
-    p.add_argument("--rounds", type=int, help="rounds for simulate")
-    p.add_argument("--out", required=True, metavar="RESULTS", help="results directory")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--samples", type=int, help="number of random draws (needs --random)")
+    p.add_argument("--command", choices=("solve", "simulate"),
+                   help="what each point runs (default: simulate for joint_training_inference "
+                        "scenarios, solve for every other kind)")
+    p.add_argument("--policy", action="append",
+                   help="policies for simulate (NAME,... or all; default: online)")
+    p.add_argument("--seeds", help="seeds for simulate, S1,S2,... (default: 0)")
+    p.add_argument("--rounds", type=int,
+                   help="rounds for simulate (default: the scenario's simulation.rounds)")
+    p.add_argument("--out", required=True, metavar="RESULTS",
+                   help="results directory; it belongs to one sweep (another is refused)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default: 1, in this process)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler")
     p.add_argument("--dask-local", action="store_true", help="a Dask LocalCluster of --workers")
-    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                   help="results table format: csv, or parquet with pyarrow "
+                        "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_sweep)
 
@@ -439,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-whatif", action="store_true", help="skip the what-if grid")
     p.add_argument("--verify-des", action="store_true",
                    help="also check the estimates against a scaled-down SimPy simulation "
-                        "(exit 1 if outside tolerance)")
+                        "and the verdict under the simulated values (exit 1 if a quantity is "
+                        "outside tolerance)")
     p.set_defaults(func=_cmd_plan)
     return parser
 

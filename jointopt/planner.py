@@ -44,12 +44,25 @@ def _plain(v):
     return v
 
 
+def _system_plan(problem) -> DeploymentPlanProblem:
+    from jointopt.system import deployment_plan
+
+    return deployment_plan(problem)
+
+
+#: ``kind -> adapter(problem) -> DeploymentPlanProblem``: the kinds ``plan`` also takes
+PLAN_ADAPTERS = {"edge_system": _system_plan}
+
+
 def load_plan(scenario) -> DeploymentPlanProblem:
-    """A ``deployment_plan`` problem from a name, a path, a dict or a problem."""
+    """A ``deployment_plan`` problem from a name, a path, a dict or a problem (or from a
+    problem of a kind in :data:`PLAN_ADAPTERS`, e.g. an edge system's hierarchical plan)."""
     if isinstance(scenario, DeploymentPlanProblem):
         return scenario
     problem = scenarios.from_dict(scenario) if isinstance(scenario, dict) else \
         scenarios.load(scenario)
+    if problem.kind in PLAN_ADAPTERS:
+        return PLAN_ADAPTERS[problem.kind](problem)
     if not isinstance(problem, DeploymentPlanProblem):
         raise ValidationError("scenario", f"plan needs a deployment_plan scenario, got kind "
                                           f"{problem.kind!r}")
@@ -116,9 +129,10 @@ class PlanResult:
                     out[name][extra] = {"value": _plain(v[extra]), "tag": meta["tag"]}
             else:
                 out[name] = {"value": _plain(v), "tag": meta["tag"], **base}
-        tag_pc = est.meta.get("tasks_per_device_day", {}).get("tag", "assumed")
-        out["per_class"] = {"value": _plain(est.per_class), "tag": tag_pc,
-                            "method": f"montecarlo({est.n_outer})"}
+        pm_ = est.per_class_meta
+        out["per_class"] = {"value": _plain(est.per_class), "tag": pm_.get("tag", "assumed"),
+                            "method": f"montecarlo({est.n_outer})",
+                            "assumed_inputs": pm_.get("assumed_inputs", [])}
         return out
 
     def gates_json(self) -> dict:
@@ -126,23 +140,32 @@ class PlanResult:
         for g, r in self.gates.items():
             out[g] = {k: _plain(r[k]) for k in ("status", "p50", "p90", "threshold",
                                                  "threshold_field", "unit", "tag", "method",
-                                                 "check")}
+                                                 "check", "assumed_inputs")}
             out[g]["pass"] = r["status"] in ("pass", "not_applicable")
             out[g]["checks"] = [{k: _plain(c[k]) for k in ("check", "status", "p50", "p90",
-                                                          "threshold", "threshold_field")}
+                                                          "threshold", "threshold_field", "tag",
+                                                          "method")}
                                 for c in r["checks"]]
+            if "seed_spread" in r:
+                out[g]["seed_spread"] = _plain(r["seed_spread"])
         return out
 
+    def verdict_json(self) -> dict:
+        ev = self.evaluation
+        return {"value": ev.verdict, "reasons": ev.reasons,
+                "conditions": [{k: c[k] for k in ("lever", "to", "gates_after")}
+                               for c in ev.conditions],
+                "extrapolated": [{k: x[k] for k in ("input", "value", "fitted")}
+                                 for x in ev.estimates.extrapolated]}
+
     def to_dict(self) -> dict:
-        ev, est = self.evaluation, self.estimates
+        est = self.estimates
         canon = json.dumps(self.problem.canonical_dict(), sort_keys=True, default=str)
         from jointopt import __version__
 
         return finite_or_none(_plain({
             "schema": SCHEMA, "scenario": self.problem.name,
-            "verdict": {"value": ev.verdict, "reasons": ev.reasons,
-                        "conditions": [{k: c[k] for k in ("lever", "to", "gates_after")}
-                                       for c in ev.conditions]},
+            "verdict": self.verdict_json(),
             "gates": self.gates_json(),
             "estimates": self.tagged_estimates(),
             "allocation": {k: v for k, v in est.allocator.items()},
@@ -197,6 +220,15 @@ class PlanResult:
             L.append(f"| {g} {GATE_NAMES[g]} | {r['status']} | {r.get('check') or ''} | "
                      f"{num(r['p50'])} | {num(r['p90'])} | {num(r['threshold'])} | "
                      f"{r['threshold_field'] or ''} | [{SHORT[r['tag']]}] | {r['method']} |")
+        for g, r in self.gates.items():
+            sp = r.get("seed_spread")
+            if not sp:
+                continue
+            parts = [f"{key} {num(min(v))}-{num(max(v))}" for key, v in sp.items()
+                     if key != "seeds"]
+            L.append("")
+            L.append(f"{g} across seeds {sp['seeds'][0]}-{sp['seeds'][-1]} (same Monte-Carlo "
+                     "sizes; the gate uses seed " f"{est.seed}): " + ", ".join(parts))
         L += ["", "## 3. Estimates", "", "| estimate | P50 | P90 | unit | method |",
               "|---|---|---|---|---|"]
         for name, meta in M.items():
@@ -211,6 +243,21 @@ class PlanResult:
             else:
                 L.append(f"| {name} | {num(v)} {t(name)} | | {meta['unit']} | "
                          f"{meta['method']} |")
+        if "energy_breakdown_kwh" in V:
+            sv = self.problem.server
+            hours = ("24 h a day" if sv.reservation == "always_on" else
+                     f"{len(set(self.problem.training_plan.windows))} h a day (the training "
+                     "windows)")
+            L += ["", f"Energy by component (P50; server reserved {hours}, "
+                      "`server.reservation = " f"\"{sv.reservation}\"`):", "",
+                  "| component | kWh | share | CO2e kg |", "|---|---|---|---|"]
+            co2 = V["co2e_breakdown_kg"]
+            for k, kwh in V["energy_breakdown_kwh"].items():
+                c = co2["server"] if k == "server" else co2["network"] if k == "network" \
+                    else None
+                L.append(f"| {k} | {num(kwh)} | {V['energy_share'][k]:.1%} | "
+                         f"{num(c) if c is not None else ''} |")
+            L.append(f"| device (all stages) | | | {num(co2['device'])} |")
         L += ["", "Per-class burden (P50 / P90 per device-day):", "",
               self.per_class_frame().to_markdown(index=False, floatfmt=".4g")
               if _has_tabulate() else self.per_class_frame().to_string(index=False)]
@@ -279,63 +326,51 @@ def _has_tabulate() -> bool:
 
 def plan(scenario="planner_example", *, n_mc: int | None = None, n_outer: int | None = None,
          seed: int | None = None, whatif_grid: dict | None = None, with_tornado: bool = True,
-         with_whatif: bool = True) -> PlanResult:
-    """Estimates, gates, verdict, what-if grid with its Pareto front, and the tornado.
+         with_whatif: bool = True, tornado_inputs: dict[str, list[str]] | None = None
+         ) -> PlanResult:
+    """Estimates, gates, verdict, what-if grid with its Pareto front, and the tornado
+    (``tornado_inputs``: label -> dotted paths scaled together; default: the standard list).
     ``n_mc``, ``n_outer`` and ``seed`` override the scenario's ``monte_carlo`` fields and are
-    checked by the same rules (a bad one raises ``ValidationError`` at its field)."""
+    checked by the same rules (a bad one raises ``ValidationError`` at its field).
+    """
     problem = load_plan(scenario).with_monte_carlo(n_mc=n_mc, n_outer=n_outer, seed=seed)
     ev = evaluate(problem, n_mc=n_mc, n_outer=n_outer, seed=seed)
     grid = whatif_grid if whatif_grid is not None else default_grid(problem)
-    n_o = min(problem.monte_carlo.n_outer, 100)
-    wi = what_if(problem, grid, n_outer=n_o, seed=seed) if (with_whatif and grid) \
+    # the grid and the tornado run at the plan's own sizes and seed, their base point is the
+    # plan's own estimate: one plan, one number in every table
+    base = ev.estimates if not ev.estimates.values.get("no_fleet") else None
+    wi = what_if(problem, grid, seed=seed, base=base) if (with_whatif and grid) \
         else pd.DataFrame()
     pf = pareto_front(wi) if len(wi) else pd.DataFrame()
-    tor = tornado(problem, n_outer=n_o, seed=seed) if with_tornado else pd.DataFrame()
+    tor = tornado(problem, tornado_inputs, seed=seed, base=base) if with_tornado \
+        else pd.DataFrame()
     return PlanResult(problem, ev, wi, pf, tor)
 
 
-def verify_des(scenario, *, rounds: int = 30, updates: int = 1000, replications: int = 5,
-               seed: int = 12345) -> pd.DataFrame:
-    """Check the plan's per-round (sync) or per-update (async) estimates against the SimPy
-    simulation of the same plan, scaled down to ``rounds`` rounds or ``updates`` accepted
-    updates (spec §8; tolerances of §8.2). One row per quantity: planner, DES mean, SE,
-    tolerance, ``ok`` = ``|planner - DES| <= max(tol*|DES|, 3 SE)``."""
-    from jointopt.solvers.planner.des import replicate
-    from jointopt.solvers.planner.estimate import estimate
+def verify_des(scenario, *, rounds: int = 30, updates: int | None = None,
+               replications: int = 5, seed: int = 12345):
+    """Check the plan against the SimPy simulation of the same plan, scaled down to
+    ``rounds`` rounds (sync) or ``updates`` accepted updates (async; default
+    ``max(1000, 20 C)``, so that the start-up transient of C slots starting together stays
+    within the tolerances): mean and P90 round
+    time, round-failure probability (sync) or success and accepted rates (async), calendar
+    days, tasks per device-day, unique participants, bytes, device-seconds and energy, each
+    within its tolerance (``|planner - DES| <= max(tol, 3 SE)``); and the verdict under the
+    simulated values. ``scenario``: a :class:`PlanResult` (its own estimates and verdict are
+    checked) or anything :func:`plan` takes. Returns a
+    :class:`~jointopt.solvers.planner.verify.DESCheck` (``.table``, ``.ok``,
+    ``.verdict_des``, ``.verdict_changes``, ``.to_dict()``)."""
+    from jointopt.solvers.planner.verify import des_check
 
-    problem = load_plan(scenario)
-    est = estimate(problem)
-    V, pu = est.values, est.values["per_unit"]
-    if problem.training_plan.mode == "sync" and problem.training_plan.C is None:
-        problem = problem.with_changes({"training_plan.C": int(V["C"]),
-                                        "training_plan.omega": None})
-    if problem.training_plan.mode == "sync":
-        reps = replicate(problem, replications, rounds=rounds, seed=seed)
-        n = [rounds] * len(reps)
-        rows = [("mean round time (s)", V["round_time"]["mean"],
-                 [float(np.mean(r.round_times)) for r in reps], 0.02)]
-    else:
-        reps = replicate(problem, replications, updates=updates, seed=seed)
-        n = [r.accepted for r in reps]
-        rows = [("success rate (1/s)", V["async_rate_per_s"],
-                 [r.successes / r.elapsed_s for r in reps], 0.03),
-                ("accepted rate (1/s)", V["async_accepted_rate_per_s"],
-                 [r.accepted / r.elapsed_s for r in reps], 0.05)]
-    rows += [("bytes per unit", pu["bytes_down"] + pu["bytes_up"],
-              [(r.bytes_down + r.bytes_up) / k for r, k in zip(reps, n, strict=True)], 0.02),
-             ("device-seconds per unit", pu["dev_s"],
-              [r.device_s / k for r, k in zip(reps, n, strict=True)], 0.03),
-             ("device energy J per unit", pu["e_dn"] + pu["e_cmp"] + pu["e_up"],
-              [r.energy_j / k for r, k in zip(reps, n, strict=True)], 0.03)]
-    out = []
-    for name, planner_v, samples, tol in rows:
-        s = np.asarray(samples, dtype=float)
-        se = float(s.std(ddof=1) / np.sqrt(len(s))) if len(s) > 1 else 0.0
-        des_v = float(s.mean())
-        out.append({"quantity": name, "planner": planner_v, "des": des_v, "se": se,
-                    "tolerance": tol,
-                    "ok": bool(abs(planner_v - des_v) <= max(tol * abs(des_v), 3 * se))})
-    return pd.DataFrame(out)
+    result = scenario if isinstance(scenario, PlanResult) else plan(
+        scenario, with_tornado=False, with_whatif=False)
+    if result.estimates.values.get("no_fleet"):
+        raise ValidationError("device_classes", "no device class can train; nothing to "
+                                                "simulate")
+    if updates is None:
+        updates = max(1000, 20 * int(result.estimates.values["C"]))
+    return des_check(result.problem, result.estimates, result.verdict, rounds=rounds,
+                     updates=updates, replications=replications, seed=seed)
 
 
 # -- figures ------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ def headline(result: SolveResult) -> list[tuple[str, str]]:
             ("solve time", f"{result.solve_time_s * 1e3:.2f} ms"),
             ("iterations", str(result.iterations))]
     diag = result.diagnostics
+    if result.kind in HEADLINES:
+        return rows + HEADLINES[result.kind](result)
     if "timely_accuracy" in diag:
         rows += [("K now -> next", f"{diag['K']:.4g} -> {diag['K_next']:.4g}"),
                  ("timely accuracy", f"{diag['timely_accuracy']:.4f}"),
@@ -207,6 +209,15 @@ def _plot_hfl(result: SolveResult, problem: ProblemBase, path: str | Path) -> Pa
     return plot_solution(result, problem, path)
 
 
+def _system_rows(result: SolveResult) -> list[tuple[str, str]]:
+    from jointopt.system import headline_rows
+
+    return headline_rows(result)
+
+
+#: ``kind -> rows(result)``: the headline rows of a kind that has its own
+HEADLINES = {"edge_system": _system_rows}
+
 #: ``kind -> (file name, plot(result, problem, path) -> Path)``: the figure ``write_outputs``
 #: draws for a solved problem of that kind.
 FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
@@ -215,34 +226,51 @@ FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
            "hfl": ("host_loads.png", _plot_hfl)}
 
 
+def _write_system(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
+    from jointopt.system import write_outputs as write
+
+    return write(result, problem, out)
+
+
+#: ``kind -> write(result, problem, out) -> [Path]``: a kind whose ``--out`` files are its own
+WRITERS = {"edge_system": _write_system}
+
+
+def _write_files(result: SolveResult, problem: ProblemBase, out: Path) -> list[Path]:
+    """``result.json``, ``decisions.csv`` and the kind's figure (:data:`FIGURES`)."""
+    paths = [out / "result.json", out / "decisions.csv"]
+    paths[0].write_text(json.dumps(result.to_dict(), indent=2))
+    frame = result.decisions_frame()
+    for key, value in result.diagnostics.items():
+        if np.ndim(value) == 1 and len(value) == len(frame):
+            frame[key] = value
+    frame.to_csv(paths[1], index=False)
+    if problem.kind in FIGURES:
+        name, plot = FIGURES[problem.kind]
+        paths.append(plot(result, problem, out / name))
+    return paths
+
+
 def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
     """``result.json``, ``decisions.csv`` and the kind's figure (:data:`FIGURES`) under
-    ``out``: all of them or none (they are written to a temporary folder inside ``out`` and
-    moved in at the end, so that a failing figure leaves no half-written outputs)."""
+    ``out``, or the files of a kind in :data:`WRITERS`: all of them or none (they are
+    written to a temporary folder inside ``out`` and moved in at the end, so that a failing
+    figure leaves no half-written outputs)."""
     import os
     import tempfile
 
     out = Path(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    names = ["result.json", "decisions.csv"]
+    write = WRITERS.get(problem.kind, _write_files)
     try:
         with tempfile.TemporaryDirectory(dir=out, prefix=".writing-") as tmp:
-            tmp = Path(tmp)
-            (tmp / names[0]).write_text(json.dumps(result.to_dict(), indent=2))
-            frame = result.decisions_frame()
-            for key, value in result.diagnostics.items():
-                if np.ndim(value) == 1 and len(value) == len(frame):
-                    frame[key] = value
-            frame.to_csv(tmp / names[1], index=False)
-            if problem.kind in FIGURES:
-                name, plot = FIGURES[problem.kind]
-                plot(result, problem, tmp / name)
-                names.append(name)
-            for name in names:
-                os.replace(tmp / name, out / name)
+            written = [Path(p).relative_to(tmp) for p in write(result, problem, Path(tmp))]
+            for name in written:
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(Path(tmp) / name, out / name)
     except BaseException:
         if created and not any(out.iterdir()):
             out.rmdir()
         raise
-    return [out / name for name in names]
+    return [out / name for name in written]

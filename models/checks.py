@@ -79,6 +79,16 @@ def check_range(field: str, arr, *, gt=None, ge=None, lt=None, le=None,
                                   f"{what}, got {float(a[i])!r}")
 
 
+def index_vector(field: str, value, n: int) -> np.ndarray:
+    """A non-empty vector of indices into ``n`` items (each in ``0..n-1``), as ints."""
+    idx = np.asarray(value, dtype=int).reshape(-1)
+    if idx.size == 0:
+        raise ValidationError(field, "must list at least one index")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValidationError(field, f"indices must lie in 0..{n - 1}")
+    return idx
+
+
 def culprit(field: str, index: int) -> str:
     """``culprit("clients.cap", 3) == "clients[3].cap"``: the name errors use."""
     return _item(field, index)

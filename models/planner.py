@@ -181,6 +181,24 @@ def _binom_at_least(K: int, C: int, p: float) -> float:
     return float(special.bdtrc(K - 1, C, p))
 
 
+def round_failure_binomial(K: int, C: int, p_success: float) -> float:
+    """``P(Binomial(C, p) < K)``: the probability that a sync attempt with C selected tasks
+    closes with fewer than K results (exact: selected tasks are independent draws)."""
+    return float(special.bdtr(K - 1, C, p_success))
+
+
+def success_lower_bound(successes: int, n: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson lower bound on a success probability from ``successes`` of
+    ``n`` Monte-Carlo draws: the true value is at least this with probability ``confidence``
+    (exact binomial, ``betaincinv(k, n-k+1, 1-confidence)``). **Project choice**: the
+    over-selection count is solved at this bound, so that the round-failure limit holds with
+    the stated confidence whatever the Monte-Carlo noise of the estimate."""
+    k, n = int(successes), int(n)
+    if k <= 0 or n <= 0:
+        return 0.0
+    return float(special.betaincinv(k, n - k + 1, 1.0 - confidence))
+
+
 def overselection(K: int, p_success: float, delta: float, c_max: int = 10**7) -> int:
     """``C* = min{C >= K : P(Bin(C, p) >= K) >= 1 - delta}`` (§4.4; [peer] PAPAYA/FedScale
     over-selection; solve: project choice). ``P(Bin >= K)`` grows with C, so C steps upward
@@ -403,6 +421,22 @@ def sync_days(A_s, n_ok_hours: int):
     return np.asarray(A_s, dtype=float) / (3600.0 * n_ok_hours)
 
 
+def clock_days(A_s, ok_hours) -> np.ndarray:
+    """Wall-clock days from UTC 0 until ``A_s`` seconds of training have run in the hours
+    that can host the plan (``ok_hours``: 24 booleans, training runs only inside them).
+    The same calendar model as :func:`sync_days`, read on a clock that starts at UTC 0
+    (the discrete-event simulation's clock); for a long campaign the two differ by less
+    than one day."""
+    ok = np.flatnonzero(np.asarray(ok_hours, dtype=bool))
+    A = np.asarray(A_s, dtype=float)
+    if ok.size == 0:
+        return np.full(A.shape, np.inf)
+    full, rest = np.divmod(A, 3600.0 * ok.size)
+    idx = np.minimum((rest // 3600).astype(int), ok.size - 1)
+    last = ok[idx] * 3600.0 + (rest - idx * 3600.0)
+    return full + last / 86400.0
+
+
 def async_days(U, accepted_per_hour: np.ndarray):
     """Days until cumulative accepted updates reach ``U``, stepping hour by hour from UTC 0
     (§4.6). ``accepted_per_hour``: 24 values ``3600*lam_acc(h)``. Within the last hour the
@@ -478,9 +512,12 @@ def network_energy_j(net_j_per_bit: float, bytes_total: float) -> float:
     return float(net_j_per_bit * 8.0 * bytes_total)
 
 
-def server_energy_j(power_w: float, n_instances: int, pue: float, days: float) -> float:
-    """Server reserved for the calendar span: ``power * n * PUE * 86400 * days``."""
-    return float(power_w * n_instances * pue * 86400.0 * days)
+def server_energy_j(power_w: float, n_instances: int, pue: float, days: float,
+                    hours_per_day: float = 24.0) -> float:
+    """Server energy over its reservation: ``power * n * PUE * 3600 * hours_per_day * days``.
+    ``hours_per_day`` is 24 for a server reserved around the clock and the number of
+    training-window hours for one reserved only while training may run (project choice)."""
+    return float(power_w * n_instances * pue * 3600.0 * hours_per_day * days)
 
 
 def co2e_kg(e_device_net_j: float, grid_g_per_kwh: float, e_server_j: float,
@@ -500,10 +537,13 @@ def carbon_proxy_alpha(co2e_kg, x) -> float:
 
 def cloud_usd(*, instance_hour_usd, n_instances, days, cpu_hour_usd, cpu_h, egress_gb_usd,
               gb_down, ingress_gb_usd, gb_up, storage_gb_month_usd, gb_month,
-              cloud_infer_per_1k_usd, q_cloud, backbone_gb_usd=0.0, gb_backbone=0.0) -> dict:
-    """Cloud spend by line (§4.11, project choice); ``total`` is the sum."""
+              cloud_infer_per_1k_usd, q_cloud, backbone_gb_usd=0.0, gb_backbone=0.0,
+              hours_per_day=24.0) -> dict:
+    """Cloud spend by line (§4.11, project choice); ``total`` is the sum. Instances are billed
+    for their reservation, ``hours_per_day`` hours on each of ``days`` (as
+    :func:`server_energy_j`)."""
     lines = {
-        "instances": instance_hour_usd * n_instances * 24.0 * days,
+        "instances": instance_hour_usd * n_instances * hours_per_day * days,
         "cpu": cpu_hour_usd * cpu_h,
         "egress": egress_gb_usd * gb_down,
         "ingress": ingress_gb_usd * gb_up,
@@ -559,10 +599,10 @@ def fleet_latency_p95(p50_ms, p95_ms, overlap, interference, factor, weights,
 
 __all__ = [
     "AsyncRate", "Fleet", "SyncRounds", "TaskDraws", "active_time", "async_days", "async_rate",
-    "burden", "carbon_proxy_alpha", "cloud_usd", "co2e_kg", "current_to_power_w", "draw_tasks",
-    "fleet_latency_p95",
-    "hourly_pool", "lognormal_from_quantiles", "mm1_factor", "network_energy_j", "overselection",
-    "payload_bytes", "region_weights", "rounds_spread", "rounds_to_target", "server_energy_j",
-    "success_probability_closed_form", "sync_days", "sync_rounds", "task_energy_j",
-    "transfer_seconds", "unique_participants",
+    "burden", "carbon_proxy_alpha", "clock_days", "cloud_usd", "co2e_kg", "current_to_power_w",
+    "draw_tasks", "fleet_latency_p95", "hourly_pool", "lognormal_from_quantiles", "mm1_factor",
+    "network_energy_j", "overselection", "payload_bytes", "region_weights",
+    "round_failure_binomial", "rounds_spread", "rounds_to_target", "server_energy_j",
+    "success_lower_bound", "success_probability_closed_form", "sync_days", "sync_rounds",
+    "task_energy_j", "transfer_seconds", "unique_participants",
 ]

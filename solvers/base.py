@@ -202,14 +202,17 @@ for _name, _default, _what in (
         ("clients", 2_000_000, "clients of a joint_training_inference problem (benchmarks "
                                "solve 1,000,000)"),
         ("split_clients", 10_000, "clients of a split_learning problem"),
-        ("devices", 100_000, "devices of an hfl problem (benchmarks solve 10,000)"),
-        ("hosts", 10_000, "edge hosts of an hfl problem (benchmarks solve 100)"),
-        ("device_host_pairs", 10_000_000, "devices x hosts of an hfl problem (its cost "
-                                          "matrix; benchmarks solve 1,000,000)"),
+        ("devices", 100_000, "devices of an hfl or edge_system problem (benchmarks "
+                             "solve 10,000)"),
+        ("hosts", 10_000, "edge hosts of an hfl or edge_system problem (benchmarks "
+                          "solve 100)"),
+        ("device_host_pairs", 10_000_000, "devices x hosts of an hfl or edge_system "
+                                          "problem (benchmarks solve 1,000,000)"),
         ("nodes", 100_000, "nodes of a cis_early_exit tree (benchmarks train 100)"),
         ("exits", 100, "early exits of a cis_early_exit network"),
         ("rounds", 100_000, "simulated or trained rounds of one run (benchmarks run 1,000)"),
-        ("seeds", 1_000, "surrogate seeds averaged per policy"),
+        ("seeds", 1_000, "seeds of one estimate (surrogate seeds averaged per policy, "
+                         "planner seeds)"),
         ("samples", 1_000_000, "Monte-Carlo samples of one planner estimate (default 2,000)"),
         ("cohort", 100_000, "devices in one planner round (training_plan.K and C)"),
         ("grid", 100_000, "points of a solver's search grid"),

@@ -236,3 +236,18 @@ def test_root_finder_agrees_with_scipy_brentq(r, p):
                                                   rel=1e-9, abs=1e-12)
     with pytest.raises(ValueError):
         pm.brentq(f, r**(1 / p) + 1, r**(1 / p) + 2)
+
+
+def test_clock_days_counts_training_hours_from_utc_midnight():
+    ok = np.zeros(24, bool)
+    ok[[0, 1, 2, 3]] = True
+    assert pm.clock_days(1800.0, ok) == pytest.approx(0.5 / 24)
+    assert pm.clock_days(3600 * 4 + 1800.0, ok) == pytest.approx(1 + 0.5 / 24)
+    ok[:] = False
+    ok[[22, 23]] = True
+    assert pm.clock_days(3600 * 1.5, ok) == pytest.approx(23.5 / 24)
+    # a long campaign: the clock and the sync_days model differ by less than a day
+    A = 3600 * 4 * 7.3
+    ok[:] = False
+    ok[[0, 1, 2, 3]] = True
+    assert abs(pm.clock_days(A, ok) - pm.sync_days(A, 4)) < 1

@@ -48,8 +48,10 @@ COUNTS = {
     "split_learning": [("clients", "count"), ("optimizer", "w_grid"),
                        ("optimizer", "n_threshold_grid")],
     "deployment_plan": [("monte_carlo", "n_mc"), ("monte_carlo", "n_outer"),
-                        ("monte_carlo", "n_mc_grid"), ("training_plan", "K"),
-                        ("training_plan", "C")],
+                        ("monte_carlo", "n_mc_grid"), ("monte_carlo", "n_seeds"),
+                        ("training_plan", "K"), ("training_plan", "C")],
+    "edge_system": [("devices", "count"), ("hosts", "count"), ("training", "rounds"),
+                    ("simulation", "rounds"), ("model", "threshold_grid"), ("loop", "w_grid")],
 }
 
 
@@ -203,7 +205,7 @@ def test_hostile_counts_are_refused_naming_field_value_limit_and_variable(kind, 
         assert "JOINTOPT_MAX_" in err, err
 
 
-@pytest.mark.parametrize("kind", ["joint_training_inference", "deployment_plan"])
+@pytest.mark.parametrize("kind", ["joint_training_inference", "deployment_plan", "edge_system"])
 def test_bad_seeds_in_files_name_the_seed_field(kind, tmp_path, capsys):
     base = scenarios.read_scenario(KINDS[kind])
     paths = [p for p, _ in _leaves(base) if p[-1] == "seed"]

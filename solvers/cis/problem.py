@@ -214,6 +214,43 @@ class CooperativeInferenceProblem(ProblemBase):
                                                       "device_share": device_share},
                               "data": data, "training": training, **sections})
 
+    @classmethod
+    def from_association(cls, association, arrival, forward, *, device_data, host_data=0.0,
+                         cloud_data=0.0, host_forward=0.0, name: str = "association",
+                         **sections) -> CooperativeInferenceProblem:
+        """The three-tier tree a host-device association induces [project choice]: node 0 the
+        cloud (exit 3), nodes ``1..H`` the hosts some device is associated with (exit 2, in
+        increasing host index), then one node per device (exit 1, device ``i`` is node
+        ``1 + H + i``) whose parent is its host, or the cloud when ``association[i] = -1``.
+        ``arrival`` and ``forward`` are the devices' request and forwarded rates,
+        ``host_forward`` what each used host forwards to the cloud (scalar or one per used
+        host); ``device_data``, ``host_data``, ``cloud_data`` the training-data sizes.
+        ``sections`` (``training``, ``convex``) as in a scenario file."""
+        a = np.asarray(association).reshape(-1)
+        if not np.all(np.equal(np.mod(a, 1), 0)) or (a < -1).any():
+            raise ValidationError("association", "must hold host indices or -1")
+        a = a.astype(int)
+        n = a.size
+        hosts = np.unique(a[a >= 0])
+        h = hosts.size
+        node_of_host = np.full(int(a.max()) + 2 if n else 1, -1)
+        node_of_host[hosts] = np.arange(1, h + 1)
+        parent = np.concatenate([[-1], np.zeros(h, int), np.where(a >= 0, node_of_host[a], 0)])
+        exits = np.concatenate([[3], np.full(h, 2), np.ones(n, int)])
+        lam = as_vector("arrival", arrival, n)
+        fwd = as_vector("forward", forward, n)
+        hf = np.broadcast_to(np.asarray(host_forward, float), (h,))
+        data = np.concatenate([[float(cloud_data)],
+                               np.broadcast_to(np.asarray(host_data, float), (h,)),
+                               as_vector("device_data", device_data, n)])
+        return cls.from_dict({
+            "name": name, "n_exits": 3,
+            "nodes": {"parent": parent.tolist(), "exit": exits.tolist(),
+                      "arrival": np.concatenate([np.zeros(1 + h), lam]).tolist(),
+                      "forward": np.concatenate([[0.0], hf, fwd]).tolist(),
+                      "data_size": data.tolist()},
+            **sections})
+
     # -- derived quantities --------------------------------------------------------------
     @cached_property
     def serving_tree(self) -> ServingTree:

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import pydantic
 from jointopt.models.accuracy import ACCURACY_MAPS
-from jointopt.models.checks import as_vector, check_range, culprit
+from jointopt.models.checks import as_vector, check_range, culprit, index_vector
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.errors import InfeasibleError, ValidationError
 from jointopt.solvers.base import (
@@ -48,29 +48,32 @@ CLIENT_FIELDS: dict[str, tuple[float | None, str]] = {
 }
 
 
-def _draw(field: str, spec: dict, n: int, rng: np.random.Generator) -> np.ndarray:
+def _draw(field: str, spec: dict, n: int, rng: np.random.Generator,
+          section: str = "clients") -> np.ndarray:
+    """``n`` draws of a ``{dist = "uniform" | "lognormal", ...}`` table; errors name
+    ``section.field.key``."""
     spec = dict(spec)
     dist = spec.pop("dist", None)
     try:
         if dist == "uniform":
             lo, hi = float(spec.pop("low")), float(spec.pop("high"))
             if hi < lo:
-                raise ValidationError(f"clients.{field}.high",
+                raise ValidationError(f"{section}.{field}.high",
                                       f"must be >= low ({lo:g}), got {hi:g}")
             out = rng.uniform(lo, hi, n)
         elif dist == "lognormal":
             mean, sigma = float(spec.pop("mean")), float(spec.pop("sigma"))
-            check_range(f"clients.{field}.mean", mean, gt=0.0)
-            check_range(f"clients.{field}.sigma", sigma, ge=0.0)
+            check_range(f"{section}.{field}.mean", mean, gt=0.0)
+            check_range(f"{section}.{field}.sigma", sigma, ge=0.0)
             out = rng.lognormal(np.log(mean) - 0.5 * sigma**2, sigma, n)
         else:
-            raise ValidationError(f"clients.{field}.dist",
+            raise ValidationError(f"{section}.{field}.dist",
                                   f"must be 'uniform' or 'lognormal', got {dist!r}")
     except KeyError as exc:
-        raise ValidationError(f"clients.{field}.{exc.args[0]}",
+        raise ValidationError(f"{section}.{field}.{exc.args[0]}",
                               f"is required for dist={dist!r}") from None
     if spec:
-        raise ValidationError(f"clients.{field}.{next(iter(spec))}", "is not a known field")
+        raise ValidationError(f"{section}.{field}.{next(iter(spec))}", "is not a known field")
     return out
 
 
@@ -324,6 +327,26 @@ class JointTrainingInferenceProblem(ProblemBase):
                     f"({int((short > 1e-12).sum())} client(s) affected)",
                     field=culprit("clients." + field, i), shortfall=float(short[i]))
         return self
+
+    def subset(self, clients, *, name: str | None = None,
+               **fields) -> JointTrainingInferenceProblem:
+        """The same model, controller and state over the clients ``clients`` (indices, in
+        that order), with per-client ``fields`` replaced (one value per kept client, e.g.
+        ``arrival_rate`` = the requests each device serves itself): the allocation problem of
+        a group of devices. Per-client state (``ebar``, ``Z``) is restricted too."""
+        idx = index_vector("clients", clients, self.n)
+        for key in fields:
+            if key not in CLIENT_FIELDS:
+                raise ValidationError(f"clients.{key}", "is not a known field")
+        data = self.to_dict()
+        data["clients"] = {"count": int(idx.size), **{
+            key: (as_vector(f"clients.{key}", fields[key], idx.size) if key in fields
+                  else getattr(self.clients, key)[idx]).tolist() for key in CLIENT_FIELDS}}
+        data["state"] = {"K": self.K, "ebar": self.ebar[idx].tolist(),
+                         "Z": self.Z[idx].tolist()}
+        if name is not None:
+            data["name"] = name
+        return type(self).from_dict(data)
 
     # -- derived quantities ------------------------------------------------------------
     @property

@@ -14,7 +14,9 @@ Processes:
 * async: ``C`` slots refilled as tasks end, an aggregator with a buffer of ``K``, a version
   counter, and a staleness check that discards updates older than ``max_staleness``;
 * every task races its stages (check-in, download, compute, upload) against dropout, crash
-  and the task timeout with ``simpy.AnyOf``; counters for bytes, stage time and energy.
+  and the task timeout with ``simpy.AnyOf``; counters for bytes, stage time and energy, and
+  the set of devices that ran a task (each task on a device drawn uniformly from the
+  campaign's eligible base, from a stream of its own).
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ class DESResult:
     bytes_up: float = 0.0
     device_s: float = 0.0
     energy_j: float = 0.0
+    participants: set[int] = field(default_factory=set)  # device ids that ran a task
+
+    @property
+    def unique_participants(self) -> int:
+        return len(self.participants)
 
     @property
     def elapsed_days(self) -> float:
@@ -100,6 +107,12 @@ class _Plan:
         self.cap = pop.u_max * pop.n_devices * pop.static_eligibility * self.coverage * cap
         self.window = np.zeros(24, bool)
         self.window[list(set(tp.windows))] = True
+        # campaign base: each task runs on a device drawn uniformly from it (its own stream)
+        camp = pop.campaign_unique_frac if pop.campaign_unique_frac is not None \
+            else pop.daily_unique_frac
+        self.n_campaign = max(1, int(round(pop.n_devices * pop.static_eligibility
+                                           * self.coverage * camp)))
+        self.device_rng = np.random.default_rng(0)
 
     def work(self, rng) -> float:
         tp = self.tp
@@ -166,6 +179,7 @@ def _task(env, plan: _Plan, rng, res: DESResult, on_done, power=True):
     # every task is charged a full download
     res.tasks_started += 1
     res.bytes_down += plan.S_d
+    res.participants.add(int(plan.device_rng.integers(plan.n_campaign)))
     on_done(ok, start)
 
 
@@ -182,6 +196,7 @@ def simulate(problem: DeploymentPlanProblem, *, rounds: int | None = None,
 
     plan = _Plan(problem)
     rng = np.random.default_rng(seed)
+    plan.device_rng = np.random.default_rng([seed, 1])
     env = simpy.Environment()
     state = {"hour": 0}
     env.process(_hour_clock(env, state))

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 from jointopt.models.errors import InfeasibleError, ValidationError
-from jointopt.solvers.planner.estimate import Estimates, estimate
-from jointopt.solvers.planner.problem import DeploymentPlanProblem
+from jointopt.solvers.planner.estimate import THRESHOLD_SECTIONS, Estimates, estimate
+from jointopt.solvers.planner.problem import TAGS, DeploymentPlanProblem
 
 SEVERITY = {"not_applicable": 0, "pass": 1, "not_evaluated": 2, "fail_p90": 3, "fail": 4}
 GATE_NAMES = {"G1": "device fitness", "G2": "quality", "G3": "population", "G4": "time",
@@ -50,11 +50,32 @@ def _check(name, p50, p90, thr, field_, unit, meta, *, upper=True, status=None):
             "assumed_inputs": meta.get("assumed_inputs", [])}
 
 
+def _config_meta(problem: DeploymentPlanProblem, fields: list[str]) -> dict:
+    """Tag of a check read straight from scenario fields: the weakest of theirs."""
+    tags = [problem.tag(f) for f in fields]
+    return {"tag": min(tags, key=TAGS.index), "method": "config",
+            "assumed_inputs": [f for f, t in zip(fields, tags, strict=True) if t == "assumed"]}
+
+
+def _tag_thresholds(problem: DeploymentPlanProblem, checks: list[dict]) -> list[dict]:
+    """A check's status depends on its value and its threshold: its tag is the weaker of the
+    two, and an assumed threshold (a bare budget) joins its assumed inputs."""
+    for c in checks:
+        f = c["threshold_field"]
+        if c["threshold"] is None or not f or not f.startswith(THRESHOLD_SECTIONS):
+            continue
+        t = problem.tag(f)
+        c["tag"] = min(c["tag"], t, key=TAGS.index)
+        if t == "assumed" and f not in c["assumed_inputs"]:
+            c["assumed_inputs"] = sorted([*c["assumed_inputs"], f])
+    return checks
+
+
 def _gate(checks: list[dict]) -> dict:
     if not checks:
         return {"status": "not_applicable", "p50": None, "p90": None, "threshold": None,
                 "threshold_field": None, "unit": "", "tag": "measured", "method": "config",
-                "check": None, "upper": True, "checks": []}
+                "assumed_inputs": [], "check": None, "upper": True, "checks": []}
 
     def util(c):
         if c["threshold"] in (None, 0) or c["p90"] is None:
@@ -64,7 +85,7 @@ def _gate(checks: list[dict]) -> dict:
 
     worst = max(checks, key=lambda c: (SEVERITY[c["status"]], util(c)))
     out = {k: worst[k] for k in ("status", "p50", "p90", "threshold", "threshold_field", "unit",
-                                 "tag", "method")}
+                                 "tag", "method", "assumed_inputs")}
     out["check"] = worst["check"]
     out["upper"] = worst["upper"]
     out["checks"] = checks
@@ -75,16 +96,16 @@ def gates(problem: DeploymentPlanProblem, est: Estimates) -> dict[str, dict]:
     """The eight gates from the estimates and the user's budgets."""
     b, tp, V, M = problem.budgets, problem.training_plan, est.values, est.meta
     cv = problem.convergence
-    out: dict[str, dict] = {}
+    out: dict[str, list[dict]] = {}
     cov = V["fleet_coverage"]
-    out["G1"] = _gate([_check("fleet_coverage", cov, cov, b.min_fleet_coverage,
-                              "budgets.min_fleet_coverage", "fraction", M["fleet_coverage"],
-                              upper=False)])
+    out["G1"] = [_check("fleet_coverage", cov, cov, b.min_fleet_coverage,
+                        "budgets.min_fleet_coverage", "fraction", M["fleet_coverage"],
+                        upper=False)]
     if V.get("no_fleet"):
         for g in ("G2", "G3", "G4", "G5", "G6", "G7", "G8"):
-            out[g] = _gate([_check("no device class can train", None, None, None, "", "",
-                                   {}, status="not_evaluated")])
-        return out
+            out[g] = [_check("no device class can train", None, None, None, "", "", {},
+                             status="not_evaluated")]
+        return {g: _gate(_tag_thresholds(problem, cs)) for g, cs in out.items()}
     mg = V["metric_gap"]
     thr = -b.max_metric_drop if b.max_metric_drop is not None else None
     g2 = [_check("metric_gap", mg["p50"], mg["p90"], thr, "budgets.max_metric_drop",
@@ -92,7 +113,7 @@ def gates(problem: DeploymentPlanProblem, est: Estimates) -> dict[str, dict]:
     if tp.dp.enabled != cv.dp_enabled:
         g2.append(_check("fit DP config matches plan", 0.0, 0.0, None, "convergence.dp_enabled",
                          "", {"tag": "simulated", "method": "config"}, status="fail"))
-    out["G2"] = _gate(g2)
+    out["G2"] = g2
     hours = V["hours_ok_per_day"]
     g3 = [_check("hours that can host C", hours, hours, 1, "training_plan.windows", "h/d",
                  M["hours_ok_per_day"], upper=False)]
@@ -101,10 +122,15 @@ def gates(problem: DeploymentPlanProblem, est: Estimates) -> dict[str, dict]:
         g3.append(_check("participant_coverage", pc, pc, b.min_participant_coverage,
                          "budgets.min_participant_coverage", "fraction",
                          M["participant_coverage"], upper=False))
-    out["G3"] = _gate(g3)
+    if tp.mode == "sync" and b.max_round_failure_prob is not None:
+        rf = V["round_failure_binomial"]
+        g3.append(_check("round_failure_prob", rf["estimate"], rf["upper_bound"],
+                         b.max_round_failure_prob, "budgets.max_round_failure_prob", "fraction",
+                         M["round_failure_binomial"]))
+    out["G3"] = g3
     d = V["days_to_target"]
-    out["G4"] = _gate([_check("days_to_target", d["p50"], d["p90"], b.deadline_days,
-                              "budgets.deadline_days", "d", M["days_to_target"])])
+    out["G4"] = [_check("days_to_target", d["p50"], d["p90"], b.deadline_days,
+                        "budgets.deadline_days", "d", M["days_to_target"])]
     pc = est.per_class
     tpd = V["tasks_per_device_day"]
     g5 = [_check("tasks_per_device_day", tpd["p50"], tpd["p90"], b.max_tasks_per_device_day,
@@ -120,8 +146,8 @@ def gates(problem: DeploymentPlanProblem, est: Estimates) -> dict[str, dict]:
             if key == "battery_pct_per_day" and problem.population.policy_requires_charging:
                 st = "not_applicable"
             g5.append(_check(f"{key}[{name}]", pc[f"{key}_p50"][j], pc[f"{key}_p90"][j], bud,
-                             fld, unit, M["tasks_per_device_day"], status=st))
-    out["G5"] = _gate(g5)
+                             fld, unit, est.per_class_meta, status=st))
+    out["G5"] = g5
     usd = V["cloud_usd"]
     co2 = V["co2e_kg"]
     sv = problem.server
@@ -134,7 +160,7 @@ def gates(problem: DeploymentPlanProblem, est: Estimates) -> dict[str, dict]:
                      sv.max_cpu_util, "server.max_cpu_util", "fraction", M["server_cpu_util"]))
     g6.append(_check("aggregator_mem_gb", V["aggregator_mem_gb"], V["aggregator_mem_gb"],
                      sv.mem_gb, "server.mem_gb", "GB", M["aggregator_mem_gb"]))
-    out["G6"] = _gate(g6)
+    out["G6"] = g6
     al = est.allocator
     n_bad = int(sum(not f for f in al["feasible"]))
     g7 = [_check("allocator: classes that cannot fit training and inference", n_bad, n_bad,
@@ -147,18 +173,19 @@ def gates(problem: DeploymentPlanProblem, est: Estimates) -> dict[str, dict]:
     lat = V["inference_p95_ms"]
     g7.append(_check("inference_p95_ms", lat, lat, problem.inference.latency_slo_p95_ms,
                      "inference.latency_slo_p95_ms", "ms", M["inference_p95_ms"]))
-    out["G7"] = _gate(g7)
+    out["G7"] = g7
     g8 = []
     if tp.dp.enabled:
         g8.append(_check("K >= dp.K_min", tp.K, tp.K, tp.dp.K_min, "training_plan.dp.K_min", "",
-                         {"tag": "measured", "method": "config"}, upper=False))
+                         _config_meta(problem, ["training_plan.K", "training_plan.dp.K_min"]),
+                         upper=False))
     if tp.secagg:
         measured = problem.provenance.get("model.secagg_expansion") == "measured"
         g8.append(_check("secagg_expansion is measured", float(measured), float(measured), 1.0,
-                         "model.secagg_expansion", "", {"tag": problem.tag(
-                             "model.secagg_expansion"), "method": "config"}, upper=False))
-    out["G8"] = _gate(g8)
-    return out
+                         "model.secagg_expansion", "",
+                         _config_meta(problem, ["model.secagg_expansion"]), upper=False))
+    out["G8"] = g8
+    return {g: _gate(_tag_thresholds(problem, cs)) for g, cs in out.items()}
 
 
 def _fmt(v) -> str:
@@ -190,7 +217,9 @@ def reasons_for(gs: dict[str, dict], est: Estimates) -> list[str]:
             text += f"; next step: {NEXT_STEP[g]}"
         out.append(text)
     for x in est.extrapolated:
-        out.append(f"extrapolated: {x} (caps the verdict at CONDITIONAL)")
+        out.append(f"extrapolated {x['input']}: {x['text']}; the convergence calibration does "
+                   "not cover it (caps the verdict at CONDITIONAL; next step: calibration runs "
+                   "that cover the plan)")
     return out
 
 
@@ -254,12 +283,44 @@ def _verdict_core(gs: dict[str, dict], est: Estimates) -> tuple[str, list[str]]:
     return "NO-GO", fails
 
 
+def seed_spread(problem: DeploymentPlanProblem, est: Estimates,
+                n_seeds: int) -> dict[str, dict] | None:
+    """The plan re-estimated with seeds ``seed, seed+1, ..., seed+n_seeds-1`` (same
+    Monte-Carlo sizes): per seed, the over-selection count C with its round-failure
+    probability (binomial at the seed's p-bar, and at its confidence bound) for G3, and P50 /
+    P90 days for G4. It shows how much of a number is Monte-Carlo noise; the gates
+    themselves use the plan's own seed (one plan, one number)."""
+    if n_seeds <= 1 or est.values.get("no_fleet"):
+        return None
+    seeds = [est.seed + i for i in range(n_seeds)]
+    runs = [est] + [estimate(problem, n_mc=est.n_mc, n_outer=est.n_outer, seed=s)
+                    for s in seeds[1:]]
+    g4 = {"seeds": seeds,
+          "days_p50": [e.values["days_to_target"]["p50"] for e in runs],
+          "days_p90": [e.values["days_to_target"]["p90"] for e in runs]}
+    out = {"G4": g4}
+    if problem.training_plan.mode == "sync":
+        out["G3"] = {"seeds": seeds, "C": [int(e.values["C"]) for e in runs],
+                     "round_failure_prob": [e.values["round_failure_binomial"]["estimate"]
+                                            for e in runs],
+                     "round_failure_upper_bound": [
+                         e.values["round_failure_binomial"]["upper_bound"] for e in runs]}
+    return out
+
+
 def evaluate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
              n_outer: int | None = None, seed: int | None = None,
-             search_levers: bool = True) -> Evaluation:
-    """Estimates, gates and the verdict (with the lever search of §5)."""
+             search_levers: bool = True, with_seed_spread: bool = True) -> Evaluation:
+    """Estimates, gates and the verdict (with the lever search of §5). Lever candidates are
+    estimated with the plan's own Monte-Carlo sizes and seed; a candidate the convergence
+    calibration does not cover is never a condition. ``G3`` / ``G4`` carry the spread
+    across ``monte_carlo.n_seeds`` seeds (:func:`seed_spread`)."""
     est = estimate(problem, n_mc=n_mc, n_outer=n_outer, seed=seed)
     gs = gates(problem, est)
+    spread = seed_spread(problem, est, problem.monte_carlo.n_seeds) if with_seed_spread \
+        else None
+    for g, rec in (spread or {}).items():
+        gs[g]["seed_spread"] = rec
     verdict, fails = _verdict_core(gs, est)
     reasons = reasons_for(gs, est)
     conditions: list[dict] = []
@@ -267,24 +328,23 @@ def evaluate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
     need = verdict != "GO"
     lever_ok = len(fails) == 1 and fails[0] in ("G3", "G4", "G5", "G6", "G7")
     if need and search_levers and (not fails or lever_ok):
-        mc = problem.monte_carlo
         for path, value in lever_candidates(problem):
             try:
                 alt = apply_lever(problem, path, value)
-                e2 = estimate(alt, n_mc=mc.n_mc_grid, n_outer=min(mc.n_outer, 200),
-                              seed=est.seed)
+                e2 = estimate(alt, n_mc=est.n_mc, n_outer=est.n_outer, seed=est.seed)
             except (ValidationError, InfeasibleError) as exc:
                 tried.append({"lever": path, "to": value, "error": str(exc)})
                 continue
             g2 = gates(alt, e2)
             after = {g: r["status"] for g, r in g2.items()}
             rec = {"lever": path, "to": value, "gates_after": after,
-                   "days_p90": e2.values["days_to_target"]["p90"],
-                   "cloud_usd_p90": e2.values["cloud_usd"]["p90"]}
+                   "days_p90": e2.values.get("days_to_target", {}).get("p90"),
+                   "cloud_usd_p90": e2.values.get("cloud_usd", {}).get("p90"),
+                   "extrapolated": [x["input"] for x in e2.extrapolated]}
             tried.append(rec)
             no_fail = all(s != "fail" for s in after.values())
             all_pass = all(s in ("pass", "not_applicable") for s in after.values())
-            if (fails and no_fail) or (not fails and all_pass):
+            if not e2.extrapolated and ((fails and no_fail) or (not fails and all_pass)):
                 conditions.append(rec)
         if fails:
             verdict = "CONDITIONAL" if conditions else "NO-GO"

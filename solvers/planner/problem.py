@@ -215,8 +215,15 @@ class TrainingPlan(Section):
 
 
 class CalibrationRun(Section):
+    """One simulation run behind the convergence fit: its mode, aggregation goal K, the
+    concurrency / selected count C (required for async runs: the record holds (K, C) pairs),
+    seed and rounds to target. A run without ``mode`` supports no mode: a plan is then
+    flagged extrapolated in its mode."""
+
     id: str
+    mode: Literal["sync", "async"] | None = None
     K: int
+    C: int | None = None
     seed: Seed
     rounds_to_target: float
 
@@ -263,6 +270,9 @@ class ServerSpec(Section):
     streaming_aggregation: bool = True
     power_w: float
     pue: float
+    #: when the instances are reserved (billed and drawing power): ``"training_windows"``,
+    #: only in the plan's training-window hours (the default), or ``"always_on"``, 24 h a day
+    reservation: Literal["training_windows", "always_on"] = "training_windows"
 
 
 class MeasuredRun(Section):
@@ -314,6 +324,32 @@ class Budgets(Section):
     min_participant_coverage: float | None = None
 
 
+class HierarchySpec(Section):
+    """Hierarchical topology (devices -> edge aggregators -> cloud): the device groups (one
+    row per group, e.g. a cell or a site) with their inference demand ``group_demand``
+    (requests/s), the candidate edge hosts' ``capacities`` (requests/s) and ``edge_costs``
+    (one host-cloud model exchange), the group-host costs ``group_costs`` (groups x hosts)
+    or the groups' ``homes`` (zero-cost LAN), ``local_to_global_ratio`` l (edge rounds per
+    global round) and ``participation_ratio``; the HFL placement solver (``method``,
+    ``time_limit`` s) places the aggregators, unless ``association`` fixes them (one host
+    index or -1 per group). ``edge_agg_s``: an edge host's aggregation step per edge round;
+    ``backbone_mbps`` / ``backbone_rtt_s``: the host-cloud link."""
+
+    group_demand: list[float]
+    capacities: list[float]
+    edge_costs: float | list[float] = 1.0
+    group_costs: list[list[float]] | None = None
+    homes: list[int] | None = None
+    local_to_global_ratio: float
+    participation_ratio: float = 1.0
+    method: Literal["highs", "heuristic"] = "highs"
+    time_limit: float = 30.0
+    association: list[int] | None = None
+    edge_agg_s: float = 0.0
+    backbone_mbps: float
+    backbone_rtt_s: float = 0.0
+
+
 class Levers(Section):
     """User-declared lever space: the only values the planner may propose (§5)."""
 
@@ -335,12 +371,23 @@ class Levers(Section):
 
 
 class MonteCarlo(Section):
-    """Monte-Carlo sizes and seed (§3.10 defaults register: 2000, 500, 500, 0)."""
+    """Monte-Carlo sizes and seed (defaults register: 2000, 500, 500, 0).
+
+    ``n_mc_grid`` sizes a standalone :func:`~jointopt.solvers.planner.whatif.what_if` or
+    :func:`~jointopt.solvers.planner.whatif.tornado` call; ``jointopt.planner.plan`` runs its
+    grid, tornado and lever search at ``n_mc`` / ``n_outer`` so that the base plan shows one
+    number everywhere. ``confidence``: level at which the over-selection count keeps the
+    round-failure limit despite Monte-Carlo noise (project choice, 0.95). ``n_seeds``: seeds
+    (``seed, seed+1, ...``) whose spread of C, round-failure probability and days the gates
+    report (project choice, 5; 1 turns the spread off).
+    """
 
     n_mc: Count("samples") = 2000
     n_outer: Count("samples") = 500
     n_mc_grid: Count("samples") = 500
     seed: Seed = 0
+    confidence: float = 0.95
+    n_seeds: Count("seeds") = 5
 
 
 class PlanSolveResult(SolveResult):
@@ -367,6 +414,7 @@ class DeploymentPlanProblem(ProblemBase):
     inference: InferenceLoad
     budgets: Budgets = Budgets()
     levers: Levers = Levers()
+    hierarchy: HierarchySpec | None = None
     monte_carlo: MonteCarlo = MonteCarlo()
     normalise_shares: bool = False
     provenance: dict[str, Literal["assumed", "simulated", "measured"]] = {}
@@ -487,10 +535,7 @@ class DeploymentPlanProblem(ProblemBase):
         for j, h in enumerate(tp.windows):
             if not 0 <= h <= 23:
                 ck.add(f"training_plan.windows[{j}]", f"{h}; must be an hour in 0..23")
-        if tp.topology == "hierarchical":
-            ck.add("training_plan.topology",
-                   "'hierarchical' needs the HFL placement solver, which this toolkit does not "
-                   "provide yet; use 'flat'")
+        self._check_hierarchy(ck)
         if tp.dp.enabled and tp.dp.K_min is None:
             ck.add("training_plan.dp.K_min", "is required when dp.enabled (from DP accounting)")
         cv = self.convergence
@@ -503,21 +548,35 @@ class DeploymentPlanProblem(ProblemBase):
         ck.num("convergence.rounds_sigma", cv.rounds_sigma, ge=0.0)
         ck.num("convergence.rounds_scale", cv.rounds_scale, gt=0.0)
         ck.num("convergence.metric_gap_sd", cv.metric_gap_sd, ge=0.0)
-        ks = {r.K for r in cv.calibration}
         if not cv.calibration:
             ck.add("convergence.calibration",
                    "no calibration record; a fitted model from simulation runs is required")
-        elif len(ks) < 3:
-            ck.add("convergence.calibration",
-                   f"covers {len(ks)} distinct K; need >= 3 (each with >= 2 seeds)")
-        else:
-            for k in sorted(ks):
-                seeds = {r.seed for r in cv.calibration if r.K == k}
+        for mode in sorted({r.mode or "" for r in cv.calibration}):
+            runs = [r for r in cv.calibration if (r.mode or "") == mode]
+            # async runs are calibrated on (K, C) pairs, sync runs (and runs without a mode)
+            # on K
+            point = (lambda r: (r.K, r.C)) if mode == "async" else (lambda r: r.K)
+            what = "(K, C)" if mode == "async" else "K"
+            pts = {point(r) for r in runs}
+            label = f" ({mode} runs)" if mode else ""
+            if len(pts) < 3:
+                ck.add("convergence.calibration",
+                       f"covers {len(pts)} distinct {what}{label}; need >= 3 (each with >= 2 "
+                       "seeds)")
+                continue
+            for pt in sorted(pts, key=str):
+                seeds = {r.seed for r in runs if point(r) == pt}
                 if len(seeds) < 2:
-                    ck.add("convergence.calibration", f"K = {k} has {len(seeds)} seed; need >= 2")
+                    ck.add("convergence.calibration",
+                           f"{what} = {pt}{label} has {len(seeds)} seed; need >= 2")
         for j, r in enumerate(cv.calibration):
             ck.num(f"convergence.calibration[{j}].rounds_to_target", r.rounds_to_target, gt=0)
             ck.num(f"convergence.calibration[{j}].K", r.K, ge=1)
+            if r.mode == "async" and r.C is None:
+                ck.add(f"convergence.calibration[{j}].C",
+                       "is required for an async run (the record holds (K, C) pairs)")
+            if r.C is not None and r.C < r.K:
+                ck.add(f"convergence.calibration[{j}].C", f"{r.C} < K = {r.K}; must be >= K")
         sv = self.server
         for key in ("n_instances", "cores_per_instance", "mem_gb", "pue"):
             ck.num(f"server.{key}", getattr(sv, key), gt=0.0)
@@ -571,6 +630,8 @@ class DeploymentPlanProblem(ProblemBase):
         mc = self.monte_carlo
         for key in ("n_mc", "n_outer", "n_mc_grid"):
             ck.num(f"monte_carlo.{key}", getattr(mc, key), ge=10)
+        ck.num("monte_carlo.confidence", mc.confidence, gt=0.0, lt=1.0)
+        ck.num("monte_carlo.n_seeds", mc.n_seeds, ge=1)
         ck.raise_all()
         # budget infeasible whatever the plan (§9)
         if b.max_cpu_s_per_device_day is not None and len(inf.requests_per_device_day) == len(
@@ -586,6 +647,58 @@ class DeploymentPlanProblem(ProblemBase):
                         f"{c.name!r}", field="budgets.max_cpu_s_per_device_day",
                         shortfall=need - b.max_cpu_s_per_device_day)
         return self
+
+    def _check_hierarchy(self, ck: _Checker):
+        tp, h = self.training_plan, self.hierarchy
+        if tp.topology == "flat":
+            if h is not None:
+                ck.add("hierarchy", "is used only with training_plan.topology = 'hierarchical'")
+            return
+        if h is None:
+            ck.add("hierarchy", "is required for training_plan.topology = 'hierarchical' "
+                                "(device groups, edge capacities and costs)")
+            return
+        if tp.mode != "sync":
+            ck.add("training_plan.mode", "'hierarchical' topology is planned for mode = 'sync'")
+        n, m = len(h.group_demand), len(h.capacities)
+        if n == 0 or m == 0:
+            ck.add("hierarchy.group_demand" if n == 0 else "hierarchy.capacities",
+                   "must list at least one entry")
+            return
+        for j, v in enumerate(h.group_demand):
+            ck.num(f"hierarchy.group_demand[{j}]", v, ge=0.0, unit="1/s")
+        for j, v in enumerate(h.capacities):
+            ck.num(f"hierarchy.capacities[{j}]", v, ge=0.0, unit="1/s")
+        costs = h.edge_costs if isinstance(h.edge_costs, list) else [h.edge_costs] * m
+        if len(costs) != m:
+            ck.add("hierarchy.edge_costs", f"{len(costs)} values; need one per host ({m})")
+        for j, v in enumerate(costs):
+            ck.num(f"hierarchy.edge_costs[{j}]", v, ge=0.0)
+        if (h.group_costs is None) == (h.homes is None):
+            ck.add("hierarchy.group_costs", "give group_costs (groups x hosts) or homes")
+        if h.group_costs is not None:
+            if len(h.group_costs) != n or any(len(r) != m for r in h.group_costs):
+                ck.add("hierarchy.group_costs", f"must be {n} x {m} (groups x hosts)")
+            else:
+                for i, row in enumerate(h.group_costs):
+                    for j, v in enumerate(row):
+                        ck.num(f"hierarchy.group_costs[{i}][{j}]", v, ge=0.0)
+        for key, ids in (("homes", h.homes), ("association", h.association)):
+            if ids is None:
+                continue
+            if len(ids) != n:
+                ck.add(f"hierarchy.{key}", f"{len(ids)} values; need one per group ({n})")
+            lo = -1 if key == "association" else 0
+            for j, v in enumerate(ids):
+                if not lo <= v < m:
+                    ck.add(f"hierarchy.{key}[{j}]", f"{v}; must be a host index in 0..{m - 1}"
+                                                    + (" or -1" if lo < 0 else ""))
+        ck.num("hierarchy.local_to_global_ratio", h.local_to_global_ratio, gt=0.0)
+        ck.frac("hierarchy.participation_ratio", h.participation_ratio)
+        ck.num("hierarchy.time_limit", h.time_limit, gt=0.0, unit="s")
+        ck.num("hierarchy.edge_agg_s", h.edge_agg_s, ge=0.0, unit="s")
+        ck.num("hierarchy.backbone_mbps", h.backbone_mbps, gt=0.0, unit="Mbit/s")
+        ck.num("hierarchy.backbone_rtt_s", h.backbone_rtt_s, ge=0.0, unit="s")
 
     @staticmethod
     def _check_dist(ck: _Checker, d: Distribution):
@@ -612,6 +725,36 @@ class DeploymentPlanProblem(ProblemBase):
         """:meth:`to_dict` without unset (None) fields, also inside lists of tables, so that
         the scenario dumps to TOML and loads back equal."""
         return _drop_none(self.to_dict())
+
+    def defaults_applied(self) -> list[tuple[str, Any]]:
+        """``(field path, value)`` of every input the scenario left at its schema default
+        (a value, not an absent optional): ``device_classes[1].bw_sigma``,
+        ``server.reservation``, ... Empty-list defaults ("none") are not listed."""
+        out: list[tuple[str, Any]] = []
+
+        def walk(model: pydantic.BaseModel, path: str):
+            for name, info in type(model).model_fields.items():
+                value = getattr(model, name)
+                p = f"{path}.{name}" if path else name
+                if isinstance(value, pydantic.BaseModel):
+                    walk(value, p)
+                elif isinstance(value, list) and value and isinstance(value[0],
+                                                                      pydantic.BaseModel):
+                    for i, v in enumerate(value):
+                        walk(v, f"{p}[{i}]")
+                elif (name not in model.model_fields_set and info.default is not None
+                      and not (isinstance(value, list) and not value)):
+                    out.append((p, value))
+
+        for section in ("device_classes", "population", "model", "training_plan",
+                        "convergence", "server", "cost_rates", "inference", "monte_carlo"):
+            value = getattr(self, section)
+            if isinstance(value, list):
+                for i, v in enumerate(value):
+                    walk(v, f"{section}[{i}]")
+            else:
+                walk(value, section)
+        return out
 
     def tag(self, field: str) -> str:
         """The provenance tag of an input field path (bare numbers are ``assumed``)."""

@@ -1,7 +1,10 @@
 """What-if grids with the Pareto front, and tornado sensitivity (spec §6, project choice).
 
-Every point is a full plan estimated with ``n_mc_grid`` draws and the *same seed*
-(common random numbers), so differences between points reflect the levers, not noise.
+Every point is a full plan estimated with the same Monte-Carlo sizes and the *same seed*
+(common random numbers), so differences between points reflect the levers, not noise. Given
+the base plan's own estimates (``base``), the point equal to the base plan shows exactly
+those numbers: one plan, one number in the gate table, the grid and the tornado. Without
+it, sizes default to ``monte_carlo.n_mc_grid``.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from jointopt.models.errors import InfeasibleError, ValidationError
-from jointopt.solvers.planner.estimate import estimate
+from jointopt.solvers.planner.estimate import Estimates, estimate
 from jointopt.solvers.planner.gates import gates
 from jointopt.solvers.planner.problem import DeploymentPlanProblem
 
 PARETO_COLUMNS = ("days_p90", "cloud_usd_p90", "co2e_kg_p90", "worst_cpu_s_per_day_p90")
 
 
-def _row(problem: DeploymentPlanProblem, n_mc: int, n_outer: int, seed: int) -> dict:
-    est = estimate(problem, n_mc=n_mc, n_outer=n_outer, seed=seed)
+def _row(problem: DeploymentPlanProblem, n_mc: int, n_outer: int, seed: int,
+         est: Estimates | None = None) -> dict:
+    if est is None:
+        est = estimate(problem, n_mc=n_mc, n_outer=n_outer, seed=seed)
     gs = gates(problem, est)
     V = est.values
     row = {f"gate.{g}": r["status"] for g, r in gs.items()}
@@ -33,20 +38,28 @@ def _row(problem: DeploymentPlanProblem, n_mc: int, n_outer: int, seed: int) -> 
         "worst_cpu_s_per_day_p90": float(max(est.per_class["cpu_s_per_day_p90"])),
         "tasks_per_device_day_p90": V["tasks_per_device_day"]["p90"], "C": V["C"],
         "extrapolated": bool(est.extrapolated),
+        "extrapolated_inputs": ",".join(x["input"] for x in est.extrapolated),
     })
     row["any_fail"] = any(s == "fail" for k, s in row.items() if k.startswith("gate."))
     return row
 
 
+def _sizes(problem: DeploymentPlanProblem, n_mc, n_outer, seed, base: Estimates | None):
+    mc = problem.monte_carlo
+    if base is not None:
+        return base.n_mc, base.n_outer, base.seed
+    return (n_mc or mc.n_mc_grid, n_outer or min(mc.n_outer, 200),
+            mc.seed if seed is None else seed)
+
+
 def what_if(problem: DeploymentPlanProblem, grid: dict[str, list[Any]], *,
             n_mc: int | None = None, n_outer: int | None = None,
-            seed: int | None = None) -> pd.DataFrame:
+            seed: int | None = None, base: Estimates | None = None) -> pd.DataFrame:
     """Tidy table, one row per grid point (the product of ``grid``'s dotted-path values):
-    the point's values, gate statuses and key estimates. Invalid points get ``error``."""
-    mc = problem.monte_carlo
-    n_mc = n_mc or mc.n_mc_grid
-    n_outer = n_outer or min(mc.n_outer, 200)
-    seed = mc.seed if seed is None else seed
+    the point's values, gate statuses and key estimates. Invalid points get ``error``.
+    With ``base`` (the plan's own estimates), every point uses its Monte-Carlo sizes and
+    seed, and the point equal to the plan shows ``base`` itself."""
+    n_mc, n_outer, seed = _sizes(problem, n_mc, n_outer, seed, base)
     keys = list(grid)
     rows = []
     for values in itertools.product(*(grid[k] for k in keys)):
@@ -54,7 +67,8 @@ def what_if(problem: DeploymentPlanProblem, grid: dict[str, list[Any]], *,
         row = {f"param.{k}": (str(v) if isinstance(v, list) else v) for k, v in point.items()}
         try:
             alt = problem.with_changes(point)
-            row.update(_row(alt, n_mc, n_outer, seed))
+            row.update(_row(alt, n_mc, n_outer, seed,
+                            base if base is not None and alt == problem else None))
         except (ValidationError, InfeasibleError) as exc:
             row["error"] = str(exc)
         rows.append(row)
@@ -124,17 +138,17 @@ def _scaled(problem: DeploymentPlanProblem, paths: list[str], factor: float) -> 
 
 def tornado(problem: DeploymentPlanProblem, inputs: dict[str, list[str]] | None = None,
             ranges: dict[str, tuple[float, float]] | None = None, *, n_mc: int | None = None,
-            n_outer: int | None = None, seed: int | None = None) -> pd.DataFrame:
+            n_outer: int | None = None, seed: int | None = None,
+            base: Estimates | None = None) -> pd.DataFrame:
     """One row per input: P50/P90 days, USD, CO2e at its low and high multiplier (default
-    x0.8 / x1.2), all else at base, same seed; sorted by the swing of P90 days; ``flips``
-    lists gates whose status differs from the base at either end."""
+    x0.8 / x1.2), all else at base, same seed and sizes; sorted by the swing of P90 days;
+    ``flips`` lists gates whose status differs from the base at either end. With ``base``
+    (the plan's own estimates) the base row is the plan's and every end uses its sizes."""
     inputs = inputs or TORNADO_INPUTS
     ranges = ranges or {}
-    mc = problem.monte_carlo
-    n_mc = n_mc or mc.n_mc_grid
-    n_outer = n_outer or min(mc.n_outer, 200)
-    seed = mc.seed if seed is None else seed
-    base = _row(problem, n_mc, n_outer, seed)
+    n_mc, n_outer, seed = _sizes(problem, n_mc, n_outer, seed, base)
+    est_base = base
+    base = _row(problem, n_mc, n_outer, seed, est_base)
     rows = []
     for label, paths in inputs.items():
         lo_f, hi_f = ranges.get(label, (0.8, 1.2))
