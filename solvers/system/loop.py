@@ -138,7 +138,9 @@ SCALES = (1.0, 0.75, 0.5, 0.25, 0.0)
 def fitting_placement(ctx, plan: Plan):
     """The placement for the current edge loads; when they fit no placement, for the loads
     with each device's offload above what it must forward scaled by 0.75, 0.5, 0.25, 0 in
-    turn (the serving stage then keeps each host within its capacity). Returns
+    turn (the serving stage then keeps each host within its capacity); devices left out
+    then join a host that costs them nothing where it has room (:func:`stages.associate_free`).
+    Returns
     ``(association, hfl result, workload, scale)``; raises ``InfeasibleError`` when even
     the forced offloads fit no placement."""
     base = edge_workload(ctx, plan)
@@ -152,6 +154,7 @@ def fitting_placement(ctx, plan: Plan):
             if theta == SCALES[-1]:
                 raise
             continue
+        association = stages.associate_free(ctx.problem, association, workload)
         return association, placement, workload, theta
     raise AssertionError("unreachable")
 

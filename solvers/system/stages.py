@@ -231,6 +231,33 @@ def run_placement(problem, workload, *, capacitated: bool = True, current=None):
     return np.asarray(res.decisions["association"], dtype=np.int64), res
 
 
+def associate_free(problem, association, workload) -> np.ndarray:
+    """The association with the devices the placement left out joined to an open host that
+    costs them nothing (device-host cost 0) while its capacity takes their edge load
+    ``workload``, most requests first [project choice]. hfl needs only ``floor(rho N)``
+    participants and is indifferent to free ones; the system objective is not: a device
+    left out sends all its requests to the cloud. The training communication is unchanged.
+    A user-fixed association is kept as given."""
+    a = np.asarray(association, dtype=np.int64).copy()
+    out = np.flatnonzero(a < 0)
+    if out.size == 0 or problem.placement.association is not None:
+        return a
+    on = a >= 0
+    is_open = np.zeros(problem.M, bool)
+    is_open[a[on]] = True
+    load = np.bincount(a[on], weights=workload[on], minlength=problem.M)
+    cap = problem.hosts.capacity * (1 + 1e-12)
+    free = problem.device_costs <= 0
+    lam = problem.devices.arrival_rate
+    for n in out[np.argsort(-lam[out], kind="stable")]:
+        ok = is_open & free[n] & (load + workload[n] <= cap)
+        if ok.any():
+            m = int(np.flatnonzero(ok)[np.argmin(load[ok])])
+            a[n] = m
+            load[m] += workload[n]
+    return a
+
+
 # -- S / E: serving ----------------------------------------------------------------------------
 @dataclass
 class Serving:
