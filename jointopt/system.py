@@ -42,22 +42,27 @@ def headline_rows(result: SolveResult) -> list[tuple[str, str]]:
 
 def deployment_plan(problem, result: SolveResult | None = None):
     """The ``deployment_plan`` problem of the system's plan (stage G): the scenario named by
-    ``deployment.base`` with the plan's hierarchical topology written over it
+    ``deployment.base`` (if any) under the system's own ``[deployment]`` sections,
+    ``[costs]`` and ``[budgets]``, with the plan's hierarchical topology written over it
     (:func:`jointopt.solvers.system.deployment.deployment_problem`); ``result`` defaults to
     the joint plan."""
     from jointopt import scenarios
     from jointopt.errors import ValidationError
     from jointopt.solvers.system.deployment import deployment_problem
 
-    base = problem.deployment.base
-    if base is None:
+    dep = problem.deployment
+    base = dep.base
+    if base is None and not dep.sections():
         raise ValidationError("deployment.base", "is required to plan the deployment: name a "
                                                  "deployment_plan scenario holding the fleet's "
-                                                 "telemetry, costs and budgets")
-    data = scenarios.read_scenario(base)
-    if data.get("kind") != "deployment_plan":
-        raise ValidationError("deployment.base", f"must name a deployment_plan scenario, got "
-                                                 f"kind {data.get('kind')!r}")
+                                                 "telemetry, calibration and server, or give "
+                                                 "them as [deployment] sections")
+    data = None
+    if base is not None:
+        data = scenarios.read_scenario(base)
+        if data.get("kind") != "deployment_plan":
+            raise ValidationError("deployment.base", f"must name a deployment_plan scenario, "
+                                                     f"got kind {data.get('kind')!r}")
     if result is None:
         result = problem.solve()
     return deployment_problem(problem, result, data)

@@ -7,15 +7,19 @@ placement that ignores capacity); each host's split problem is solved alone, wit
 kind's own offload curves and no admission cap; the allocation serves what that leaves.
 
 **Joint loop**: block-coordinate over the stages from the siloed plan: placement with the
-current edge loads ``D_n``; serving per host given the association, the hosts' capacities
-and the timely offload curves of the current allocation; allocation given what each device
-serves; recompute ``D_n``. It stops when the association and every ``D_n`` change by less
-than the tolerance, when the association holds and the system objective moves by less than
-``loop.objective_tol`` or ``loop.patience`` iterates in a row bring no gain (stalled), after
-``max_iters`` iterates, or when an iterate repeats an earlier one (a cycle, reported).
-When the current loads fit no placement, the placement takes each device's offload above
-what it must forward scaled down (0.75, 0.5, 0.25, 0) until one fits. Every iterate and the
-siloed plan are scored by the one function
+current edge loads ``D_n`` (devices it leaves out join a host that costs them nothing where
+it has room); serving per host given the association, by the split kind's on-time method
+(``timely``: the request-weighted on-time accuracy the system objective counts, the host's
+M/M/1 queue at the load its offloads make, the host's capacity as admission cap) on the
+timely offload curves of the current allocation; allocation given what each device serves,
+by the allocator alone and with the upper tiers' on-time requests handed to it, keeping the
+one the system objective prefers; recompute ``D_n``. It stops when the association and every
+``D_n`` change by less than the tolerance, when the association holds and the system
+objective moves by less than ``loop.objective_tol`` or ``loop.patience`` iterates in a row
+bring no gain (stalled), after ``max_iters`` iterates, or when an iterate repeats an earlier
+one (a cycle, reported). When the current loads fit no placement, the placement takes each
+device's offload above what it must forward scaled down (0.75, 0.5, 0.25, 0) until one fits.
+Every iterate and the siloed plan are scored by the one function
 :func:`jointopt.solvers.system.evaluate.evaluate_plan`; the best feasible one (highest
 request-weighted timely accuracy, then least training communication) is returned, so the
 joint plan is never worse than a feasible siloed plan.
@@ -353,10 +357,7 @@ def _result(problem, method, plan: Plan, metrics, k_best, silo_plan: Plan, silo_
         diag["exit_weights"] = plan.exit_weights.decisions["weight"]
         diag["exit_target_weights"] = plan.exit_weights.decisions["target_weight"]
         diag["exit_rule"] = problem.training.exit_rule
-    if plan.placement is not None:
-        pd = plan.placement.diagnostics
-        diag["placement_bound"] = pd.get("lower_bound")
-        diag["placement_status"] = plan.placement.status
+    diag["placement"] = stages.placement_report(problem, plan.placement)
     return SystemResult(
         kind=problem.kind, scenario=problem.name,
         status="feasible" if metrics["feasible"] else "infeasible",

@@ -216,11 +216,8 @@ def run_placement(problem, workload, *, capacitated: bool = True, current=None):
     if fixed is not None:
         return np.asarray(fixed, dtype=np.int64), None
     prob = placement_problem(problem, workload, latency=capacitated, current=current)
-    pl = problem.placement
-    method = pl.method
-    if method == "auto":
-        method = "highs" if problem.N * problem.M <= pl.exact_limit else "heuristic"
-    options = {"time_limit": pl.time_limit}
+    method = problem.placement.resolved_method(problem.N, problem.M)
+    options = {"time_limit": problem.placement.time_limit}
     if not capacitated:
         options["uncapacitated"] = True
     res = prob.solve(method=method, **options)
@@ -449,6 +446,30 @@ def run_allocation(ctx: Context, association, offload, log: StageLog, *,
     ebar[members] = res.diagnostics["expected_error_next"][dev]
     nu[members] = res.diagnostics["cap_multiplier"][dev]
     return Allocation(q, d, mu, float(res.diagnostics["K_next"]), ebar, use, nu, res)
+
+
+def placement_report(problem, result) -> dict:
+    """What the placement of a plan used and how good it is: ``method`` (``highs``: exact;
+    ``heuristic``: hfl's heuristic with a Lagrangian bound; ``given``: the user's
+    association), the ``rule`` that chose it, the hfl ``status`` (``optimal``,
+    ``time_limit``, ``heuristic`` ...), its per-round communication ``objective``, the
+    ``lower_bound`` and the relative ``gap`` between them (0 when proved optimal)."""
+    pl = problem.placement
+    pairs = problem.N * problem.M
+    if pl.association is not None:
+        return {"method": "given", "rule": "placement.association fixes it", "pairs": pairs}
+    rule = (f"placement.method = 'auto': exact (highs) up to placement.exact_limit = "
+            f"{pl.exact_limit} device-host pairs, heuristic beyond; this system has {pairs}"
+            if pl.method == "auto" else f"placement.method = {pl.method!r}")
+    out = {"method": pl.resolved_method(problem.N, problem.M), "rule": rule, "pairs": pairs,
+           "time_limit_s": pl.time_limit}
+    if result is not None:
+        d = result.diagnostics
+        out.update(status=result.status, objective=float(result.objective),
+                   lower_bound=float(d.get("lower_bound", float("nan"))),
+                   gap=float(d.get("mip_gap", float("nan"))),
+                   solve_time_s=float(result.solve_time_s))
+    return out
 
 
 def infeasible_note(exc: InfeasibleError) -> str:
