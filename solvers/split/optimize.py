@@ -273,7 +273,7 @@ def solve_cut_timely(cd: CutData, nu, T, rho_max, *, n_grid: int = 200, refine: 
     the on-time chance is at least ``π_k(W̄)``, so the inner problem on the envelopes of
     ``K + π(W̄) O`` (:func:`models.split.on_time_envelopes`) is a continuous knapsack whose
     value bounds the true one from below; at W̄ = W(Λ*) it is the optimum, so the best value
-    over the W̄ scan (a geometric grid, then three rounds of 17 points in the best point's
+    over the W̄ scan (a geometric grid, then six rounds of 17 points in the best point's
     bracket) is the joint optimum up to the scan. The scan values come from the inner
     problem's dual (:func:`_timely_values`), the decisions at the best W̄ from
     :func:`inner_greedy` on the envelopes. The kept part
@@ -297,7 +297,7 @@ def solve_cut_timely(cd: CutData, nu, T, rho_max, *, n_grid: int = 200, refine: 
     grid = np.geomspace(lo, hi, n_grid)
     vals = values(grid)
     evaluations = n_grid
-    for _ in range(3 if refine else 0):  # zoom into the best point's bracket, 8x a round
+    for _ in range(6 if refine else 0):  # zoom into the best point's bracket, 8x a round
         i = int(np.argmax(vals))
         grid = np.linspace(grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)], 17)
         vals = values(grid)
