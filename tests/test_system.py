@@ -175,7 +175,7 @@ def test_one_ample_host_allocation_is_the_joint_allocator_on_the_same_devices():
     upstream = result.diagnostics["trajectory"][result.diagnostics["best_iterate"]]["upstream"]
     extra = {"data_weight": 1e-9 * sum(clients["data_weight"]), "deadline": float("inf"),
              "cost_train": 0.0, "cost_download": 0.0, "cost_service": 0.0,
-             "cap": float("inf"), "budget": float("inf"), "mu_max": 1e12, "q_min": 1.0}
+             "cap": float("inf"), "budget": 1.0, "mu_max": 1e12, "q_min": 1.0}
     for key, value in extra.items():
         clients[key].append(value)
     by_hand = JointTrainingInferenceProblem.from_dict({

@@ -91,8 +91,9 @@ class Context:
         """The allocation problem over every device, serving nothing yet, and one more
         client (index ``N``) standing for the requests the upper tiers answer with the
         global model (:func:`run_allocation`): it always holds the newest model, neither
-        trains nor pays (zero costs, no cap), serves at once (no deadline, ample rate) and
-        weighs nothing in the convergence model (data weight 1e-9 of the devices')."""
+        trains nor pays (zero costs, no cap, a budget it never uses), serves at once (no
+        deadline, ample rate) and weighs nothing in the convergence model (data weight 1e-9
+        of the devices')."""
         if self._jti is None:
             from jointopt.solvers.jti import JointTrainingInferenceProblem
 
@@ -100,9 +101,11 @@ class Context:
             clients = {k: getattr(dev, k).tolist() for k in (
                 "data_weight", "deadline", "cost_train", "cost_download", "cost_service",
                 "cap", "budget", "mu_max", "q_min")}
+            # its use is 0: any finite budget leaves it slack (an infinite one would make
+            # the allocator's drift term, and so its objective, infinite)
             upstream = {"data_weight": 1e-9 * float(dev.data_weight.sum()),
                         "deadline": math.inf, "cost_train": 0.0, "cost_download": 0.0,
-                        "cost_service": 0.0, "cap": math.inf, "budget": math.inf,
+                        "cost_service": 0.0, "cap": math.inf, "budget": 1.0,
                         "mu_max": 1e12, "q_min": 1.0}
             for key, value in upstream.items():
                 clients[key].append(value)
