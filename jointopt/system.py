@@ -31,6 +31,7 @@ def headline_rows(result: SolveResult) -> list[tuple[str, str]]:
             ("participants", f"{d['participants']} (required {d['required_participants']})"),
             ("requests served", f"device {d['share_device']:.1%}, edge {d['share_edge']:.1%}, "
                                 f"cloud {d['share_cloud']:.1%}"),
+            ("placement", placement_line(d["placement"])),
             ("loop", f"{d['loop_status']}, best iterate {d['best_iterate']} "
                      f"of {result.iterations}")]
     if "exit_weights" in d:
@@ -38,6 +39,16 @@ def headline_rows(result: SolveResult) -> list[tuple[str, str]]:
                      + f" ({d['exit_rule']})"))
     rows.append(("note", "heuristic over exact stage solvers; no optimality claim"))
     return rows
+
+
+def placement_line(placement: dict) -> str:
+    """One line on the placement a plan used: method, status and gap to its bound."""
+    if placement["method"] == "given":
+        return "given (placement.association)"
+    line = f"{placement['method']} ({placement['pairs']} device-host pairs)"
+    if "status" in placement:
+        line += f", {placement['status']}, gap {placement['gap']:.2%} to its bound"
+    return line
 
 
 def deployment_plan(problem, result: SolveResult | None = None):
@@ -121,7 +132,8 @@ def markdown(result: SolveResult) -> str:
              "The joint plan is a block-coordinate loop over the exact solvers of the kinds it "
              "composes (hfl placement, split_learning per host, cis_early_exit exit weights, "
              "joint_training_inference allocation); it claims no optimality for the joint "
-             "problem.", "", "## Joint against siloed", "",
+             "problem.", "", f"Placement: {placement_line(d['placement'])}; "
+             f"{d['placement']['rule']}.", "", "## Joint against siloed", "",
              "| metric | joint | siloed |", "|---|---|---|"]
     for key, label, fmt in METRICS:
         lines.append(f"| {label} | {format(d[key], fmt)} | {format(s[key], fmt)} |")
