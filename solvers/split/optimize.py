@@ -229,14 +229,15 @@ def _stacked(curves):
     return q, kept, np.array([pad(cv.acc) for cv in curves]) - kept
 
 
-def _timely_values(q, kept, off, pi, w, nu, cap, iters: int = 40) -> np.ndarray:
+def _timely_values(q, kept, off, pi, w, nu, cap, iters: int = 30) -> np.ndarray:
     """The inner optimum of P-TIME for each row of ``pi`` (grid x clients) at load caps
     ``cap`` (one per row), by its LP dual: ``min_{λ>=0} λ cap + Σ_k max_j (w_k V_kj - λ ν_k
     q_kj)`` with ``V = kept + π off`` (a linear function's maximum over a curve's envelope is
     its maximum over the points, so no hull is built); λ by bisection on the load the
-    maximisers ask for (``iters`` halvings of a bracket on λ: the value to about
-    ``2^-iters`` of the curves' largest slope). Equal to :func:`inner_greedy` on the
-    envelopes (LP duality); faster than building every grid point's envelopes."""
+    maximisers ask for (``iters`` halvings of a bracket on λ; the dual at the bracket's top
+    bounds the optimum from above, within about ``2^-iters`` of the curves' largest slope).
+    Equal to :func:`inner_greedy` on the envelopes (LP duality) up to that; it only ranks
+    the W̄ grid, faster than building every grid point's envelopes."""
     wv = w[None, :, None] * (kept[None] + pi[:, :, None] * off[None])
     load = nu[:, None] * q
     cap = np.maximum(np.asarray(cap, float), 0.0)
@@ -275,7 +276,7 @@ def solve_cut_timely(cd: CutData, nu, T, rho_max, *, n_grid: int = 200, refine: 
     the on-time chance is at least ``π_k(W̄)``, so the inner problem on the envelopes of
     ``K + π(W̄) O`` (:func:`models.split.on_time_envelopes`) is a continuous knapsack whose
     value bounds the true one from below; at W̄ = W(Λ*) it is the optimum, so the best value
-    over the W̄ scan (a geometric grid, then six rounds of 17 points in the best point's
+    over the W̄ scan (a geometric grid, then four rounds of 17 points in the best point's
     bracket) is the joint optimum up to the scan. The scan values come from the inner
     problem's dual (:func:`_timely_values`, every grid point at once), the decisions at the
     best W̄ from :func:`inner_greedy` on the envelopes. The kept part
@@ -299,7 +300,7 @@ def solve_cut_timely(cd: CutData, nu, T, rho_max, *, n_grid: int = 200, refine: 
     grid = np.geomspace(lo, hi, n_grid)
     vals = values(grid)
     evaluations = n_grid
-    for _ in range(6 if refine else 0):  # zoom into the best point's bracket, 8x a round
+    for _ in range(4 if refine else 0):  # zoom into the best point's bracket, 8x a round
         i = int(np.argmax(vals))
         grid = np.linspace(grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)], 17)
         vals = values(grid)
