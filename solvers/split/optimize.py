@@ -162,6 +162,14 @@ def _shortfall(cd: CutData, T) -> dict | None:
     return None
 
 
+def _scan_range(cd: CutData, rho_max, max_load):
+    """``(μ, top, lo, hi)``: the server rate, the largest load it takes (``ρ_max μ``, at
+    most ``max_load``) and the range of the sojourn cap W̄ that loads 0 to ``top`` span."""
+    mu = cd.mu
+    top = min(rho_max * mu, max_load)
+    return mu, top, 1.0 / mu, 1.0 / (mu - top)
+
+
 def solve_cut(cd: CutData, nu, T, rho_max, *, inner: str = "greedy", n_grid: int = 200,
               refine: bool = True, max_load: float = math.inf) -> dict:
     """Best (q, W̄) at one cut by the W̄ scan. Infeasible cuts (A_k > T_k) are reported.
@@ -169,9 +177,7 @@ def solve_cut(cd: CutData, nu, T, rho_max, *, inner: str = "greedy", n_grid: int
     w = nu / nu.sum()
     if (short := _shortfall(cd, T)) is not None:
         return short
-    mu = cd.mu
-    top = min(rho_max * mu, max_load)
-    lo, hi = 1.0 / mu, 1.0 / (mu - top)
+    mu, top, lo, hi = _scan_range(cd, rho_max, max_load)
     seg = _segments(cd.envs, w, nu)
     lp = InnerLP(cd.envs, w, nu) if inner == "lp" else None
     base = float(sum(wk * env(0.0) for wk, env in zip(w, cd.envs, strict=True)))
@@ -285,9 +291,7 @@ def solve_cut_timely(cd: CutData, nu, T, rho_max, *, n_grid: int = 200, refine: 
     w = nu / nu.sum()
     if (short := _shortfall(cd, T)) is not None:
         return short
-    mu = cd.mu
-    top = min(rho_max * mu, max_load)
-    lo, hi = 1.0 / mu, 1.0 / (mu - top)
+    mu, top, lo, hi = _scan_range(cd, rho_max, max_load)
     slack = np.maximum(T - cd.A - cd.c, 0.0)
     q_pts, kept_pts, off_pts = _stacked(cd.curves)
 
