@@ -151,7 +151,8 @@ def test_more_edge_capacity_never_lowers_the_joint_plan(example):
         result = scaled_example(factor).solve()
         assert result.status == "feasible" and result.diagnostics["edge_overload"] == 0.0
         values.append(result.objective)
-    assert all(b >= a - 1e-9 for a, b in zip(values, values[1:], strict=False)), values
+    # 1e-6: well above the resolution of the serving stage's scan (plans equal up to it)
+    assert all(b >= a - 1e-6 for a, b in zip(values, values[1:], strict=False)), values
 
 
 # -- reductions ----------------------------------------------------------------------------------
