@@ -31,6 +31,7 @@ def headline_rows(result: SolveResult) -> list[tuple[str, str]]:
             ("participants", f"{d['participants']} (required {d['required_participants']})"),
             ("requests served", f"device {d['share_device']:.1%}, edge {d['share_edge']:.1%}, "
                                 f"cloud {d['share_cloud']:.1%}"),
+            ("placement", placement_line(d["placement"])),
             ("loop", f"{d['loop_status']}, best iterate {d['best_iterate']} "
                      f"of {result.iterations}")]
     if "exit_weights" in d:
@@ -40,24 +41,39 @@ def headline_rows(result: SolveResult) -> list[tuple[str, str]]:
     return rows
 
 
+def placement_line(placement: dict) -> str:
+    """One line on the placement a plan used: method, status and gap to its bound."""
+    if placement["method"] == "given":
+        return "given (placement.association)"
+    line = f"{placement['method']} ({placement['pairs']} device-host pairs)"
+    if "status" in placement:
+        line += f", {placement['status']}, gap {placement['gap']:.2%} to its bound"
+    return line
+
+
 def deployment_plan(problem, result: SolveResult | None = None):
     """The ``deployment_plan`` problem of the system's plan (stage G): the scenario named by
-    ``deployment.base`` with the plan's hierarchical topology written over it
+    ``deployment.base`` (if any) under the system's own ``[deployment]`` sections,
+    ``[costs]`` and ``[budgets]``, with the plan's hierarchical topology written over it
     (:func:`jointopt.solvers.system.deployment.deployment_problem`); ``result`` defaults to
     the joint plan."""
     from jointopt import scenarios
     from jointopt.errors import ValidationError
     from jointopt.solvers.system.deployment import deployment_problem
 
-    base = problem.deployment.base
-    if base is None:
+    dep = problem.deployment
+    base = dep.base
+    if base is None and not dep.sections():
         raise ValidationError("deployment.base", "is required to plan the deployment: name a "
                                                  "deployment_plan scenario holding the fleet's "
-                                                 "telemetry, costs and budgets")
-    data = scenarios.read_scenario(base)
-    if data.get("kind") != "deployment_plan":
-        raise ValidationError("deployment.base", f"must name a deployment_plan scenario, got "
-                                                 f"kind {data.get('kind')!r}")
+                                                 "telemetry, calibration and server, or give "
+                                                 "them as [deployment] sections")
+    data = None
+    if base is not None:
+        data = scenarios.read_scenario(base)
+        if data.get("kind") != "deployment_plan":
+            raise ValidationError("deployment.base", f"must name a deployment_plan scenario, "
+                                                     f"got kind {data.get('kind')!r}")
     if result is None:
         result = problem.solve()
     return deployment_problem(problem, result, data)
@@ -116,7 +132,8 @@ def markdown(result: SolveResult) -> str:
              "The joint plan is a block-coordinate loop over the exact solvers of the kinds it "
              "composes (hfl placement, split_learning per host, cis_early_exit exit weights, "
              "joint_training_inference allocation); it claims no optimality for the joint "
-             "problem.", "", "## Joint against siloed", "",
+             "problem.", "", f"Placement: {placement_line(d['placement'])}; "
+             f"{d['placement']['rule']}.", "", "## Joint against siloed", "",
              "| metric | joint | siloed |", "|---|---|---|"]
     for key, label, fmt in METRICS:
         lines.append(f"| {label} | {format(d[key], fmt)} | {format(s[key], fmt)} |")

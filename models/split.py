@@ -450,11 +450,14 @@ def mixture_weights(is_ood, p: float) -> np.ndarray:
 class OffloadCurve:
     """Empirical step curves over candidate thresholds (spec §5): ``e`` increasing, ``q``
     offload rate (non-increasing), ``acc`` accuracy, ``acc_client`` / ``acc_server`` the
-    all-local and all-offloaded accuracies."""
+    all-local and all-offloaded accuracies. ``kept`` (optional): the part of ``acc``
+    answered by the client exit (share of all requests kept and correct); ``acc - kept`` is
+    the offloaded part. The on-time objective (split method ``timely``) needs it."""
 
     e: np.ndarray
     q: np.ndarray
     acc: np.ndarray
+    kept: np.ndarray | None = None
 
     @property
     def acc_client(self) -> float:
@@ -527,7 +530,7 @@ def offload_curve(h, is_ood, correct_client, correct_server, p: float,
     csw = np.concatenate([[0.0], np.cumsum(ws * css)])
     q = cw[-1] - cw[k]
     acc = ccw[k] + (csw[-1] - csw[k])
-    return OffloadCurve(e=e, q=np.clip(q, 0.0, 1.0), acc=acc)
+    return OffloadCurve(e=e, q=np.clip(q, 0.0, 1.0), acc=acc, kept=ccw[k])
 
 
 def headline_threshold(h, is_ood, correct_client, correct_server, n_classes: int,
@@ -601,8 +604,11 @@ class BetaEntropyModel:
         """:meth:`curve` for each OOD portion in ``p``, computed at once."""
         e = np.concatenate([[-1.0], np.linspace(0.0, math.log(self.n_classes), n_grid)])
         ratio = np.asarray(p, float).reshape(-1, 1)
-        q, acc = self.rate(e[None, :], ratio), self.accuracy(e[None, :], ratio)
-        return [OffloadCurve(e=e, q=q[k], acc=acc[k]) for k in range(ratio.shape[0])]
+        q = self.rate(e[None, :], ratio)
+        kept, off = self.accuracy_parts(e[None, :], ratio)
+        acc = kept + off
+        return [OffloadCurve(e=e, q=q[k], acc=acc[k], kept=kept[k])
+                for k in range(ratio.shape[0])]
 
     def sample(self, n_main: int, n_ood: int, rng: np.random.Generator) -> dict:
         """Synthetic validation records (h, is_ood, correct_client, correct_server)."""
@@ -702,6 +708,30 @@ def envelopes(curves) -> list[OperatingCurve]:
         acc = np.array([curves[i].acc for i in idx], float)
         e = np.array([curves[i].e for i in idx], float)
         for i, env in zip(idx, _batch_hulls(q, acc, e), strict=True):
+            out[i] = env
+    return out
+
+
+def on_time_envelopes(curves, on_time) -> list[OperatingCurve]:
+    """Envelopes of each curve's on-time accuracy ``kept(E) + on_time_k (acc(E) - kept(E))``
+    [project choice]: its offloaded part counts only with probability ``on_time_k`` (the
+    offloaded request answered within its deadline), what the client keeps counts whole.
+    The curves need ``kept``; same hulls as :func:`envelopes` of the reweighted curves."""
+    on_time = np.broadcast_to(np.asarray(on_time, float), (len(curves),))
+    out: list[OperatingCurve | None] = [None] * len(curves)
+    by_len: dict[int, list[int]] = {}
+    for i, cv in enumerate(curves):
+        if cv.kept is None:
+            raise ValidationError(f"curves[{i}].kept", "is required for the on-time accuracy "
+                                                       "(the part the client exit answers)")
+        by_len.setdefault(len(cv.q), []).append(i)
+    for idx in by_len.values():
+        q = np.array([curves[i].q for i in idx], float)
+        kept = np.array([curves[i].kept for i in idx], float)
+        acc = np.array([curves[i].acc for i in idx], float)
+        e = np.array([curves[i].e for i in idx], float)
+        value = kept + on_time[idx, None] * (acc - kept)
+        for i, env in zip(idx, _batch_hulls(q, value, e), strict=True):
             out[i] = env
     return out
 

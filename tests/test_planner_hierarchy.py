@@ -14,7 +14,7 @@ import tomli_w
 from jointopt.solvers.hfl.problem import HFLProblem
 from jointopt.solvers.planner.estimate import estimate
 from jointopt.solvers.planner.problem import DeploymentPlanProblem
-from test_system import system
+from test_system import fake_plan, system
 
 from jointopt import scenarios
 from jointopt.cli import main
@@ -114,9 +114,8 @@ def test_bad_hierarchies_name_the_field(hierarchy, topology, field):
 
 
 # -- the edge system's deployment gates --------------------------------------------------------
-def test_plan_an_edge_system_gives_a_verdict_for_its_hierarchical_deployment(tmp_path):
-    data = system(6, 2, seed=1, deployment={"base": "system_deployment"})
-    path = tmp_path / "system.toml"
+def plan_system(data: dict, path) -> dict:
+    """``jointopt plan`` on the system scenario ``data`` written to ``path``: its JSON."""
     path.write_text(tomli_w.dumps(data))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -125,6 +124,12 @@ def test_plan_an_edge_system_gives_a_verdict_for_its_hierarchical_deployment(tmp
     assert code == 0
     doc = json.loads(out.getvalue())
     assert doc["verdict"]["value"] in ("GO", "CONDITIONAL", "NO-GO")
+    return doc
+
+
+def test_plan_an_edge_system_gives_a_verdict_for_its_hierarchical_deployment(tmp_path):
+    path = tmp_path / "system.toml"
+    doc = plan_system(system(6, 2, seed=1, deployment={"base": "system_deployment"}), path)
     # the base's calibration covers the mode (a 6-device system's K lies below its runs')
     assert "training_plan.mode" not in {e["input"] for e in doc["verdict"]["extrapolated"]}
     est = doc["estimates"]
@@ -133,7 +138,7 @@ def test_plan_an_edge_system_gives_a_verdict_for_its_hierarchical_deployment(tmp
     from jointopt.system import deployment_plan
 
     problem = scenarios.load(path)
-    dp = deployment_plan(problem)
+    dp = deployment_plan(problem, fake_plan(problem))
     assert dp.training_plan.topology == "hierarchical"
     assert dp.hierarchy.association is not None and len(dp.hierarchy.association) == 6
 
@@ -143,3 +148,20 @@ def test_plan_an_edge_system_without_a_base_names_the_field(tmp_path, capsys):
     path.write_text(tomli_w.dumps(system(5, 2)))
     assert main(["plan", str(path), "--json"]) == 2
     assert "deployment.base" in capsys.readouterr().err
+
+
+def test_plan_an_edge_system_described_once_without_a_base(tmp_path):
+    """The fleet, calibration and server as [deployment] sections, the cost rates in
+    [costs] and the gates in [budgets] of the system scenario itself (system_split's)."""
+    split = scenarios.read_scenario("system_split")
+    path = tmp_path / "system.toml"
+    doc = plan_system(system(6, 2, seed=1, deployment=split["deployment"],
+                             budgets=split["budgets"], costs=split["costs"]), path)
+    assert doc["estimates"]["open_aggregators"]["value"] >= 1
+    from jointopt.system import deployment_plan
+
+    problem = scenarios.load(path)
+    dp = deployment_plan(problem, fake_plan(problem))
+    assert "the system scenario" in dp.description
+    assert dp.population.n_devices == 6 and dp.inference.latency_slo_p95_ms == 80.0
+    assert dp.provenance["device_classes[0].train_s_per_sample"] == "measured"

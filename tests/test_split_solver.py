@@ -400,3 +400,72 @@ def test_per_client_cuts_reduce_to_the_common_cut_and_search_agrees():
     _check_pk(problem, br)
     assert enum.objective >= br.objective - 1e-12 >= common.objective - 2e-12
     assert enum.diagnostics["common_cut_objective"] == pytest.approx(common.objective, abs=1e-9)
+
+
+# -- on-time accuracy (method timely) -----------------------------------------------------
+def on_time_value(problem, q, curves) -> float:
+    """The request-weighted on-time accuracy of offload rates ``q`` at one cut: each
+    client's best mix of thresholds for ``kept + pi (acc - kept)`` at offload rate q_k, pi
+    its offloaded requests' chance of an M/M/1 sojourn within the slack (0 if unstable)."""
+    from jointopt.models.queueing import on_time_fraction
+    from jointopt.solvers.split.optimize import cut_data
+
+    s = next(iter(curves))
+    cd = cut_data(problem, s, curves[s])
+    nu, T = problem.clients.request_rate, problem.clients.latency_budget
+    load = float(nu @ q)
+    if load > problem.server.load_cap(cd.mu) * (1 + 1e-12):
+        return -math.inf
+    pi = on_time_fraction(load, cd.mu, np.maximum(T - cd.A - cd.c, 0.0))
+    envs = sm.on_time_envelopes(curves[s], pi)
+    return float(sum(n * float(env(qk)) for n, env, qk in zip(nu, envs, q, strict=True))
+                 / nu.sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_timely_beats_every_threshold_pair_and_the_latency_budgeted_optimum(seed):
+    """Two clients at one cut, brute force over every pair of thresholds: none has a higher
+    on-time accuracy than method timely's decisions (up to 1e-7, the resolution of its scan
+    over the sojourn cap), nor has P-ACC's solution; the reported objective is the on-time
+    accuracy of its decisions."""
+    from jointopt.models.queueing import on_time_fraction
+    from jointopt.solvers.split.optimize import cut_data
+
+    p = make(2, seed, cuts=(2,), load=0.6).replace(
+        server={"f_server": 3e8, "rho_max": 0.95, "tau0": 0.001},
+        optimizer={"w_grid": 60, "n_threshold_grid": 33})
+    curves = p.synthetic_curves()
+    res = p.solve(method="timely")
+    q = np.asarray(res.decisions["q"])
+    value = on_time_value(p, q, curves)
+    assert res.status == "optimal"
+    assert res.objective == pytest.approx(value, abs=1e-9)
+    nu = p.clients.request_rate
+    np.testing.assert_allclose(res.decisions["accuracy"] @ nu / nu.sum(), res.objective,
+                               rtol=1e-12)
+    cd = cut_data(p, 2, curves[2])
+    slack = np.maximum(p.clients.latency_budget - cd.A - cd.c, 0.0)
+    (c1, c2) = curves[2]
+    q1, q2 = np.meshgrid(c1.q, c2.q, indexing="ij")
+    load = nu[0] * q1 + nu[1] * q2
+    ok = load <= p.server.load_cap(cd.mu)
+    pi1 = on_time_fraction(load, cd.mu, slack[0])
+    pi2 = on_time_fraction(load, cd.mu, slack[1])
+    pairs = (nu[0] * (c1.kept[:, None] + pi1 * (c1.acc - c1.kept)[:, None])
+             + nu[1] * (c2.kept[None, :] + pi2 * (c2.acc - c2.kept)[None, :])) / nu.sum()
+    assert value >= pairs[ok].max() - 1e-7  # up to the resolution of the W-bar scan
+    exact = p.solve(method="exact")
+    assert value >= on_time_value(p, np.asarray(exact.decisions["q"]), curves) - 1e-9
+    on_time = np.asarray(res.diagnostics["on_time"])
+    assert ((on_time >= 0) & (on_time <= 1)).all()
+
+
+def test_timely_respects_the_admission_cap_and_needs_the_kept_part():
+    p = make(4, 3, cuts=(2, 3), load=1.5)
+    capped = p.replace(server={**p.server.model_dump(), "max_load": 50.0})
+    res = capped.solve(method="timely")
+    assert res.diagnostics["load"] <= 50.0 * (1 + 1e-9)
+    curves = {s: [sm.OffloadCurve(e=c.e, q=c.q, acc=c.acc) for c in rows]
+              for s, rows in p.synthetic_curves().items()}
+    with pytest.raises(ValidationError, match=r"curves\[0\]\.kept"):
+        p.solve(method="timely", curves=curves)

@@ -18,7 +18,7 @@ field path with its index.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pydantic
@@ -298,6 +298,18 @@ class CostRates(Section):
     measured_runs: list[MeasuredRun] = []
     proxy_gap_warn: float | None = None
 
+    #: the per-unit rates (every field but the measured runs and their warning level)
+    RATES: ClassVar[tuple[str, ...]] = (
+        "instance_hour_usd", "cpu_hour_usd", "egress_gb_usd", "ingress_gb_usd",
+        "storage_gb_month_usd", "cloud_infer_per_1k_usd", "dc_carbon_g_per_kwh",
+        "net_j_per_bit", "backbone_gb_usd")
+
+    @staticmethod
+    def check_rates(ck, rates: dict, prefix: str = "cost_rates") -> None:
+        """Every rate is a finite number >= 0 (problems collected in ``ck``)."""
+        for key, value in rates.items():
+            ck.num(f"{prefix}.{key}", value, ge=0.0)
+
 
 class InferenceLoad(Section):
     requests_per_device_day: list[float]
@@ -322,6 +334,16 @@ class Budgets(Section):
     max_cloud_usd: float | None = None
     max_co2e_kg: float | None = None
     min_participant_coverage: float | None = None
+
+    def check(self, ck, prefix: str = "budgets") -> None:
+        """Shares within [0, 1], other limits > 0 (problems collected in ``ck``)."""
+        for key in ("max_metric_drop", "max_round_failure_prob", "min_fleet_coverage",
+                    "max_crash_rate", "min_participant_coverage"):
+            ck.frac(f"{prefix}.{key}", getattr(self, key))
+        for key in ("deadline_days", "max_tasks_per_device_day", "max_cpu_s_per_device_day",
+                    "max_mb_per_device_day", "max_battery_pct_per_day", "max_cloud_usd",
+                    "max_co2e_kg"):
+            ck.num(f"{prefix}.{key}", getattr(self, key), gt=0.0)
 
 
 class HierarchySpec(Section):
@@ -585,9 +607,7 @@ class DeploymentPlanProblem(ProblemBase):
         for key in ("agg_cpu_s_per_update", "agg_cpu_s_per_step", "agg_mem_gb_base",
                     "agg_mem_gb_per_buffered_update", "power_w"):
             ck.num(f"server.{key}", getattr(sv, key), ge=0.0)
-        for key in CostRates.model_fields:
-            if key not in ("measured_runs", "proxy_gap_warn"):
-                ck.num(f"cost_rates.{key}", getattr(self.cost_rates, key), ge=0.0)
+        CostRates.check_rates(ck, {k: getattr(self.cost_rates, k) for k in CostRates.RATES})
         runs = self.cost_rates.measured_runs
         for j, r in enumerate(runs):
             ck.num(f"cost_rates.measured_runs[{j}].co2e_kg", r.co2e_kg, ge=0.0, unit="kg")
@@ -617,13 +637,7 @@ class DeploymentPlanProblem(ProblemBase):
         ck.num("inference.refresh_downloads_per_device_day",
                inf.refresh_downloads_per_device_day, ge=0.0)
         b = self.budgets
-        for key in ("max_metric_drop", "max_round_failure_prob", "min_fleet_coverage",
-                    "max_crash_rate", "min_participant_coverage"):
-            ck.frac(f"budgets.{key}", getattr(b, key))
-        for key in ("deadline_days", "max_tasks_per_device_day", "max_cpu_s_per_device_day",
-                    "max_mb_per_device_day", "max_battery_pct_per_day", "max_cloud_usd",
-                    "max_co2e_kg"):
-            ck.num(f"budgets.{key}", getattr(b, key), gt=0.0)
+        b.check(ck)
         for j, name in enumerate(self.levers.exclude_class):
             if name not in names:
                 ck.add(f"levers.exclude_class[{j}]", f"{name!r} is not a device class name")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from jointopt.models import split as sm
 from jointopt.models.errors import InfeasibleError, SolverError, ValidationError
+from jointopt.models.queueing import on_time_fraction
 from jointopt.solvers.base import SolveResult, Timer
 
 
@@ -162,6 +163,14 @@ def _shortfall(cd: CutData, T) -> dict | None:
     return None
 
 
+def _scan_range(cd: CutData, rho_max, max_load):
+    """``(μ, top, lo, hi)``: the server rate, the largest load it takes (``ρ_max μ``, at
+    most ``max_load``) and the range of the sojourn cap W̄ that loads 0 to ``top`` span."""
+    mu = cd.mu
+    top = min(rho_max * mu, max_load)
+    return mu, top, 1.0 / mu, 1.0 / (mu - top)
+
+
 def solve_cut(cd: CutData, nu, T, rho_max, *, inner: str = "greedy", n_grid: int = 200,
               refine: bool = True, max_load: float = math.inf) -> dict:
     """Best (q, W̄) at one cut by the W̄ scan. Infeasible cuts (A_k > T_k) are reported.
@@ -169,9 +178,7 @@ def solve_cut(cd: CutData, nu, T, rho_max, *, inner: str = "greedy", n_grid: int
     w = nu / nu.sum()
     if (short := _shortfall(cd, T)) is not None:
         return short
-    mu = cd.mu
-    top = min(rho_max * mu, max_load)
-    lo, hi = 1.0 / mu, 1.0 / (mu - top)
+    mu, top, lo, hi = _scan_range(cd, rho_max, max_load)
     seg = _segments(cd.envs, w, nu)
     lp = InnerLP(cd.envs, w, nu) if inner == "lp" else None
     base = float(sum(wk * env(0.0) for wk, env in zip(w, cd.envs, strict=True)))
@@ -209,6 +216,118 @@ def solve_cut(cd: CutData, nu, T, rho_max, *, inner: str = "greedy", n_grid: int
             pass
     return {"cut": cd.cut, "status": "optimal", "objective": float(value), "w_cap": best_w,
             "q": q, "evaluations": n_grid}
+
+
+def _stacked(curves):
+    """The curves' ``q``, kept and offloaded parts as (clients x points) arrays, shorter
+    curves padded with their last point (a repeated point changes no maximum)."""
+    width = max(len(cv.q) for cv in curves)
+
+    def pad(x):
+        x = np.asarray(x, float)
+        return np.concatenate([x, np.full(width - x.size, x[-1])])
+
+    for i, cv in enumerate(curves):
+        if cv.kept is None:
+            raise ValidationError(f"curves[{i}].kept", "is required by method 'timely' (the "
+                                                       "part of acc the client exit answers)")
+    q = np.array([pad(cv.q) for cv in curves])
+    kept = np.array([pad(cv.kept) for cv in curves])
+    return q, kept, np.array([pad(cv.acc) for cv in curves]) - kept
+
+
+def _timely_values(q, kept, off, pi, w, nu, cap, iters: int = 30) -> np.ndarray:
+    """The inner optimum of P-TIME for each row of ``pi`` (grid x clients) at load caps
+    ``cap`` (one per row), by its LP dual: ``min_{λ>=0} λ cap + Σ_k max_j (w_k V_kj - λ ν_k
+    q_kj)`` with ``V = kept + π off`` (a linear function's maximum over a curve's envelope is
+    its maximum over the points, so no hull is built); λ by bisection on the load the
+    maximisers ask for (``iters`` halvings of a bracket on λ; the dual at the bracket's top
+    bounds the optimum from above, within about ``2^-iters`` of the curves' largest slope).
+    Equal to :func:`inner_greedy` on the envelopes (LP duality) up to that; it only ranks
+    the W̄ grid, faster than building every grid point's envelopes."""
+    wv = w[None, :, None] * (kept[None] + pi[:, :, None] * off[None])
+    load = nu[:, None] * q
+    cap = np.maximum(np.asarray(cap, float), 0.0)
+    rows = np.arange(pi.shape[0])
+
+    clients = np.arange(q.shape[0])[None, :]
+
+    def demand(lam):
+        j = np.argmax(wv - lam[:, None, None] * load[None], axis=2)
+        return load[clients, j].sum(axis=1)
+
+    # λ above which every client keeps its least-offloading point
+    j0 = np.argmin(q, axis=1)
+    dq = q - q[np.arange(q.shape[0]), j0][:, None]
+    dv = wv - wv[:, np.arange(q.shape[0]), j0][:, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(dq[None] > 0, dv / (nu[None, :, None] * dq[None]), 0.0)
+    lo, hi = np.zeros(rows.size), np.maximum(slope.max(axis=(1, 2)), 0.0) * (1 + 1e-9) + 1e-300
+    free = demand(lo) <= cap
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        over = demand(mid) > cap
+        lo, hi = np.where(over, mid, lo), np.where(over, hi, mid)
+    lam = np.where(free, 0.0, hi)
+    return lam * cap + (wv - lam[:, None, None] * load[None]).max(axis=2).sum(axis=1)
+
+
+def solve_cut_timely(cd: CutData, nu, T, rho_max, *, n_grid: int = 200, refine: bool = True,
+                     max_load: float = math.inf) -> dict:
+    """P-TIME at one cut [project choice]: the best offload rates for the request-weighted
+    **on-time** accuracy ``Σ w_k [K_k(q_k) + π_k(W) O_k(q_k)]`` (``K`` / ``O`` the kept and
+    offloaded parts of the curve, ``π_k(W) = 1 - exp(-(T_k - A_k - c_k)^+ / W)`` the chance
+    that an offloaded request's exponential M/M/1 sojourn of mean ``W = 1/(μ - Λ)`` ends
+    within its deadline), ``Λ = Σ ν q <= min(ρ_max μ, max_load)``; no expected-latency
+    constraint: a late request simply scores nothing. For a sojourn cap W̄ (``Λ <= μ - 1/W̄``)
+    the on-time chance is at least ``π_k(W̄)``, so the inner problem on the envelopes of
+    ``K + π(W̄) O`` (:func:`models.split.on_time_envelopes`) is a continuous knapsack whose
+    value bounds the true one from below; at W̄ = W(Λ*) it is the optimum, so the best value
+    over the W̄ scan (a geometric grid, then four rounds of 17 points in the best point's
+    bracket) is the joint optimum up to the scan. The scan values come from the inner
+    problem's dual (:func:`_timely_values`, every grid point at once), the decisions at the
+    best W̄ from :func:`inner_greedy` on the envelopes. The kept part
+    counts whole (the client's own time ``A_k <= T_k``; a caller with a device queue folds
+    its on-time chance into ``kept``)."""
+    w = nu / nu.sum()
+    if (short := _shortfall(cd, T)) is not None:
+        return short
+    mu, top, lo, hi = _scan_range(cd, rho_max, max_load)
+    slack = np.maximum(T - cd.A - cd.c, 0.0)
+    q_pts, kept_pts, off_pts = _stacked(cd.curves)
+
+    def values(wbar):
+        wbar = np.atleast_1d(np.asarray(wbar, float))
+        pi = -np.expm1(-slack[None, :] / wbar[:, None])
+        return _timely_values(q_pts, kept_pts, off_pts, pi, w, nu,
+                              np.minimum(mu - 1.0 / wbar, top))
+
+    grid = np.geomspace(lo, hi, n_grid)
+    vals = values(grid)
+    evaluations = n_grid
+    for _ in range(4 if refine else 0):  # zoom into the best point's bracket, 8x a round
+        i = int(np.argmax(vals))
+        grid = np.linspace(grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)], 17)
+        vals = values(grid)
+        evaluations += grid.size
+    best_w = float(grid[int(np.argmax(vals))])
+    envs = sm.on_time_envelopes(cd.curves, -np.expm1(-slack / best_w))
+    base = float(sum(wk * env(0.0) for wk, env in zip(w, envs, strict=True)))
+    q, _ = inner_greedy(_segments(envs, w, nu), base, w, nu, np.ones(w.size),
+                        min(mu - 1.0 / best_w, top))
+    # the true on-time accuracy of q: the parts at the thresholds that attain it on the
+    # chosen envelopes, the on-time chance at the load q gives
+    on_time = np.asarray(on_time_fraction(float(nu @ q), mu, slack), float)
+    acc = np.empty(w.size)
+    for k, (cv, env) in enumerate(zip(cd.curves, envs, strict=True)):
+        e_lo, e_hi, p_hi = env.pair_for_rate(float(q[k]))
+        j = np.searchsorted(cv.e, [e_lo, e_hi])
+        mix = np.array([1.0 - p_hi, p_hi])
+        kept, full = float(mix @ cv.kept[j]), float(mix @ cv.acc[j])
+        acc[k] = kept + on_time[k] * (full - kept)
+    return {"cut": cd.cut, "status": "optimal", "objective": float(w @ acc), "w_cap": best_w,
+            "q": q, "acc": acc, "envs": envs, "on_time": on_time,
+            "evaluations": evaluations}
 
 
 def solve_cut_decoupled(cd: CutData, nu, T) -> dict:
@@ -338,6 +457,10 @@ def solve_split(problem, *, method: str, curves=None, w_grid: int | None = None,
             elif method == "min_latency":
                 per_cut.append(solve_cut_latency(cd, nu, cl.accuracy_floor,
                                                  problem.server.rho_max, solver, max_load))
+            elif method == "timely":
+                per_cut.append(solve_cut_timely(cd, nu, T, problem.server.rho_max,
+                                                n_grid=n_grid, refine=problem.optimizer.refine,
+                                                max_load=max_load))
             else:
                 per_cut.append(solve_cut(cd, nu, T, problem.server.rho_max,
                                          inner="greedy" if method == "exact" else "lp",
@@ -396,15 +519,26 @@ def _report(problem, cd: CutData, best: dict, per_cut: list, method: str, source
     W = float(sm.server_sojourn(load, cd.mu))
     latency = sm.queued_latency(cd.A, cd.c, q, W)
     stable = load <= problem.server.load_cap(cd.mu) * (1 + 1e-9) + 1e-12
-    ok = stable and (method == "min_latency" or bool(np.all(latency <= T * (1 + 1e-9))))
-    acc = np.array([env(qk) for env, qk in zip(cd.envs, q, strict=True)]) \
-        if method != "decoupled" else None
+    # the on-time objective (timely) imposes no expected-latency budget: late requests score 0
+    budgets = method in ("min_latency", "timely") or bool(np.all(latency <= T * (1 + 1e-9)))
+    ok = stable and budgets
+    envs = best.get("envs", cd.envs)
+    if method == "timely":
+        acc = np.asarray(best["acc"], float)
+    else:
+        acc = np.array([env(qk) for env, qk in zip(cd.envs, q, strict=True)]) \
+            if method != "decoupled" else None
     e_th, e_lo, e_hi, prob_hi, q_det, acc_det = ([] for _ in range(6))
-    for k, (cv, env) in enumerate(zip(cd.curves, cd.envs, strict=True)):
-        j = cv.select(float(q[k]))
+    for k, (cv, env) in enumerate(zip(cd.curves, envs, strict=True)):
+        if method == "timely":  # the best single threshold for the on-time accuracy
+            value = cv.kept + best["on_time"][k] * (cv.acc - cv.kept)
+            pick = np.where(cv.q <= q[k] + 1e-12, value, -np.inf)
+            j = int(np.flatnonzero(pick == pick.max())[-1])
+        else:
+            value, j = cv.acc, cv.select(float(q[k]))
         e_th.append(cv.e[j])
         q_det.append(cv.q[j])
-        acc_det.append(cv.acc[j])
+        acc_det.append(value[j])
         lo_, hi_, p_ = env.pair_for_rate(float(q[k]))
         if method == "decoupled":
             lo_, hi_, p_ = cv.e[j], cv.e[j], 1.0
@@ -432,6 +566,7 @@ def _report(problem, cd: CutData, best: dict, per_cut: list, method: str, source
             "beta_param": float(net.beta_param(s)),
             "beta_param_aux": float(net.beta_param_aux(s)),
             "curves": source, "load": load, "mu": cd.mu, "rho": load / cd.mu,
+            "on_time": best.get("on_time"),
             "sojourn": W, "sojourn_cap": best["w_cap"], "service_time": cd.S,
             "latency_budget": T, "budget_slack": T - latency,
             "e_lo": np.asarray(e_lo), "e_hi": np.asarray(e_hi), "prob_hi": np.asarray(prob_hi),

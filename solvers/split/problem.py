@@ -202,10 +202,15 @@ class SplitProblem(ProblemBase):
     mean latency in seconds and the budgets are reported, not imposed), ``"per_client"``
     (extension, spec §6.5: one cut per client, M/G/1 server; see
     :mod:`jointopt.solvers.split.per_client`; option ``search``).
+
+    ``"timely"`` (P-TIME, project extension): the same decisions for the request-weighted
+    **on-time** accuracy, an offloaded request counting only with the chance that the
+    server's M/M/1 sojourn ends within its deadline ``latency_budget``, and no
+    expected-latency budget (:func:`jointopt.solvers.split.optimize.solve_cut_timely`).
     """
 
     kind = "split_learning"
-    methods = ("exact", "lp", "decoupled", "min_latency", "per_client")
+    methods = ("exact", "lp", "decoupled", "min_latency", "per_client", "timely")
     solver_methods = ("min_latency",)
 
     name: str = "unnamed"
@@ -252,16 +257,22 @@ class SplitProblem(ProblemBase):
         return sm.Link(f_client=c.f_client, f_server=self.server.f_server, rate=c.uplink_rate,
                        tau0=self.server.tau0, bits_per_element=self.network.bits_per_element)
 
-    def subset(self, clients, *, server: dict | None = None, name: str | None = None
-               ) -> SplitProblem:
+    def subset(self, clients, *, server: dict | None = None, name: str | None = None,
+               **fields) -> SplitProblem:
         """The same network, entropy model and optimizer over the clients ``clients``
-        (indices, in that order), optionally with another ``server`` (fields replaced): the
-        split problem of a group of devices sharing one server, e.g. the devices an edge host
-        aggregates."""
+        (indices, in that order), optionally with another ``server`` (fields replaced) and
+        per-client ``fields`` replaced (one value per kept client, e.g. ``latency_budget``):
+        the split problem of a group of devices sharing one server, e.g. the devices an edge
+        host aggregates."""
         idx = index_vector("clients", clients, self.n)
+        for key in fields:
+            if key not in CLIENT_FIELDS:
+                raise ValidationError(f"clients.{key}", "is not a known field")
         data = self.to_dict()
         data["clients"] = {"count": int(idx.size), **{
-            key: np.asarray(getattr(self.clients, key))[idx].tolist() for key in CLIENT_FIELDS}}
+            key: (as_vector(f"clients.{key}", fields[key], idx.size) if key in fields
+                  else np.asarray(getattr(self.clients, key))[idx]).tolist()
+            for key in CLIENT_FIELDS}}
         if server is not None:
             data["server"] = {**data["server"], **server}
         if name is not None:
@@ -285,13 +296,13 @@ class SplitProblem(ProblemBase):
               **options) -> SolveResult:
         """Solve P-ACC. ``curves``: optional ``{cut: [OffloadCurve per client]}`` measured by
         the harness (replaces the synthetic ``[entropy]`` model; only those cuts are
-        considered). ``solver``: conic solver of ``min_latency`` (ignored otherwise)."""
+        considered). ``solver``: conic solver of ``min_latency`` (refused with any other method)."""
         from jointopt.solvers.split.optimize import solve_split
 
         method = self.check_method(method)
         if self.server.max_load is not None and method in ("decoupled", "per_client"):
-            raise ValidationError("server.max_load", f"is supported by methods exact, lp and "
-                                                     f"min_latency, not {method!r}")
+            raise ValidationError("server.max_load", f"is supported by methods exact, lp, timely "
+                                                     f"and min_latency, not {method!r}")
         if method == "per_client":
             from jointopt.solvers.split.per_client import solve_per_client
 

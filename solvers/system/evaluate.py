@@ -45,19 +45,17 @@ class Plan:
     exit_weights: object    # SolveResult of cis_early_exit or None
     serving: dict           # host -> split_learning SolveResult
     placement: object       # hfl SolveResult or None (fixed association)
+    upstream: float = 0.0   # requests/s answered upstream that the allocation was given
 
 
-def host_on_time(ctx, association, cut, offload, host_cut, *, load_cap=None):
+def host_on_time(ctx, association, cut, offload, host_cut):
     """Per device, the on-time fraction of an offloaded request at its host, with each
-    host's load the sum of its devices' offloads (at most ``load_cap`` when given); also
-    the host loads and service rates."""
+    host's load the sum of its devices' offloads; also the host loads and service rates."""
     p = ctx.problem
     lam, tau = ctx.lam, ctx.tau
     on = association >= 0
     rate = np.where(on, lam * offload, 0.0)
     load = np.bincount(association[on], weights=rate[on], minlength=p.M)
-    if load_cap is not None:
-        load = np.minimum(load, load_cap)
     mu = np.zeros(p.M)
     for s in p.cuts:
         hs = host_cut == s

@@ -7,15 +7,19 @@ placement that ignores capacity); each host's split problem is solved alone, wit
 kind's own offload curves and no admission cap; the allocation serves what that leaves.
 
 **Joint loop**: block-coordinate over the stages from the siloed plan: placement with the
-current edge loads ``D_n``; serving per host given the association, the hosts' capacities
-and the timely offload curves of the current allocation; allocation given what each device
-serves; recompute ``D_n``. It stops when the association and every ``D_n`` change by less
-than the tolerance, when the association holds and the system objective moves by less than
-``loop.objective_tol`` or ``loop.patience`` iterates in a row bring no gain (stalled), after
-``max_iters`` iterates, or when an iterate repeats an earlier one (a cycle, reported).
-When the current loads fit no placement, the placement takes each device's offload above
-what it must forward scaled down (0.75, 0.5, 0.25, 0) until one fits. Every iterate and the
-siloed plan are scored by the one function
+current edge loads ``D_n`` (devices it leaves out join a host that costs them nothing where
+it has room); serving per host given the association, by the split kind's on-time method
+(``timely``: the request-weighted on-time accuracy the system objective counts, the host's
+M/M/1 queue at the load its offloads make, the host's capacity as admission cap) on the
+timely offload curves of the current allocation; allocation given what each device serves,
+by the allocator alone and with the upper tiers' on-time requests handed to it, keeping the
+one the system objective prefers; recompute ``D_n``. It stops when the association and every
+``D_n`` change by less than the tolerance, when the association holds and the system
+objective moves by less than ``loop.objective_tol`` or ``loop.patience`` iterates in a row
+bring no gain (stalled), after ``max_iters`` iterates, or when an iterate repeats an earlier
+one (a cycle, reported). When the current loads fit no placement, the placement takes each
+device's offload above what it must forward scaled down (0.75, 0.5, 0.25, 0) until one fits.
+Every iterate and the siloed plan are scored by the one function
 :func:`jointopt.solvers.system.evaluate.evaluate_plan`; the best feasible one (highest
 request-weighted timely accuracy, then least training communication) is returned, so the
 joint plan is never worse than a feasible siloed plan.
@@ -61,17 +65,46 @@ class SystemResult(SolveResult):
         return pd.DataFrame(cols).rename_axis("device").reset_index()
 
 
-def _assemble(ctx, association, serving, alloc, exits, placement) -> Plan:
+def _assemble(ctx, association, serving, alloc, exits, placement, upstream=0.0) -> Plan:
     return Plan(association=association, offload=serving.offload, cut=serving.cut,
                 threshold=serving.threshold, host_cut=serving.host_cut, alloc=alloc,
-                exit_weights=exits, serving=serving.results, placement=placement)
+                exit_weights=exits, serving=serving.results, placement=placement,
+                upstream=upstream)
+
+
+def upstream_rate(ctx, association, serving) -> float:
+    """The requests per second the edge and the cloud answer on time (with the global
+    model): each host's offloads at its on-time fraction, and the cloud's."""
+    on = association >= 0
+    p_edge, _, _ = host_on_time(ctx, association, serving.cut, serving.offload,
+                                serving.host_cut)
+    lam = ctx.lam
+    return float(np.sum(np.where(on, lam * serving.offload * p_edge,
+                                 lam * ctx.cloud_on_time)))
 
 
 def _stages_after_placement(ctx, association, placement, *, capacity, factors, log) -> Plan:
+    """Serving, exit weights and allocation given the association. In the joint loop
+    (``factors`` given) the allocation is solved twice, by the allocator alone and with the
+    upstream requests handed to it (:func:`stages.run_allocation`), and the system
+    objective keeps the better plan: the allocator's own objective (with its look-ahead)
+    may value training more than this round's timely accuracy does."""
     serving = stages.run_serving(ctx, association, capacity=capacity, factors=factors, log=log)
     exits = stages.run_exit_weights(ctx, association, serving.offload, log)
     alloc = stages.run_allocation(ctx, association, serving.offload, log)
-    return _assemble(ctx, association, serving, alloc, exits, placement)
+    plan = _assemble(ctx, association, serving, alloc, exits, placement)
+    if factors is None:
+        return plan
+    up = upstream_rate(ctx, association, serving)
+    if up > 0:
+        alloc = stages.run_allocation(ctx, association, serving.offload, log, upstream=up)
+        other = _assemble(ctx, association, serving, alloc, exits, placement, upstream=up)
+        t0 = time.perf_counter()
+        better = _better((other, evaluate_plan(ctx, other), 1), (plan, evaluate_plan(ctx, plan), 0))
+        log.add("evaluate", "ok", time.perf_counter() - t0)
+        if better:
+            return other
+    return plan
 
 
 def siloed_plan(ctx, log: stages.StageLog, notes: list[str]) -> Plan:
@@ -109,7 +142,9 @@ SCALES = (1.0, 0.75, 0.5, 0.25, 0.0)
 def fitting_placement(ctx, plan: Plan):
     """The placement for the current edge loads; when they fit no placement, for the loads
     with each device's offload above what it must forward scaled by 0.75, 0.5, 0.25, 0 in
-    turn (the serving stage then keeps each host within its capacity). Returns
+    turn (the serving stage then keeps each host within its capacity); devices left out
+    then join a host that costs them nothing where it has room (:func:`stages.associate_free`).
+    Returns
     ``(association, hfl result, workload, scale)``; raises ``InfeasibleError`` when even
     the forced offloads fit no placement."""
     base = edge_workload(ctx, plan)
@@ -123,16 +158,17 @@ def fitting_placement(ctx, plan: Plan):
             if theta == SCALES[-1]:
                 raise
             continue
+        association = stages.associate_free(ctx.problem, association, workload)
         return association, placement, workload, theta
     raise AssertionError("unreachable")
 
 
-def _factors(ctx, plan: Plan, association, workload) -> dict:
+def _factors(ctx, plan: Plan) -> dict:
     """The timely-curve factors of the next serving stage, from the current plan: each
     device's copy freshness, the weight and price of its service-rate block in the current
-    allocation (a device without a host: its state, no cap multiplier), and the upper
-    tier's freshness times the on-time fraction at its host under the new association (host
-    loads from the current offloads, capped at the host's capacity)."""
+    allocation and the rate the hard cap leaves that block (a device without a host: its
+    state, no cap multiplier, least participation), and the edge model's freshness (the
+    host's on-time fraction is weighed by the serving stage itself)."""
     p = ctx.problem
     al = plan.alloc
     acc0 = ctx.acc_top
@@ -144,21 +180,23 @@ def _factors(ctx, plan: Plan, association, workload) -> dict:
     d = np.where(member, al.d, 1.0)
     value = tr.controller.V * (alpha - kappa * (d * al.K_next + (1 - d) * K))
     price = (tr.state.Z + np.where(member, al.nu, 0.0)) * p.devices.cost_service
-    host_cut = np.where(plan.host_cut >= 0, plan.host_cut, p.cuts[0])
-    cut = np.where(association >= 0, host_cut[np.maximum(association, 0)], -1)
-    lam = np.where(ctx.lam > 0, ctx.lam, 1.0)
-    offload = np.clip(workload / lam, 0.0, 1.0)
-    on_time, _, _ = host_on_time(ctx, association, cut, offload, host_cut,
-                                 load_cap=p.hosts.capacity)
-    up = float(ctx.acc_map(al.K_next)) / acc0 * on_time
-    return {"device_factor": device_factor, "up_factor": up, "value": value, "price": price}
+    up = np.full(p.N, float(ctx.acc_map(al.K_next)) / acc0)
+    dev = p.devices
+    q = np.where(member, al.q, dev.q_min)
+    room = dev.cap - q * dev.cost_train - np.where(member, al.d, 0.0) * dev.cost_download
+    with np.errstate(divide="ignore", invalid="ignore"):
+        by_cap = np.where(dev.cost_service > 0, room / np.where(dev.cost_service > 0,
+                                                                 dev.cost_service, 1.0), np.inf)
+    mu_ub = np.maximum(np.minimum(dev.mu_max, by_cap), 0.0)
+    return {"device_factor": device_factor, "up_factor": up, "value": value, "price": price,
+            "mu_ub": mu_ub}
 
 
 def _row(k: int, kind: str, metrics: dict, log: stages.StageLog, prev: Plan | None,
          plan: Plan, ctx) -> dict:
     row = {"iterate": k, "plan": kind, **{key: metrics[key] for key in (
         "timely_accuracy", "comm_per_round", "edge_overload", "feasible", "participants",
-        "share_device", "share_edge", "share_cloud")}}
+        "share_device", "share_edge", "share_cloud")}, "upstream": plan.upstream}
     if prev is None:
         row.update(association_changes=0, max_load_change=0.0)
     else:
@@ -238,7 +276,7 @@ def solve_system(problem, method: str, *, max_iters: int | None = None, progress
                 notes.append(f"iterate {k}: the current edge loads fit no placement; the "
                              f"placement took the devices' offloads above what they must "
                              f"forward scaled by {theta:g}")
-            factors = _factors(ctx, cur, association, workload)
+            factors = _factors(ctx, cur)
             plan = _stages_after_placement(ctx, association, placement, capacity=True,
                                            factors=factors, log=log)
             t0 = time.perf_counter()
@@ -319,10 +357,7 @@ def _result(problem, method, plan: Plan, metrics, k_best, silo_plan: Plan, silo_
         diag["exit_weights"] = plan.exit_weights.decisions["weight"]
         diag["exit_target_weights"] = plan.exit_weights.decisions["target_weight"]
         diag["exit_rule"] = problem.training.exit_rule
-    if plan.placement is not None:
-        pd = plan.placement.diagnostics
-        diag["placement_bound"] = pd.get("lower_bound")
-        diag["placement_status"] = plan.placement.status
+    diag["placement"] = stages.placement_report(problem, plan.placement)
     return SystemResult(
         kind=problem.kind, scenario=problem.name,
         status="feasible" if metrics["feasible"] else "infeasible",

@@ -34,8 +34,15 @@ Scenario layout (TOML)::
     [placement]  method ("auto", "highs", "heuristic"), time_limit, beta, association
     [loop]       max_iters, tol, w_grid
     [simulation] rounds, slot (s): the online run of ``jointopt simulate``
-    [deployment] base (a deployment_plan scenario), edge_agg_s, backbone_mbps,
-                 backbone_rtt_s: the gates of ``jointopt plan`` on the hierarchical topology
+    [deployment] base (a deployment_plan scenario, optional), edge_agg_s, backbone_mbps,
+                 backbone_rtt_s, and any of deployment_plan's device_classes, population,
+                 convergence, server, training_plan, inference, model, levers, monte_carlo
+                 (over the base's): the gates of ``jointopt plan`` on the hierarchical
+                 topology
+    [budgets]    deployment_plan's budgets (deadline_days, max_cloud_usd, max_co2e_kg,
+                 max_battery_pct_per_day, ...) and latency_slo_p95_ms; each optional
+    [costs]      deployment_plan's cost rates (instance_hour_usd, egress_gb_usd, ...); each
+                 optional, over the base's
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ from jointopt.solvers.jti.problem import (
     ConvergenceSpec,
     _draw,
 )
+from jointopt.solvers.planner.problem import Budgets as PlannerBudgets
+from jointopt.solvers.planner.problem import CostRates, _Checker
 from jointopt.solvers.split.problem import Entropy, Network
 
 # field name -> (default or None when required, description)
@@ -321,10 +330,13 @@ class Training(Section):
 
 
 class Placement(Section):
-    """The placement stage: ``method`` of the hfl kind (``auto``: ``highs`` up to
-    ``exact_limit`` device-host pairs, its ``heuristic`` beyond), ``time_limit`` (s) per
-    solve, ``beta`` > 0 switches on hfl's latency-aware objective, ``association`` fixes
-    the association (one host index or -1 per device) instead of solving it."""
+    """The placement stage: ``method`` of the hfl kind (``auto``, the default: hfl's exact
+    MILP ``highs`` up to ``exact_limit`` (5,000) device-host pairs, its ``heuristic`` with a
+    Lagrangian lower bound beyond; ``highs`` or ``heuristic`` force one), ``time_limit`` (s)
+    per solve (an exact solve stopped there keeps its incumbent and reports its gap),
+    ``beta`` > 0 switches on hfl's latency-aware objective, ``association`` fixes the
+    association (one host index or -1 per device) instead of solving it. The result reports
+    which method ran, why, and its bound and gap (``diagnostics.placement``)."""
 
     method: Literal["auto", "highs", "heuristic"] = "auto"
     exact_limit: int = 5_000
@@ -338,6 +350,12 @@ class Placement(Section):
         check_range("placement.beta", self.beta, ge=0.0)
         check_range("placement.exact_limit", self.exact_limit, ge=0)
         return self
+
+    def resolved_method(self, n: int, m: int) -> str:
+        """The hfl method the placement runs for ``n`` devices and ``m`` hosts."""
+        if self.method != "auto":
+            return self.method
+        return "highs" if n * m <= self.exact_limit else "heuristic"
 
 
 class Loop(Section):
@@ -377,25 +395,97 @@ class Simulation(Section):
         return self
 
 
+#: deployment_plan sections a system scenario may carry in ``[deployment]`` (over the base's)
+PLANNER_SECTIONS = ("device_classes", "population", "convergence", "server", "training_plan",
+                    "inference", "model", "levers", "monte_carlo")
+#: the ones with no default a system could give: the base or ``[deployment]`` must hold them
+PLANNER_REQUIRED = ("device_classes", "population", "convergence", "server")
+
+
 class Deployment(Section):
-    """The deployment gates (``jointopt plan``): ``base`` names a ``deployment_plan``
-    scenario (built-in name or path) holding what the system does not describe (fleet
-    telemetry, convergence calibration, server, cost rates, budgets); the plan adds the
-    hierarchical topology from the placement, the edge aggregation step ``edge_agg_s`` (s),
-    the host-cloud link (``backbone_mbps``, ``backbone_rtt_s``), the model's size and the
-    results per round the allocation expects."""
+    """The deployment gates (``jointopt plan``) on the hierarchical topology the placement
+    gives. What the system does not describe (the fleet's telemetry ``device_classes`` and
+    ``population``, the ``convergence`` calibration, the aggregation ``server``, ...) comes
+    from ``base``, a ``deployment_plan`` scenario (built-in name or path), and/or from the
+    same sections of ``deployment_plan`` written here (``[deployment.server]``,
+    ``[[deployment.device_classes]]``, ... one of :data:`PLANNER_SECTIONS`), which override
+    the base's field by field. Without a base, ``device_classes``, ``population``,
+    ``convergence`` and ``server`` must be here and ``[costs]`` must give every cost rate.
+    The plan then adds the edge aggregation step ``edge_agg_s`` (s), the host-cloud link
+    (``backbone_mbps``, ``backbone_rtt_s``) and what the system itself knows (see
+    :func:`jointopt.solvers.system.deployment.deployment_problem`)."""
 
     base: str | None = None
     edge_agg_s: float = 0.5
     backbone_mbps: float = 100.0
     backbone_rtt_s: float = 0.05
+    device_classes: list[dict] | None = None
+    population: dict | None = None
+    convergence: dict | None = None
+    server: dict | None = None
+    training_plan: dict | None = None
+    inference: dict | None = None
+    model: dict | None = None
+    levers: dict | None = None
+    monte_carlo: dict | None = None
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
         check_range("deployment.edge_agg_s", self.edge_agg_s, ge=0.0)
         check_range("deployment.backbone_mbps", self.backbone_mbps, gt=0.0)
         check_range("deployment.backbone_rtt_s", self.backbone_rtt_s, ge=0.0)
+        if self.base is None and self.sections():
+            for key in PLANNER_REQUIRED:
+                if getattr(self, key) is None:
+                    raise ValidationError(f"deployment.{key}", "is required without "
+                                          "deployment.base (the deployment_plan scenario "
+                                          "that would give it)")
         return self
+
+    def sections(self) -> dict:
+        """The deployment_plan sections given here."""
+        return {k: getattr(self, k) for k in PLANNER_SECTIONS if getattr(self, k) is not None}
+
+
+class Budgets(PlannerBudgets):
+    """``[budgets]``: the deployment gates' thresholds, deployment_plan's ``[budgets]``
+    (deadline, failure, device burden, coverage, money, carbon; every field optional and
+    overriding the base's; one given nowhere leaves its gate unevaluated), plus
+    ``latency_slo_p95_ms``, the inference SLO (deployment_plan's
+    ``inference.latency_slo_p95_ms``; default: the base's, else the largest device
+    deadline)."""
+
+    latency_slo_p95_ms: float | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _valid(self):
+        ck = _Checker()
+        self.check(ck)
+        ck.num("budgets.latency_slo_p95_ms", self.latency_slo_p95_ms, gt=0.0, unit="ms")
+        ck.raise_all()
+        return self
+
+
+class _CostsBase(Section):
+    @pydantic.model_validator(mode="after")
+    def _valid(self):
+        ck = _Checker()
+        CostRates.check_rates(ck, self.given(), prefix="costs")
+        ck.raise_all()
+        return self
+
+    def given(self) -> dict:
+        """The rates given (field -> value)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+Costs = pydantic.create_model(
+    "Costs", __base__=_CostsBase, __module__=__name__,
+    **{key: (float | None, None) for key in CostRates.RATES})
+Costs.__doc__ = ("``[costs]``: deployment_plan's cost rates (``instance_hour_usd``, "
+                 "``egress_gb_usd``, ... ``backbone_gb_usd``), each optional and overriding "
+                 "the base's ``[cost_rates]``; without a base every one but "
+                 "``backbone_gb_usd`` is required.")
 
 
 class EdgeSystemProblem(ProblemBase):
@@ -420,6 +510,8 @@ class EdgeSystemProblem(ProblemBase):
     placement: Placement = Placement()
     loop: Loop = Loop()
     deployment: Deployment = Deployment()
+    budgets: Budgets = Budgets()
+    costs: Costs = Costs()
     simulation: Simulation = Simulation()
 
     @pydantic.model_validator(mode="after")

@@ -43,8 +43,6 @@ class Context:
         self.active = np.flatnonzero(self.lam > 0)
         self.pos = np.full(p.N, -1)
         self.pos[self.active] = np.arange(self.active.size)
-        margin = 1.0 + p.training.controller.service_margin
-        self.mu_cap = p.serve_max * margin
         self.acc_map = p.training.accuracy.build()
         self.acc_top = float(self.acc_map(0.0))
         ln_c = math.log(p.model.n_classes)
@@ -90,7 +88,12 @@ class Context:
 
     @property
     def jti_base(self):
-        """The allocation problem over every device, serving nothing yet."""
+        """The allocation problem over every device, serving nothing yet, and one more
+        client (index ``N``) standing for the requests the upper tiers answer with the
+        global model (:func:`run_allocation`): it always holds the newest model, neither
+        trains nor pays (zero costs, no cap, a budget it never uses), serves at once (no
+        deadline, ample rate) and weighs nothing in the convergence model (data weight 1e-9
+        of the devices')."""
         if self._jti is None:
             from jointopt.solvers.jti import JointTrainingInferenceProblem
 
@@ -98,9 +101,17 @@ class Context:
             clients = {k: getattr(dev, k).tolist() for k in (
                 "data_weight", "deadline", "cost_train", "cost_download", "cost_service",
                 "cap", "budget", "mu_max", "q_min")}
+            # its use is 0: any finite budget leaves it slack (an infinite one would make
+            # the allocator's drift term, and so its objective, infinite)
+            upstream = {"data_weight": 1e-9 * float(dev.data_weight.sum()),
+                        "deadline": math.inf, "cost_train": 0.0, "cost_download": 0.0,
+                        "cost_service": 0.0, "cap": math.inf, "budget": 1.0,
+                        "mu_max": 1e12, "q_min": 1.0}
+            for key, value in upstream.items():
+                clients[key].append(value)
             self._jti = JointTrainingInferenceProblem.from_dict({
                 "name": f"{p.name}/allocation",
-                "clients": {"count": p.N, "arrival_rate": 0.0, **clients},
+                "clients": {"count": p.N + 1, "arrival_rate": 0.0, **clients},
                 "convergence": tr.convergence.model_dump(),
                 "accuracy": tr.accuracy.model_dump(),
                 "controller": tr.controller.model_dump(),
@@ -208,11 +219,8 @@ def run_placement(problem, workload, *, capacitated: bool = True, current=None):
     if fixed is not None:
         return np.asarray(fixed, dtype=np.int64), None
     prob = placement_problem(problem, workload, latency=capacitated, current=current)
-    pl = problem.placement
-    method = pl.method
-    if method == "auto":
-        method = "highs" if problem.N * problem.M <= pl.exact_limit else "heuristic"
-    options = {"time_limit": pl.time_limit}
+    method = problem.placement.resolved_method(problem.N, problem.M)
+    options = {"time_limit": problem.placement.time_limit}
     if not capacitated:
         options["uncapacitated"] = True
     res = prob.solve(method=method, **options)
@@ -221,6 +229,33 @@ def run_placement(problem, workload, *, capacitated: bool = True, current=None):
     if not ok:
         raise prob.infeasible_by_solver()
     return np.asarray(res.decisions["association"], dtype=np.int64), res
+
+
+def associate_free(problem, association, workload) -> np.ndarray:
+    """The association with the devices the placement left out joined to an open host that
+    costs them nothing (device-host cost 0) while its capacity takes their edge load
+    ``workload``, most requests first [project choice]. hfl needs only ``floor(rho N)``
+    participants and is indifferent to free ones; the system objective is not: a device
+    left out sends all its requests to the cloud. The training communication is unchanged.
+    A user-fixed association is kept as given."""
+    a = np.asarray(association, dtype=np.int64).copy()
+    out = np.flatnonzero(a < 0)
+    if out.size == 0 or problem.placement.association is not None:
+        return a
+    on = a >= 0
+    is_open = np.zeros(problem.M, bool)
+    is_open[a[on]] = True
+    load = np.bincount(a[on], weights=workload[on], minlength=problem.M)
+    cap = problem.hosts.capacity * (1 + 1e-12)
+    free = problem.device_costs <= 0
+    lam = problem.devices.arrival_rate
+    for n in out[np.argsort(-lam[out], kind="stable")]:
+        ok = is_open & free[n] & (load + workload[n] <= cap)
+        if ok.any():
+            m = int(np.flatnonzero(ok)[np.argmin(load[ok])])
+            a[n] = m
+            load[m] += workload[n]
+    return a
 
 
 # -- S / E: serving ----------------------------------------------------------------------------
@@ -236,12 +271,14 @@ class Serving:
     results: dict[int, SolveResult]
 
 
-def service_response(ctx: Context, idx: np.ndarray, served: np.ndarray, value, price
+def service_response(ctx: Context, idx: np.ndarray, served: np.ndarray, value, price, mu_ub
                      ) -> np.ndarray:
     """The service rate the allocation gives a device serving ``served`` requests/s: the
     joint allocator's own closed form for its service-rate block (``mu_closed_form``) with
     the on-time weight ``value * served`` and the price ``price`` per unit of rate from the
-    current allocation, within ``[served (1 + margin), its largest rate]``."""
+    current allocation, within ``[served (1 + margin), mu_ub]`` (``mu_ub``: what the hard
+    cap leaves the block after the current participation and downloads, within
+    ``mu_max``)."""
     from jointopt.solvers.jti.round import mu_closed_form
 
     tau = np.broadcast_to(ctx.tau[idx, None], served.shape).ravel()
@@ -250,44 +287,50 @@ def service_response(ctx: Context, idx: np.ndarray, served: np.ndarray, value, p
     mu = mu_closed_form(np.broadcast_to(value[idx, None], served.shape).ravel() * flat,
                         np.broadcast_to(price[idx, None], served.shape).ravel(), flat, tau,
                         np.ones(flat.size, bool), flat * margin,
-                        np.broadcast_to(ctx.mu_cap[idx, None], served.shape).ravel())
+                        np.broadcast_to(mu_ub[idx, None], served.shape).ravel())
     return mu.reshape(served.shape)
 
 
-def timely_curves(ctx: Context, idx: np.ndarray, *, device_factor, up_factor, value, price
-                  ) -> dict[int, list[sm.OffloadCurve]]:
+def timely_curves(ctx: Context, idx: np.ndarray, *, device_factor, up_factor, value, price,
+                  mu_ub) -> dict[int, list[sm.OffloadCurve]]:
     """Each device's timely offload curve at every candidate cut [project choice]: at
-    threshold E, ``kept(E) P_dev(E) f_dev + offloaded(E) f_up``, with ``kept`` and
-    ``offloaded`` the accuracy parts of the confidence model, ``P_dev`` the on-time fraction
-    of the device's M/M/1 queue serving ``lambda (1 - q(E))`` at the service rate the
-    allocation would give it (:func:`service_response`; 0 beyond what it can serve),
-    ``f_dev`` the freshness of its copy and ``f_up`` the upper tier's freshness times its
-    on-time fraction. Keys are the split problem's cuts."""
+    threshold E, the kept part ``kept(E) P_dev(E) f_dev`` and the offloaded part
+    ``offloaded(E) f_up``, with ``kept`` and ``offloaded`` the accuracy parts of the
+    confidence model, ``P_dev`` the on-time fraction of the device's M/M/1 queue serving
+    ``lambda (1 - q(E))`` at the service rate the allocation would give it
+    (:func:`service_response`; 0 beyond what it can serve), ``f_dev`` the freshness of its
+    copy and ``f_up`` the edge model's freshness. The host's on-time fraction is left to the
+    split kind's on-time method (``timely``), which weighs it at the load the host's
+    offloads make. Keys are the split problem's cuts."""
     p = ctx.problem
     lam, tau = ctx.lam[idx, None], ctx.tau[idx, None]
     out = {}
     for s in p.cuts:
         q = ctx.q[s][idx]
         served = lam * (1.0 - q)
-        mu = service_response(ctx, idx, served, value, price)
+        mu = service_response(ctx, idx, served, value, price, mu_ub)
         room = mu - served
         on_time = np.where((room > 0) & (served <= p.serve_max[idx, None]),
                            -np.expm1(-np.maximum(room, 0.0) * tau), 0.0)
-        acc = (ctx.kept[s][idx] * on_time * device_factor[idx, None]
-               + ctx.off[s][idx] * up_factor[idx, None])
+        kept = ctx.kept[s][idx] * on_time * device_factor[idx, None]
+        acc = kept + ctx.off[s][idx] * up_factor[idx, None]
         key = s if p.mode == "split" else 1
-        out[key] = [sm.OffloadCurve(e=ctx.e, q=q[k], acc=acc[k]) for k in range(idx.size)]
+        out[key] = [sm.OffloadCurve(e=ctx.e, q=q[k], acc=acc[k], kept=kept[k])
+                    for k in range(idx.size)]
     return out
 
 
 def run_serving(ctx: Context, association, *, capacity: bool, factors: dict | None,
                 log: StageLog) -> Serving:
     """One ``split_learning`` problem per open host over its devices with requests: the
-    host's speed, its home delay as the per-offload overhead and, when ``capacity``, its
-    capacity as the admission cap; ``factors`` (device_factor, up_factor, headroom) give the
-    timely curves of the joint loop, ``None`` the split kind's own synthetic curves (the
-    siloed stage). Devices without a host send every request to the cloud; every device
-    forwards at least what it cannot serve itself."""
+    host's speed, its home delay as the per-offload overhead (a device whose host is not its
+    home has its deadline shortened by the extra delay, so that its slack is exact) and,
+    when ``capacity``, its capacity as the admission cap. ``factors`` (device_factor,
+    up_factor, value, price) give the timely curves of the joint loop, solved by the split
+    kind's on-time method ``timely`` (the request-weighted on-time accuracy the system
+    objective counts); ``None`` the split kind's own synthetic curves and P-ACC (the siloed
+    stage). Devices without a host send every request to the cloud; every device forwards
+    at least what it cannot serve itself."""
     p = ctx.problem
     n = p.N
     offload = np.where(association < 0, 1.0, 0.0)
@@ -307,10 +350,14 @@ def run_serving(ctx: Context, association, *, capacity: bool, factors: dict | No
         server = {"f_server": float(p.hosts.f_host[m]),
                   "tau0": float(p.hosts.delay_home[m]),
                   "max_load": float(p.hosts.capacity[m]) if capacity else None}
+        extra = p.delay[members, m] - p.hosts.delay_home[m]
         sub = ctx.split_base.subset(ctx.pos[members], server=server,
-                                    name=f"{p.name}/host{int(m)}")
-        curves = None if factors is None else timely_curves(ctx, members, **factors)
-        res = sub.solve(method="exact", curves=curves)
+                                    name=f"{p.name}/host{int(m)}",
+                                    latency_budget=ctx.tau[members] - extra)
+        if factors is None:
+            res = sub.solve(method="exact")
+        else:
+            res = sub.solve(method="timely", curves=timely_curves(ctx, members, **factors))
         results[int(m)] = res
         statuses.append(res.status)
         s = ctx.system_cut(res.diagnostics["split"])
@@ -365,9 +412,17 @@ class Allocation:
     result: SolveResult | None
 
 
-def run_allocation(ctx: Context, association, offload, log: StageLog) -> Allocation:
+def run_allocation(ctx: Context, association, offload, log: StageLog, *,
+                   upstream: float = 0.0) -> Allocation:
     """``joint_training_inference`` over the devices with a host, each serving
-    ``lambda (1 - offload)`` itself; devices without a host neither train nor serve."""
+    ``lambda (1 - offload)`` itself; devices without a host neither train nor serve.
+
+    ``upstream`` [project choice]: the requests per second the edge and the cloud answer on
+    time with the global model. The allocator values training only through the requests
+    the devices serve; the upper tiers run the freshly aggregated model too, so the joint
+    loop hands them to it as one more client that always downloads and costs nothing
+    (:attr:`Context.jti_base`): training then keeps its value when requests move to the
+    edge. The siloed plan passes 0 (the allocator alone)."""
     p = ctx.problem
     n = p.N
     members = np.flatnonzero(association >= 0)
@@ -379,19 +434,45 @@ def run_allocation(ctx: Context, association, offload, log: StageLog) -> Allocat
                           zeros.copy(), None)
     t0 = time.perf_counter()
     served = np.minimum(ctx.lam * (1.0 - offload), p.serve_max)
-    sub = ctx.jti_base.subset(members, arrival_rate=served[members],
+    rows = np.append(members, n)
+    sub = ctx.jti_base.subset(rows, arrival_rate=np.append(served[members], upstream),
                               name=f"{p.name}/allocation")
     res = sub.solve(method="fast")
     log.add("allocation", res.status, time.perf_counter() - t0)
     q, d, mu, use, nu = (zeros.copy() for _ in range(5))
     ebar = np.full(n, K, dtype=float)
-    q[members] = res.decisions["q"]
-    d[members] = res.decisions["d"]
-    mu[members] = res.decisions["mu"]
-    use[members] = res.diagnostics["resource_use"]
-    ebar[members] = res.diagnostics["expected_error_next"]
-    nu[members] = res.diagnostics["cap_multiplier"]
+    dev = slice(0, members.size)     # the last client of the subset is the upstream one
+    q[members] = res.decisions["q"][dev]
+    d[members] = res.decisions["d"][dev]
+    mu[members] = res.decisions["mu"][dev]
+    use[members] = res.diagnostics["resource_use"][dev]
+    ebar[members] = res.diagnostics["expected_error_next"][dev]
+    nu[members] = res.diagnostics["cap_multiplier"][dev]
     return Allocation(q, d, mu, float(res.diagnostics["K_next"]), ebar, use, nu, res)
+
+
+def placement_report(problem, result) -> dict:
+    """What the placement of a plan used and how good it is: ``method`` (``highs``: exact;
+    ``heuristic``: hfl's heuristic with a Lagrangian bound; ``given``: the user's
+    association), the ``rule`` that chose it, the hfl ``status`` (``optimal``,
+    ``time_limit``, ``heuristic`` ...), its per-round communication ``objective``, the
+    ``lower_bound`` and the relative ``gap`` between them (0 when proved optimal)."""
+    pl = problem.placement
+    pairs = problem.N * problem.M
+    if pl.association is not None:
+        return {"method": "given", "rule": "placement.association fixes it", "pairs": pairs}
+    rule = (f"placement.method = 'auto': exact (highs) up to placement.exact_limit = "
+            f"{pl.exact_limit} device-host pairs, heuristic beyond; this system has {pairs}"
+            if pl.method == "auto" else f"placement.method = {pl.method!r}")
+    out = {"method": pl.resolved_method(problem.N, problem.M), "rule": rule, "pairs": pairs,
+           "time_limit_s": pl.time_limit}
+    if result is not None:
+        d = result.diagnostics
+        out.update(status=result.status, objective=float(result.objective),
+                   lower_bound=float(d.get("lower_bound", float("nan"))),
+                   gap=float(d.get("mip_gap", float("nan"))),
+                   solve_time_s=float(result.solve_time_s))
+    return out
 
 
 def infeasible_note(exc: InfeasibleError) -> str:
