@@ -25,16 +25,16 @@ sequential algorithm. The single-graph gradients equal the detach-and-inject ref
 
 The four methods (:data:`METHODS`, spec §7) share network, data, seeds and schedule:
 
-==============  ====================================================  ==================
-method          training                                              inference
-==============  ====================================================  ==================
-``local``       full network on the client's shard alone (no          on device
+==============  ======================================================  ==================
+method          training                                                inference
+==============  ======================================================  ==================
+``local``       full network on the client's shard alone (no            on device
                 communication: gamma 0, lambda 1, theta not averaged)
-``fedavg``      full network, alpha-weighted averaging of everything  on device
+``fedavg``      full network, alpha-weighted averaging of everything    on device
                 every round (gamma 0, lambda 0)
-``multi_exit``  SplitGP with lambda 0                                 selective offload
-``splitgp``     SplitGP (gamma 0.5, lambda 0.2 by default)            selective offload
-==============  ====================================================  ==================
+``multi_exit``  SplitGP with lambda 0                                   selective offload
+``splitgp``     SplitGP (gamma 0.5, lambda 0.2 by default)              selective offload
+==============  ======================================================  ==================
 
 Evaluation (spec §8). Client ``k``'s test mixture holds every test sample with a label in
 its main classes (``N_main``) and the first ``round(p N_main)`` entries of a seeded
