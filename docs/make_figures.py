@@ -7,13 +7,16 @@ Each notebook in ``notebooks/`` runs end to end in full mode (``JOINTOPT_QUICK=0
 ``JOINTOPT_FIG_DIR=docs/_static/figures/<notebook>``, so its saved PNGs replace the committed
 ones there; the notebook file itself is left untouched (it stays committed without outputs).
 A full run takes tens of minutes on 2 cores (the real-training notebooks dominate); the
-per-notebook wall time is printed. The docs' "Examples" pages show these figures beside the
+per-notebook wall time is printed and recorded, with the mode, in
+``docs/_static/figures/manifest.json``. The docs' "Examples" pages show these figures beside the
 quick-mode outputs that the docs build executes afresh.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import sys
 import tempfile
@@ -29,6 +32,9 @@ sys.path.insert(0, str(DOCS))
 from notebook_kernel import use_this_interpreter  # noqa: E402
 
 FIGURES = DOCS / "_static" / "figures"
+#: notebook -> {"mode": "full" | "quick", "wall_s", "figures", "date"}: what the committed
+#: figures are; the docs' figure gallery labels each notebook's figures with its mode.
+MANIFEST = FIGURES / "manifest.json"
 
 
 def run(path: Path, quick: bool, timeout_s: int) -> float:
@@ -59,13 +65,17 @@ def main(argv=None) -> int:
         if unknown:
             ap.error(f"unknown notebooks {sorted(unknown)}; have {[p.stem for p in notebooks]}")
         notebooks = [p for p in notebooks if p.stem in args.only]
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    mode = "quick" if args.quick else "full"
     with tempfile.TemporaryDirectory() as kernels:
         use_this_interpreter(Path(kernels))
         for path in notebooks:
-            print(f"{path.name}: running ({'quick' if args.quick else 'full'} mode)...",
-                  file=sys.stderr, flush=True)
+            print(f"{path.name}: running ({mode} mode)...", file=sys.stderr, flush=True)
             wall = run(path, args.quick, args.cell_timeout)
             saved = sorted(p.name for p in (FIGURES / path.stem).glob("*.png"))
+            manifest[path.stem] = {"mode": mode, "wall_s": round(wall, 1), "figures": saved,
+                                   "date": datetime.date.today().isoformat()}
+            MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
             print(f"{path.name}: {wall:.0f} s, {len(saved)} figures -> "
                   f"{(FIGURES / path.stem).relative_to(ROOT)}", flush=True)
     return 0

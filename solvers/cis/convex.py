@@ -1,4 +1,4 @@
-"""Choosing the exit weights by a convex program [project choice; spec §7].
+"""Choosing the exit weights by a convex program [project choice].
 
 Bound model (a reconstruction of the usual bias + optimisation split of FedAvg-type
 analyses, not the paper's theorem, which the project does not have)::
