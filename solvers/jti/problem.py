@@ -352,8 +352,9 @@ class JointTrainingInferenceProblem(ProblemBase):
     def horizon(self) -> float:
         """Look-ahead of the per-round objective, in rounds (project extension; 0 gives the
         myopic per-round objective). ``"auto"``: ``a / (1 - a)``, the total weight
-        ``a + a^2 + ...`` with which a one-round reduction of ``K`` persists under the recursion: the time
-        scale on which the global model, and so the staleness of a held copy, changes."""
+        ``a + a^2 + ...`` with which a one-round reduction of ``K`` persists under the
+        recursion: the time scale on which the global model, and so the staleness of a held
+        copy, changes."""
         h = self.controller.horizon
         if h == "auto":
             a = self.convergence_model.a
