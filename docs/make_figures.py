@@ -65,7 +65,6 @@ def main(argv=None) -> int:
         if unknown:
             ap.error(f"unknown notebooks {sorted(unknown)}; have {[p.stem for p in notebooks]}")
         notebooks = [p for p in notebooks if p.stem in args.only]
-    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
     mode = "quick" if args.quick else "full"
     with tempfile.TemporaryDirectory() as kernels:
         use_this_interpreter(Path(kernels))
@@ -73,6 +72,7 @@ def main(argv=None) -> int:
             print(f"{path.name}: running ({mode} mode)...", file=sys.stderr, flush=True)
             wall = run(path, args.quick, args.cell_timeout)
             saved = sorted(p.name for p in (FIGURES / path.stem).glob("*.png"))
+            manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
             manifest[path.stem] = {"mode": mode, "wall_s": round(wall, 1), "figures": saved,
                                    "date": datetime.date.today().isoformat()}
             MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
