@@ -15,7 +15,6 @@ import typing
 
 import pydantic
 from docutils import nodes
-from docutils.statemachine import StringList
 from sphinx.util.docutils import SphinxDirective
 
 
@@ -85,11 +84,25 @@ def field_rows(model: type[pydantic.BaseModel], prefix: str = "", seen=()) -> li
     return rows
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("*", "\\*") if text else " "
+def _inline(text: str) -> list[nodes.Node]:
+    """Text with ``code`` spans (docstring style) as docutils nodes."""
+    out: list[nodes.Node] = []
+    for i, part in enumerate(re.split(r"``(.+?)``", text)):
+        if part:
+            out.append(nodes.literal(part, part) if i % 2 else nodes.Text(part))
+    return out
+
+
+def _row(cells: list[list[nodes.Node]]) -> nodes.row:
+    row = nodes.row()
+    for content in cells:
+        row += nodes.entry("", nodes.paragraph("", "", *content))
+    return row
 
 
 class ScenarioFields(SphinxDirective):
+    """The table is built as docutils nodes, so it renders the same from MyST and RST pages."""
+
     required_arguments = 1
     has_content = False
 
@@ -99,17 +112,22 @@ class ScenarioFields(SphinxDirective):
         kind = self.arguments[0]
         if kind not in PROBLEM_KINDS:
             raise self.error(f"unknown problem kind {kind!r}; known: {sorted(PROBLEM_KINDS)}")
-        lines = [".. list-table::", "   :header-rows: 1", "   :widths: 30 20 15 35", "",
-                 "   * - field", "     - type", "     - default", "     - meaning"]
-        lines.append('   * - ``kind``')
-        lines += [f'     - "{kind}"', "     - required", "     - the problem kind"]
-        for path, typ, default, desc in field_rows(PROBLEM_KINDS[kind]):
-            lines += [f"   * - ``{path}``", f"     - {_cell(typ)}", f"     - {_cell(default)}",
-                      f"     - {_cell(desc)}"]
-        container = nodes.container(classes=["scenario-fields"])
-        self.state.nested_parse(StringList(lines, source=f"scenario-fields {kind}"),
-                                self.content_offset, container)
-        return [container]
+        rows = [("kind", f'"{kind}"', "required", "the problem kind")]
+        rows += field_rows(PROBLEM_KINDS[kind])
+        table = nodes.table(classes=["scenario-fields"])
+        group = nodes.tgroup(cols=4)
+        table += group
+        for width in (30, 20, 15, 35):
+            group += nodes.colspec(colwidth=width)
+        head = nodes.thead()
+        head += _row([[nodes.Text(h)] for h in ("field", "type", "default", "meaning")])
+        group += head
+        body = nodes.tbody()
+        for path, typ, default, desc in rows:
+            body += _row([[nodes.literal(path, path)], [nodes.Text(typ)],
+                          [nodes.Text(default)], _inline(desc)])
+        group += body
+        return [table]
 
 
 def setup(app):
