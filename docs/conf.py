@@ -36,10 +36,8 @@ extensions = [
     "myst_nb",
     "scenario_fields",
     "sphinx.ext.autodoc",
-    "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
-    "sphinx.ext.viewcode",
 ]
 
 exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints", "make_figures.py"]
@@ -52,13 +50,15 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 # -- API reference ---------------------------------------------------------------------------
-autosummary_generate = True
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options: dict = {}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_inherit_docstrings = False
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
+# the harness modules import torch at module level; documenting them needs only their
+# docstrings, so the docs build does not pay torch's import (the notebooks' kernels do import it)
+autodoc_mock_imports = ["torch"]
 
 # -- Examples: the notebooks, executed at build time in quick mode ---------------------------
 EXAMPLES = DOCS / "examples"

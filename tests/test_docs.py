@@ -79,7 +79,7 @@ def test_every_model_is_explained_on_a_page():
 
 # written split so that this file does not match its own patterns
 _OUTSIDE = [re.compile(p) for p in (r"\.\./" + "shared", "shared" + r"/", "DESIGN" + r"\.md",
-                                    "§", r"\b[Ss]pec" + r"\s+`+\w+\.md", r"\bSpec" + ":")]
+                                    "\u00a7", r"\b[Ss]pec" + r"\s+`+\w+\.md", r"\bSpec" + ":")]
 _SCANNED = ["README.md", "docs", "jointopt", "models", "solvers", "notebooks", "benchmarks",
             "tests", "pyproject.toml"]
 _GENERATED = ("_build", "jupyter_execute", "__pycache__", "examples/", "gallery.md")
