@@ -128,3 +128,16 @@ def _write_gallery() -> None:
 
 
 _write_gallery()
+
+
+def _figure_dir_per_notebook(app, docname, source) -> None:
+    """Each notebook saves its figures to ``<build>/notebook_figures/<name>/`` (its kernel starts
+    while the page is read, and inherits this), so a test can compare what it saved with what it
+    showed. Reading is serial (no ``-j``), so the variable belongs to the page being read."""
+    if docname.startswith("examples/") and docname != "examples/index":
+        folder = Path(app.outdir).parent / "notebook_figures" / Path(docname).name
+        os.environ["JOINTOPT_FIG_DIR"] = str(folder)
+
+
+def setup(app):
+    app.connect("source-read", _figure_dir_per_notebook)

@@ -2,9 +2,9 @@
 
 The notebooks read ``JOINTOPT_QUICK=1`` to shrink their grids. They are executed once per test
 run, by the docs build (the ``docs_build`` fixture: ``sphinx-build -W`` fails on the first
-failing cell); these tests read the executed notebooks it leaves in ``jupyter_execute/``. The
-docs build sends the notebooks' figures to a temporary folder, so a test run does not overwrite
-the committed full-mode figures.
+failing cell); these tests read the executed notebooks it leaves in ``jupyter_execute/`` and
+the figures each saved in ``notebook_figures/<name>/`` of the build folder, so a test run does
+not overwrite the committed full-mode figures.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def test_notebook_executes(path: Path, docs_build: Path):
     assert not errors, errors
     shown = [out for cell in code for out in cell.get("outputs", [])
              if "image/png" in out.get("data", {})]
+    saved = sorted(p.name for p in (docs_build / "notebook_figures" / path.stem).glob("*.png"))
     assert shown, f"{path.name} shows no figure"
+    assert saved, f"{path.name} saved no figure"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
