@@ -56,10 +56,10 @@ def main(argv=None) -> pd.DataFrame:
 
                 with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, Client(cluster) as c:
-                    report = run_sweep(s, out, executor=c.get_executor())
+                    report = run_sweep(s, out, executor=c.get_executor(), workers=workers)
             elif kind == "pool":
                 with ProcessPoolExecutor(max_workers=workers) as pool:
-                    report = run_sweep(s, out, executor=pool)
+                    report = run_sweep(s, out, executor=pool, workers=workers)
             else:
                 report = run_sweep(s, out, workers=1)
             seconds = time.perf_counter() - start

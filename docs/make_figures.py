@@ -4,8 +4,9 @@
     .venv/bin/python docs/make_figures.py --only hfl_orchestration --quick   # one, tiny grids
 
 Each notebook in ``notebooks/`` runs end to end in full mode (``JOINTOPT_QUICK=0``) with
-``JOINTOPT_FIG_DIR=docs/_static/figures/<notebook>``, so its saved PNGs replace the committed
-ones there; the notebook file itself is left untouched (it stays committed without outputs).
+its figures saved to a scratch folder; when it finishes, its PNGs replace the committed ones in
+``docs/_static/figures/<notebook>/`` (an interrupted run changes nothing). The notebook file
+itself is left untouched (it stays committed without outputs).
 A full run takes tens of minutes on 2 cores (the real-training notebooks dominate); the
 per-notebook wall time is printed and recorded, with the mode, in
 ``docs/_static/figures/manifest.json``. The docs' "Examples" pages show these figures beside the
@@ -18,6 +19,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -38,18 +40,27 @@ MANIFEST = FIGURES / "manifest.json"
 
 
 def run(path: Path, quick: bool, timeout_s: int) -> float:
+    """Execute ``path`` with its figures going to a scratch folder; only a run that finishes
+    replaces the committed figures (so an interrupted run leaves them as they were)."""
     out = FIGURES / path.stem
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
-        old.unlink()
     os.environ["JOINTOPT_QUICK"] = "1" if quick else "0"
-    os.environ["JOINTOPT_FIG_DIR"] = str(out)
     os.environ.pop("MPLBACKEND", None)
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as cwd:
+        scratch = Path(cwd) / "figures"
+        scratch.mkdir()
+        for cache in out.glob("*.csv"):  # a resumable notebook's finished runs (not committed)
+            shutil.copyfile(cache, scratch / cache.name)
+        os.environ["JOINTOPT_FIG_DIR"] = str(scratch)
         NotebookClient(nb, timeout=timeout_s, kernel_name="python3",
                        resources={"metadata": {"path": cwd}}).execute()
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob("*.png"):
+            old.unlink()
+        for new in scratch.glob("*"):
+            if new.is_file() and new.suffix in (".png", ".json", ".csv"):
+                shutil.copyfile(new, out / new.name)
     return time.perf_counter() - start
 
 

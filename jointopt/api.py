@@ -21,6 +21,9 @@ def solve(problem: str | Path | ProblemBase = "default", *, method: str | None =
     ``options`` go to that kind's ``solve``. For a joint training-inference problem this
     is one drift-plus-penalty round at the scenario's state (or ``state=``):
     ``method="fast"`` (closed forms, default) or ``"cvxpy"`` (DPP block problems;
-    ``solver=`` picks the conic solver).
+    ``solver=`` picks the conic solver). A ``solver`` for a method that takes none
+    (the kind's ``solver_methods``) raises ``ValidationError`` rather than being ignored.
     """
-    return scenarios.load(problem).solve(method=method, **options)
+    problem = scenarios.load(problem)
+    problem.check_solver(method, options.get("solver"))
+    return problem.solve(method=method, **options)

@@ -15,7 +15,8 @@ import sys
 
 from jointopt import report, scenarios
 from jointopt.errors import JointoptError, ValidationError
-from jointopt.solvers.base import finite_or_none
+from jointopt.solvers import PROBLEM_KINDS
+from jointopt.solvers.base import LIMITS, check_seed, check_size, finite_or_none
 
 _json_docs: list[dict] = []
 
@@ -50,6 +51,39 @@ def _stdout_to_stderr():
             os.close(saved)
 
 
+class _Checked(argparse.Action):
+    """An integer option checked by the rule scenario files follow (``check(flag, value)``:
+    a seed, or a count within a size limit), so that a bad value is one line, exit 2."""
+
+    def __init__(self, *args, check, **kwargs):
+        super().__init__(*args, type=int, **kwargs)
+        self.check = check
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, self.check(option_string, value))
+
+
+def _count(limit: str, minimum: int = 1):
+    """The check of a count option: at least ``minimum``, within the size limit ``limit``."""
+    def check(flag: str, value: int) -> int:
+        if value < minimum:
+            raise ValidationError(flag, f"must be >= {minimum}, got {value}")
+        return check_size(flag, value, limit)
+    return check
+
+
+@contextlib.contextmanager
+def _flag_names(paths: dict[str, str]):
+    """Name the option in an error about the scenario field it overrides
+    (``{"monte_carlo.n_mc": "--n-mc"}``): the field's own rule checked the value."""
+    try:
+        yield
+    except ValidationError as exc:
+        if exc.field not in paths:
+            raise
+        raise ValidationError(f"{paths[exc.field]} ({exc.field})", exc.message) from None
+
+
 def _cmd_scenarios(args) -> int:
     rows = scenarios.describe()
     width = max(len(name) for name, _, _ in rows)
@@ -63,6 +97,7 @@ def _cmd_solve(args) -> int:
     from jointopt.api import solve
 
     problem = scenarios.load(args.scenario)
+    problem.check_solver(args.method, args.solver, field="--solver")
     options = {"solver": args.solver} if args.solver else {}
     result = solve(problem, method=args.method, **options)
     written = report.write_outputs(result, problem, args.out) if args.out else []
@@ -76,17 +111,20 @@ def _cmd_solve(args) -> int:
 
 
 def _cmd_simulate(args) -> int:
+    problem = scenarios.load(args.scenario)
+    run = SIMULATORS.get(problem.kind)
+    if run is None:
+        raise ValidationError("scenario", f"simulate takes a scenario of kind "
+                                          f"{' or '.join(SIMULATORS)}, got kind {problem.kind!r}")
+    return run(problem, args)
+
+
+def _simulate_allocation(problem, args) -> int:
+    """The allocation policies in the surrogate (joint_training_inference)."""
     from jointopt.policies import POLICIES
-    from jointopt.solvers.jti import JointTrainingInferenceProblem
     from jointopt.surrogate import compare, summary_frame
 
-    problem = scenarios.load(args.scenario)
-    if not isinstance(problem, JointTrainingInferenceProblem):
-        raise ValidationError("scenario", f"simulate needs a joint_training_inference scenario, "
-                                          f"got kind {problem.kind!r}")
     names = list(POLICIES) if args.policy == "all" else [args.policy]
-    if args.rounds is not None and args.rounds < 1:
-        raise ValidationError("--rounds", f"must be >= 1, got {args.rounds}")
     progress = sys.stderr.isatty() and not args.no_progress
     results = compare(problem, names, rounds=args.rounds, seed=args.seed, progress=progress)
     written = report.write_simulation(results, args.out) if args.out else []
@@ -103,6 +141,37 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _simulate_system(problem, args) -> int:
+    """The edge system's joint and siloed plans run online (edge_system)."""
+    from jointopt.policies import POLICIES
+    from jointopt.system import simulate, simulation_summary, write_simulation
+
+    names = list(POLICIES) if args.policy == "all" else [args.policy]
+    progress = sys.stderr.isatty() and not args.no_progress
+    runs = simulate(problem, policies=names, rounds=args.rounds, seed=args.seed,
+                    progress=progress)
+    written = write_simulation(runs, args.out) if args.out else []
+    if args.json:
+        plans: dict = {}
+        for r in runs:
+            plans.setdefault(r.plan, {})[r.policy] = finite_or_none(r.summary)
+        _print_json({"scenario": problem.name, "rounds": runs[0].summary["rounds"],
+                     "seed": args.seed, "plans": plans})
+    else:
+        cols = ["plan", "policy", "avg_timely_accuracy", "edge_on_time", "device_on_time",
+                "max_host_utilisation", "max_host_backlog", "mean_K", "avg_resource_use"]
+        print(simulation_summary(runs)[cols].to_string(index=False,
+                                                       float_format="{:.4f}".format))
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+#: ``kind -> run(problem, args) -> exit code``: what ``simulate`` does with each kind
+SIMULATORS = {"joint_training_inference": _simulate_allocation,
+              "edge_system": _simulate_system}
+
+
 def _cmd_sweep(args) -> int:
     from dataclasses import replace
 
@@ -117,6 +186,9 @@ def _cmd_sweep(args) -> int:
     if args.random:
         changes["random"] = {**spec.random, **sweep.parse_random(args.random)}
     if args.samples is not None:
+        if not changes.get("random", spec.random):
+            raise ValidationError("--samples", "needs --random PATH=LO:HI (it is the number of "
+                                               "random draws); without it it would be ignored")
         changes["samples"] = args.samples
     if args.command:
         changes["command"] = args.command
@@ -124,12 +196,7 @@ def _cmd_sweep(args) -> int:
         from jointopt.policies import POLICIES
 
         names = [p for item in args.policy for p in item.split(",")]
-        names = list(POLICIES) if names == ["all"] else names
-        for name in names:
-            if name not in POLICIES:
-                raise ValidationError("--policy", f"unknown policy {name!r}; choose from "
-                                                  f"{', '.join(POLICIES)} or all")
-        changes["policies"] = tuple(names)
+        changes["policies"] = tuple(POLICIES) if names == ["all"] else tuple(names)
     if args.seeds:
         try:
             changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
@@ -137,9 +204,12 @@ def _cmd_sweep(args) -> int:
             raise ValidationError("--seeds", f"expects S1,S2,..., got {args.seeds!r}") from None
     if args.rounds is not None:
         changes["rounds"] = args.rounds
-    spec = replace(spec, **changes)
-    scenarios.load(spec.scenario)  # a bad scenario fails here, once, not at every point
-    executor, cluster = None, None
+    if args.workers < 1:
+        raise ValidationError("--workers", f"must be >= 1, got {args.workers}")
+    # the scenario is read and checked once, the options against its kind, and the
+    # directory taken (another sweep's is refused), all before any worker starts
+    run = sweep.open_sweep(replace(spec, **changes), args.out)
+    executor, cluster, limit = None, None, None
     if args.scheduler or args.dask_local:
         try:
             from dask.distributed import Client, LocalCluster
@@ -152,18 +222,18 @@ def _cmd_sweep(args) -> int:
         else:
             client = Client(args.scheduler)
         executor = client.get_executor()
-    if args.workers < 1:
-        raise ValidationError("--workers", f"must be >= 1, got {args.workers}")
+        # two points per worker thread in flight; each holds a claim file open
+        limit = min(512, max(2 * args.workers, 2 * sum(client.nthreads().values())))
     progress = sys.stderr.isatty() and not args.no_progress
     try:
-        report = sweep.run_sweep(spec, args.out, workers=args.workers, progress=progress,
-                                 executor=executor)
+        report = run.run(workers=args.workers, progress=progress, executor=executor,
+                         max_in_flight=limit)
     finally:
         if executor is not None:
             client.close()
             if cluster is not None:
                 cluster.close()
-    table = sweep.collect(args.out)
+    table = run.table()
     path = sweep.write_table(table, args.out, args.format) if len(table) else None
     print(report.line(), file=sys.stderr)
     if path:
@@ -182,7 +252,12 @@ def _cmd_plot(args) -> int:
         src = next((c for c in cands if c.exists()), cands[-1])
     if not src.exists():
         raise ValidationError("RESULTS", f"{args.results!r}: no results table found")
-    table = pd.read_parquet(src) if src.suffix == ".parquet" else pd.read_csv(src)
+    try:
+        table = pd.read_parquet(src) if src.suffix == ".parquet" else pd.read_csv(src)
+    except ValueError as exc:  # not UTF-8, not CSV/Parquet (pandas' and pyarrow's errors)
+        reason = " ".join(str(exc).split())[:120]
+        raise ValidationError("RESULTS", f"{str(src)!r} is not a results table "
+                                         f"({type(exc).__name__}: {reason})") from None
     out = report.plot_sweep(table, args.x, args.y, args.hue,
                             args.out or src.with_name(f"{args.y}_vs_{args.x}.png"))
     print(f"wrote {out}")
@@ -203,10 +278,6 @@ def _cmd_validate(args) -> int:
         if name not in POLICIES:
             raise ValidationError("--policies", f"unknown policy {name!r}; choose from "
                                                 f"{', '.join(POLICIES)} or all")
-    if args.rounds is not None and args.rounds < 2:
-        raise ValidationError("--rounds", f"must be >= 2, got {args.rounds}")
-    if args.surrogate_seeds < 1:
-        raise ValidationError("--surrogate-seeds", f"must be >= 1, got {args.surrogate_seeds}")
     try:
         from jointopt.harness.validate import resize, validate, write_validation
     except ImportError as exc:
@@ -239,8 +310,10 @@ def _cmd_plan(args) -> int:
     from jointopt.planner import plan
 
     start = time.perf_counter()
-    result = plan(args.scenario, seed=args.seed, n_mc=args.n_mc,
-                  with_tornado=not args.no_tornado, with_whatif=not args.no_whatif)
+    given = {"monte_carlo.n_mc": ("--n-mc", args.n_mc), "monte_carlo.seed": ("--seed", args.seed)}
+    with _flag_names({path: flag for path, (flag, value) in given.items() if value is not None}):
+        result = plan(args.scenario, seed=args.seed, n_mc=args.n_mc,
+                      with_tornado=not args.no_tornado, with_whatif=not args.no_whatif)
     written = result.write(args.out) if args.out else []
     check = None
     if args.verify_des:
@@ -279,23 +352,56 @@ def _cmd_plan(args) -> int:
     return 0 if check is None or check.ok else 1
 
 
+def _cmd_limits(args) -> int:
+    rows = [(lim.name, f"{lim.value():,}", f"{lim.default:,}", lim.env, lim.what)
+            for lim in LIMITS.values()]
+    head = ("limit", "in force", "default", "environment variable", "counts")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    for row in [head, *rows]:
+        print("  ".join(f"{v:<{w}}" for v, w in zip(row, widths, strict=False)) + "  " + row[4])
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr, exit 2, like every
+    other error of the command line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"jointopt: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jointopt",
         description="Joint training-inference resource allocation for federated and edge learning.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("scenarios", help="list the built-in scenarios")
+    p = sub.add_parser("scenarios", help="list the built-in scenarios",
+                       description="List the built-in scenarios, one a line: name, problem "
+                                   "kind, description. A name works wherever a command takes "
+                                   "a SCENARIO; to start a file of your own, copy one from "
+                                   "jointopt/data/scenarios.")
     p.set_defaults(func=_cmd_scenarios)
+
+    p = sub.add_parser("limits", help="list the size limits and how to raise them",
+                       description="The size limits checked when a scenario is read (clients, "
+                                   "devices, rounds, samples, ...): a larger count is refused "
+                                   "before anything is allocated. Each is raised (or lowered) by "
+                                   "its environment variable, e.g. JOINTOPT_MAX_CLIENTS=5000000.")
+    p.set_defaults(func=_cmd_limits)
 
     p = sub.add_parser("solve", help="solve a scenario (one allocation round)")
     p.add_argument("scenario", nargs="?", default="default",
                    help="built-in scenario name or a .toml/.yaml path (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", metavar="DIR", help="write result.json, decisions.csv, a figure")
-    p.add_argument("--method", help="solution method; the problem kind's first is the default "
-                                    "(joint_training_inference: fast, numpy, cvxpy)")
-    p.add_argument("--solver", help="conic solver for --method cvxpy (default CLARABEL, then SCS)")
+    p.add_argument("--method", help="solution method of the scenario's kind, its first the "
+                                    "default (" + "; ".join(
+                                        f"{kind}: {', '.join(cls.methods)}"
+                                        for kind, cls in PROBLEM_KINDS.items()) + ")")
+    p.add_argument("--solver", help="solver of a method that takes one (" + "; ".join(
+        f"{kind} {', '.join(cls.solver_methods)}" for kind, cls in PROBLEM_KINDS.items()
+        if cls.solver_methods) + "); refused with any other method")
     p.set_defaults(func=_cmd_solve)
 
     from jointopt.policies import POLICIES
@@ -305,8 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="built-in scenario name or a .toml/.yaml path (default: %(default)s)")
     p.add_argument("--policy", default="online", choices=[*POLICIES, "all"],
                    help="policy to run, or 'all' on the same seed (default: %(default)s)")
-    p.add_argument("--rounds", type=int, help="rounds to simulate (default: the scenario's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--rounds", action=_Checked, check=_count("rounds"),
+                   help="rounds to simulate (default: the scenario's)")
+    p.add_argument("--seed", action=_Checked, check=check_seed, default=0,
+                   help="random seed (default: %(default)s)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object with the summary keyed by policy")
     p.add_argument("--out", metavar="DIR",
@@ -315,22 +423,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("sweep", help="run a parameter sweep; resumable, on a pool or Dask")
-    p.add_argument("scenario", nargs="?", help="built-in scenario name or a scenario file")
+    p.add_argument("scenario", nargs="?",
+                   help="built-in scenario name or a scenario file (default: the --spec "
+                        "file's, else default)")
     p.add_argument("--spec", metavar="TOML", help="sweep description ([sweep] table)")
     p.add_argument("--grid", action="append", metavar="PATH=V1,V2,...",
                    help="values at a dotted path into the scenario (repeatable)")
     p.add_argument("--random", action="append", metavar="PATH=LO:HI",
                    help="uniform draws at a dotted path (repeatable; with --samples)")
-    p.add_argument("--samples", type=int, help="number of random draws")
-    p.add_argument("--command", choices=("solve", "simulate"), help="what each point runs")
-    p.add_argument("--policy", action="append", help="policies for simulate (NAME,... or all)")
-    p.add_argument("--seeds", help="seeds S1,S2,... (default 0)")
-    p.add_argument("--rounds", type=int, help="rounds for simulate")
-    p.add_argument("--out", required=True, metavar="RESULTS", help="results directory")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--samples", type=int, help="number of random draws (needs --random)")
+    p.add_argument("--command", choices=("solve", "simulate"),
+                   help="what each point runs (default: simulate for joint_training_inference "
+                        "scenarios, solve for every other kind)")
+    p.add_argument("--policy", action="append",
+                   help="policies for simulate (NAME,... or all; default: online)")
+    p.add_argument("--seeds", help="seeds for simulate, S1,S2,... (default: 0)")
+    p.add_argument("--rounds", type=int,
+                   help="rounds for simulate (default: the scenario's simulation.rounds)")
+    p.add_argument("--out", required=True, metavar="RESULTS",
+                   help="results directory; it belongs to one sweep (another is refused)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default: 1, in this process)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler")
     p.add_argument("--dask-local", action="store_true", help="a Dask LocalCluster of --workers")
-    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                   help="results table format: csv, or parquet with pyarrow "
+                        "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_sweep)
 
@@ -347,10 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="built-in scenario name or a .toml/.yaml path (default: %(default)s)")
     p.add_argument("--policies", action="append", metavar="NAME,...",
                    help="policies to compare (comma separated, repeatable, or all; default all)")
-    p.add_argument("--rounds", type=int, help="rounds of each run (default: the scenario's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--clients", type=int, help="keep only the scenario's first N clients")
-    p.add_argument("--surrogate-seeds", type=int, default=20,
+    p.add_argument("--rounds", action=_Checked, check=_count("rounds", 2),
+                   help="rounds of each run (default: the scenario's)")
+    p.add_argument("--seed", action=_Checked, check=check_seed, default=0,
+                   help="random seed (default: %(default)s)")
+    p.add_argument("--clients", action=_Checked, check=_count("clients"),
+                   help="keep only the scenario's first N clients")
+    p.add_argument("--surrogate-seeds", action=_Checked, check=_count("seeds"), default=20,
                    help="surrogate runs averaged per policy (default: %(default)s)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (policies: predicted, measured; spearman)")
@@ -365,8 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write report.md, report.json and PNG figures")
     p.add_argument("--json", action="store_true",
                    help="print verdict, gates and estimates as one JSON object")
-    p.add_argument("--seed", type=int, help="Monte-Carlo seed (default: the scenario's)")
-    p.add_argument("--n-mc", type=int, help="Monte-Carlo rounds (default: the scenario's)")
+    p.add_argument("--seed", action=_Checked, check=check_seed,
+                   help="Monte-Carlo seed (default: the scenario's monte_carlo.seed)")
+    p.add_argument("--n-mc", type=int, help="Monte-Carlo rounds (default: the scenario's "
+                                            "monte_carlo.n_mc, whose rules it follows)")
     p.add_argument("--no-tornado", action="store_true", help="skip the tornado sensitivity")
     p.add_argument("--no-whatif", action="store_true", help="skip the what-if grid")
     p.add_argument("--verify-des", action="store_true",
@@ -385,23 +508,30 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.formatwarning = _one_line_warning
-    args = build_parser().parse_args(argv)
     _json_docs.clear()
     try:
+        args = build_parser().parse_args(argv)
         with _stdout_to_stderr() if getattr(args, "json", False) else contextlib.nullcontext():
             code = args.func(args)
         for doc in _json_docs:
             print(json.dumps(doc))
         return code
     except JointoptError as exc:
-        print(f"jointopt: error: {exc}", file=sys.stderr)
+        _error(exc)
         return 2
     except BrokenPipeError:  # e.g. `jointopt solve | head`: the reader left, not an error
         sys.stderr.close()
         return 0
     except OSError as exc:
-        print(f"jointopt: error: {exc}", file=sys.stderr)
+        _error(exc)
         return 2
+
+
+def _error(exc: Exception) -> None:
+    """One line on stderr, whatever the error holds (the planner reports its problems
+    together, one per line: they are joined with "; ")."""
+    message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    print(f"jointopt: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

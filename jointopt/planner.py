@@ -45,12 +45,25 @@ def _plain(v):
     return v
 
 
+def _system_plan(problem) -> DeploymentPlanProblem:
+    from jointopt.system import deployment_plan
+
+    return deployment_plan(problem)
+
+
+#: ``kind -> adapter(problem) -> DeploymentPlanProblem``: the kinds ``plan`` also takes
+PLAN_ADAPTERS = {"edge_system": _system_plan}
+
+
 def load_plan(scenario) -> DeploymentPlanProblem:
-    """A ``deployment_plan`` problem from a name, a path, a dict or a problem."""
+    """A ``deployment_plan`` problem from a name, a path, a dict or a problem (or from a
+    problem of a kind in :data:`PLAN_ADAPTERS`, e.g. an edge system's hierarchical plan)."""
     if isinstance(scenario, DeploymentPlanProblem):
         return scenario
     problem = scenarios.from_dict(scenario) if isinstance(scenario, dict) else \
         scenarios.load(scenario)
+    if problem.kind in PLAN_ADAPTERS:
+        return PLAN_ADAPTERS[problem.kind](problem)
     if not isinstance(problem, DeploymentPlanProblem):
         raise ValidationError("scenario", f"plan needs a deployment_plan scenario, got kind "
                                           f"{problem.kind!r}")
@@ -318,8 +331,10 @@ def plan(scenario="planner_example", *, n_mc: int | None = None, n_outer: int | 
          ) -> PlanResult:
     """Estimates, gates, verdict, what-if grid with its Pareto front, and the tornado
     (``tornado_inputs``: label -> dotted paths scaled together; default: the standard list).
+    ``n_mc``, ``n_outer`` and ``seed`` override the scenario's ``monte_carlo`` fields and are
+    checked by the same rules (a bad one raises ``ValidationError`` at its field).
     """
-    problem = load_plan(scenario)
+    problem = load_plan(scenario).with_monte_carlo(n_mc=n_mc, n_outer=n_outer, seed=seed)
     ev = evaluate(problem, n_mc=n_mc, n_outer=n_outer, seed=seed)
     grid = whatif_grid if whatif_grid is not None else default_grid(problem)
     # the grid and the tornado run at the plan's own sizes and seed, their base point is the

@@ -17,6 +17,8 @@ def headline(result: SolveResult) -> list[tuple[str, str]]:
             ("solve time", f"{result.solve_time_s * 1e3:.2f} ms"),
             ("iterations", str(result.iterations))]
     diag = result.diagnostics
+    if result.kind in HEADLINES:
+        return rows + HEADLINES[result.kind](result)
     if "timely_accuracy" in diag:
         rows += [("K now -> next", f"{diag['K']:.4g} -> {diag['K_next']:.4g}"),
                  ("timely accuracy", f"{diag['timely_accuracy']:.4f}"),
@@ -159,10 +161,18 @@ def plot_sweep(table, x: str, y: str, hue: str | None, path: str | Path) -> Path
             return f"param.{name}"
         raise ValidationError(flag, f"{name!r} is not a column; have {', '.join(table.columns)}")
 
+    import pandas as pd
+
     x, y = column(x, "--x"), column(y, "--y")
     hue = column(hue, "--hue") if hue else None
+    if not pd.api.types.is_numeric_dtype(table[y]):
+        numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+        raise ValidationError("--y", f"{y!r} is not a numeric column (mean and spread are "
+                                     f"drawn); numeric columns: {', '.join(numeric) or 'none'}")
     if "status" in table.columns:
         table = table[table["status"] == "done"]
+    if table.empty:
+        raise ValidationError("RESULTS", "has no finished rows (status done) to plot")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     groups = table.groupby(hue) if hue else [(None, table)]
     for name, part in groups:
@@ -199,6 +209,15 @@ def _plot_hfl(result: SolveResult, problem: ProblemBase, path: str | Path) -> Pa
     return plot_solution(result, problem, path)
 
 
+def _system_rows(result: SolveResult) -> list[tuple[str, str]]:
+    from jointopt.system import headline_rows
+
+    return headline_rows(result)
+
+
+#: ``kind -> rows(result)``: the headline rows of a kind that has its own
+HEADLINES = {"edge_system": _system_rows}
+
 #: ``kind -> (file name, plot(result, problem, path) -> Path)``: the figure ``write_outputs``
 #: draws for a solved problem of that kind.
 FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
@@ -207,11 +226,18 @@ FIGURES = {"joint_training_inference": ("allocation.png", plot_allocation),
            "hfl": ("host_loads.png", _plot_hfl)}
 
 
-def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
-    """``result.json``, ``decisions.csv`` and the kind's figure (:data:`FIGURES`) under
-    ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def _write_system(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
+    from jointopt.system import write_outputs as write
+
+    return write(result, problem, out)
+
+
+#: ``kind -> write(result, problem, out) -> [Path]``: a kind whose ``--out`` files are its own
+WRITERS = {"edge_system": _write_system}
+
+
+def _write_files(result: SolveResult, problem: ProblemBase, out: Path) -> list[Path]:
+    """``result.json``, ``decisions.csv`` and the kind's figure (:data:`FIGURES`)."""
     paths = [out / "result.json", out / "decisions.csv"]
     paths[0].write_text(json.dumps(result.to_dict(), indent=2))
     frame = result.decisions_frame()
@@ -223,3 +249,28 @@ def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) ->
         name, plot = FIGURES[problem.kind]
         paths.append(plot(result, problem, out / name))
     return paths
+
+
+def write_outputs(result: SolveResult, problem: ProblemBase, out: str | Path) -> list[Path]:
+    """``result.json``, ``decisions.csv`` and the kind's figure (:data:`FIGURES`) under
+    ``out``, or the files of a kind in :data:`WRITERS`: all of them or none (they are
+    written to a temporary folder inside ``out`` and moved in at the end, so that a failing
+    figure leaves no half-written outputs)."""
+    import os
+    import tempfile
+
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    write = WRITERS.get(problem.kind, _write_files)
+    try:
+        with tempfile.TemporaryDirectory(dir=out, prefix=".writing-") as tmp:
+            written = [Path(p).relative_to(tmp) for p in write(result, problem, Path(tmp))]
+            for name in written:
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(Path(tmp) / name, out / name)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    return [out / name for name in written]

@@ -19,6 +19,8 @@ def plot_split(result, problem, path: str | Path) -> Path:
     the mean budget; the end points use their conventions, s = 0 is full offloading and
     s = L on-device). Panel (b): beta(s) against beta_max(s) and beta_off(s) for the
     average client at the cut's mean offload rate; device-beating cuts shaded."""
+    if "per_cut" not in result.diagnostics:  # method per_client: a cut per client
+        return plot_per_client(result, problem, path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,6 +84,41 @@ def plot_split(result, problem, path: str | Path) -> Path:
     bx.legend(fontsize=7)
     fig.suptitle(f"{result.scenario}: split-learning plan ({result.solver}; project "
                  "reconstruction of the latency model)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_per_client(result, problem, path: str | Path) -> Path:
+    """Figure of a ``per_client`` solution (a cut per client): panel (a) each client's cut
+    and offload rate; panel (b) each client's expected latency against its budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dec = result.decisions
+    k = np.arange(problem.n)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6))
+    ax.bar(k, np.asarray(dec["split"]), color="tab:blue", alpha=0.7, label="cut s")
+    ax.set(xlabel="client", ylabel="cut s", title="(a) cut and offload rate per client",
+           ylim=(0, problem.net.n_blocks))
+    qx = ax.twinx()
+    qx.plot(k, np.asarray(dec["q"]), "o", color="tab:red", label="offload rate q")
+    qx.set(ylabel="offload rate q", ylim=(-0.05, 1.05))
+    ax.legend(loc="upper left", fontsize=7)
+    qx.legend(loc="upper right", fontsize=7)
+    ms = 1e3
+    bx.bar(k, np.asarray(dec["latency"]) * ms, color="tab:blue", alpha=0.7,
+           label="expected latency")
+    bx.plot(k, problem.clients.latency_budget * ms, "k_", ms=18, mew=2, label="budget")
+    bx.set(xlabel="client", ylabel="ms", title="(b) expected latency vs budget")
+    bx.grid(alpha=0.3, axis="y")
+    bx.legend(fontsize=7)
+    fig.suptitle(f"{result.scenario}: one cut per client ({result.solver}; status "
+                 f"{result.status})", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from jointopt.errors import ValidationError
 from jointopt.models.queueing import on_time_fraction
 from jointopt.policies import POLICIES, Observation, Policy, make_policy
+from jointopt.solvers.base import check_seed, check_size
 from jointopt.solvers.jti import JointTrainingInferenceProblem
 
 AOM_BINS = 201  # ages 0..199 and one bin for 200 or more
@@ -56,8 +58,9 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
         policy = make_policy(policy)
     T = problem.simulation.rounds if rounds is None else int(rounds)
     if T < 1:
-        raise ValueError(f"rounds must be >= 1, got {T}")
-    rng = np.random.default_rng(seed)
+        raise ValidationError("rounds", f"must be >= 1, got {T}")
+    check_size("rounds", T, "rounds")
+    rng = np.random.default_rng(check_seed("seed", seed))
     c = problem.clients
     n, p2, lam = c.count, c.p * c.p, c.arrival_rate
     conv, acc, mode = problem.convergence_model, problem.accuracy_map, problem.controller.refresh

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from jointopt.models.checks import as_vector, check_range, culprit
+from jointopt.models.checks import as_vector, brief, check_range, culprit
 from jointopt.models.errors import ValidationError
 
 #: Requested serving shares (P1, P2, P3) = (device, edge, cloud) per device share
@@ -71,13 +71,13 @@ def serving_split(share) -> tuple[float, float, float]:
         try:
             x = float(share)
         except (TypeError, ValueError):
-            raise ValidationError("device_share", f"must be a number or one of "
-                                                  f"{', '.join(SERVING_SPLITS)}, got {share!r}"
-                                  ) from None
+            raise ValidationError("tree.device_share",
+                                  f"must be a number or one of {', '.join(SERVING_SPLITS)}, "
+                                  f"got {brief(share)}") from None
         key = "0.33" if abs(x - 1 / 3) < 1e-9 else f"{x:.2f}"
     if key not in SERVING_SPLITS:
-        raise ValidationError("device_share", f"must be one of {', '.join(SERVING_SPLITS)}, "
-                                              f"got {share!r}")
+        raise ValidationError("tree.device_share",
+                              f"must be one of {', '.join(SERVING_SPLITS)}, got {brief(share)}")
     return SERVING_SPLITS[key]
 
 
@@ -120,7 +120,7 @@ class ServingTree:
 
     ``parent[n]`` (``-1`` for the root 0), ``exits[n] = k(n)`` (the largest exit node n
     hosts), ``arrival[n] = a_n`` (exogenous request rate) and ``forward[n] = d_n`` (rate n
-    forwards to its parent). Derived [authors' code, spec (E1)-(E2)]::
+    forwards to its parent). Derived [authors' code]::
 
         r_n = a_n + sum_{c in ch(n)} d_c          received
         s_n = r_n - d_n                           serving rate

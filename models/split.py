@@ -582,15 +582,28 @@ class BetaEntropyModel:
         return mixture_rate(self.pi_main(e_th), self.pi_ood(e_th), p)
 
     def accuracy(self, e_th, p) -> np.ndarray:
+        kept, offloaded = self.accuracy_parts(e_th, p)
+        return kept + offloaded
+
+    def accuracy_parts(self, e_th, p) -> tuple[np.ndarray, np.ndarray]:
+        """The two parts of :meth:`accuracy`: the share of requests answered correctly by the
+        client exit (kept, ``H <= E_th``) and by the server exit (offloaded); they sum to
+        the accuracy. ``e_th`` and ``p`` broadcast (e.g. a grid against one p per client)."""
         pm, po = self.pi_main(e_th), self.pi_ood(e_th)
-        a_main = self.client_acc_main * (1 - pm) + self.server_acc_main * pm
-        a_ood = self.client_acc_ood * (1 - po) + self.server_acc_ood * po
-        return mixture_accuracy(a_main, a_ood, p)
+        kept = mixture_accuracy(self.client_acc_main * (1 - pm), self.client_acc_ood * (1 - po), p)
+        offloaded = mixture_accuracy(self.server_acc_main * pm, self.server_acc_ood * po, p)
+        return kept, offloaded
 
     def curve(self, p: float, n_grid: int = 257) -> OffloadCurve:
         """Candidates -1, then ``n_grid`` points on [0, ln C]."""
+        return self.curves([p], n_grid)[0]
+
+    def curves(self, p, n_grid: int = 257) -> list[OffloadCurve]:
+        """:meth:`curve` for each OOD portion in ``p``, computed at once."""
         e = np.concatenate([[-1.0], np.linspace(0.0, math.log(self.n_classes), n_grid)])
-        return OffloadCurve(e=e, q=self.rate(e, p), acc=self.accuracy(e, p))
+        ratio = np.asarray(p, float).reshape(-1, 1)
+        q, acc = self.rate(e[None, :], ratio), self.accuracy(e[None, :], ratio)
+        return [OffloadCurve(e=e, q=q[k], acc=acc[k]) for k in range(ratio.shape[0])]
 
     def sample(self, n_main: int, n_ood: int, rng: np.random.Generator) -> dict:
         """Synthetic validation records (h, is_ood, correct_client, correct_server)."""
@@ -674,6 +687,58 @@ class OperatingCurve:
         q_lo, q_hi = vq[j - 1], vq[j]  # e at q_lo is the larger threshold
         w_hi = float(np.clip((q_target - q_lo) / (q_hi - q_lo), 0.0, 1.0))
         return float(ve[j]), float(ve[j - 1]), 1.0 - w_hi
+
+
+def envelopes(curves) -> list[OperatingCurve]:
+    """``[curve.envelope() for curve in curves]`` for many offload curves at once: curves
+    of equal length are hulled together by vectorised elimination (a point on or below the
+    chord of its neighbours is no hull vertex; repeat until none is), which gives the same
+    strict upper hull as :meth:`OperatingCurve.from_points`."""
+    out: list[OperatingCurve | None] = [None] * len(curves)
+    by_len: dict[int, list[int]] = {}
+    for i, cv in enumerate(curves):
+        by_len.setdefault(len(cv.q), []).append(i)
+    for idx in by_len.values():
+        q = np.array([curves[i].q for i in idx], float)
+        acc = np.array([curves[i].acc for i in idx], float)
+        e = np.array([curves[i].e for i in idx], float)
+        for i, env in zip(idx, _batch_hulls(q, acc, e), strict=True):
+            out[i] = env
+    return out
+
+
+def _batch_hulls(q, acc, e) -> list[OperatingCurve]:
+    """Upper concave hulls of the rows of ``(q, acc)`` (thresholds ``e``)."""
+    b, n = q.shape
+    order = np.lexsort((-acc, q), axis=-1)
+    rows = np.arange(b)[:, None]
+    q, acc, e = q[rows, order], acc[rows, order], e[rows, order]
+    alive = np.ones((b, n), bool)
+    alive[:, 1:] = np.diff(q, axis=1) > 0          # best accuracy per distinct q
+    cols = np.broadcast_to(np.arange(n), (b, n))
+    while True:
+        prev = np.maximum.accumulate(np.where(alive, cols, -1), axis=1)
+        prev = np.concatenate([np.full((b, 1), -1), prev[:, :-1]], axis=1)
+        nxt = np.minimum.accumulate(np.where(alive, cols, n)[:, ::-1], axis=1)[:, ::-1]
+        nxt = np.concatenate([nxt[:, 1:], np.full((b, 1), n)], axis=1)
+        inner = alive & (prev >= 0) & (nxt < n)
+        pa, na = np.clip(prev, 0, n - 1), np.clip(nxt, 0, n - 1)
+        qa, aa = q[rows, pa], acc[rows, pa]
+        cross = (q - qa) * (acc[rows, na] - aa) - (acc - aa) * (q[rows, na] - qa)
+        drop = inner & (cross >= 0)
+        if not drop.any():
+            break
+        alive &= ~drop
+    out = []
+    for r in range(b):
+        keep = alive[r]
+        hq, ha, he = q[r, keep], acc[r, keep], e[r, keep]
+        if hq.size == 1:
+            out.append(OperatingCurve(np.array([ha[0]]), np.array([0.0]), hq, ha, he))
+            continue
+        slopes = np.diff(ha) / np.diff(hq)
+        out.append(OperatingCurve(ha[:-1] - slopes * hq[:-1], slopes, hq, ha, he))
+    return out
 
 
 def ideal_detector_curve(aC_main, aC_ood, aS_main, aS_ood, p) -> OperatingCurve:

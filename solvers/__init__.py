@@ -9,11 +9,12 @@ from jointopt.solvers.hfl.problem import HFLProblem
 from jointopt.solvers.jti import JointTrainingInferenceProblem, RoundSolver, RoundState
 from jointopt.solvers.planner.problem import DeploymentPlanProblem
 from jointopt.solvers.split import SplitProblem
+from jointopt.solvers.system import EdgeSystemProblem
 
 PROBLEM_KINDS = {cls.kind: cls for cls in (
     JointTrainingInferenceProblem, HFLProblem, CooperativeInferenceProblem, SplitProblem,
-    DeploymentPlanProblem)}
+    DeploymentPlanProblem, EdgeSystemProblem)}
 
 __all__ = ["PROBLEM_KINDS", "CooperativeInferenceProblem", "DeploymentPlanProblem",
-           "HFLProblem", "JointTrainingInferenceProblem", "ProblemBase", "RoundSolver",
-           "RoundState", "SolveResult", "SplitProblem"]
+           "EdgeSystemProblem", "HFLProblem", "JointTrainingInferenceProblem", "ProblemBase",
+           "RoundSolver", "RoundState", "SolveResult", "SplitProblem"]

@@ -9,13 +9,16 @@ layer reports bad input the same way.
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import pydantic
+from jointopt.models.checks import brief
 from jointopt.models.errors import JointoptError, ValidationError
 
 
@@ -50,6 +53,8 @@ class ProblemBase(pydantic.BaseModel):
     kind: ClassVar[str] = ""
     #: Solution methods this kind offers, the default first (``jointopt solve --method``).
     methods: ClassVar[tuple[str, ...]] = ()
+    #: The methods that take a ``solver=`` option (``jointopt solve --solver``).
+    solver_methods: ClassVar[tuple[str, ...]] = ()
 
     def solve(self, *, method: str | None = None, **options) -> SolveResult:
         """Solve this problem; each kind implements it (``method`` from :attr:`methods`)."""
@@ -63,6 +68,19 @@ class ProblemBase(pydantic.BaseModel):
             raise ValidationError("method", f"{self.kind} problems are solved by "
                                             f"{', '.join(self.methods)}; got {method!r}")
         return method
+
+    def check_solver(self, method: str | None, solver: str | None, *,
+                     field: str = "solver") -> None:
+        """A ``solver`` given for a method that takes none (:attr:`solver_methods`) raises
+        ``ValidationError`` at ``field``: it would be silently ignored."""
+        method = self.check_method(method)
+        if solver is None or method in self.solver_methods:
+            return
+        one = len(self.solver_methods) == 1
+        takes = (f"only {'method' if one else 'methods'} {', '.join(self.solver_methods)} of "
+                 f"{self.kind} problems {'takes' if one else 'take'} one"
+                 if self.solver_methods else f"{self.kind} problems take none")
+        raise ValidationError(field, f"{solver!r} is not used by method {method!r}: {takes}")
 
     @classmethod
     def from_dict(cls, data: dict):
@@ -119,18 +137,126 @@ def _compact(value):
 Vector = Annotated[np.ndarray, pydantic.Field()]
 
 
-def vector_count(data: dict, where: str) -> int:
+def vector_count(data: dict, where: str, *, limit: str = "clients") -> int:
     """The number of items of a section of per-item vectors: its ``count`` field, else the
-    length of its first list; a positive integer, or ``ValidationError`` at ``where.count``."""
+    most common length of its lists (so that the one list of another length is the one
+    blamed); a positive integer within the size limit ``limit`` (:data:`LIMITS`; a kind
+    whose items cost more than the joint allocator's clients registers its own), or
+    ``ValidationError`` at ``where.count``."""
     n = data.get("count")
     if n is None:
         lengths = [len(v) for v in data.values() if isinstance(v, list | tuple | np.ndarray)]
         if not lengths:
             raise ValidationError(f"{where}.count", "is required when no field is a list")
-        n = lengths[0]
+        n = Counter(lengths).most_common(1)[0][0]
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValidationError(f"{where}.count", f"must be a positive integer, got {n!r}")
-    return int(n)
+        raise ValidationError(f"{where}.count", f"must be a positive integer, got {brief(n)}")
+    return check_size(f"{where}.count", int(n), limit)
+
+
+# -- size limits and seeds ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SizeLimit:
+    """An upper bound on a count that sizes memory or run time (clients, rounds, samples...).
+
+    Checked when a problem is validated, before anything is allocated, so that a hostile
+    or mistyped size (``count = 1000000000``) is refused at once instead of allocating until
+    the memory runs out. The default is sized for the toolkit's benchmarks; the environment
+    variable :attr:`env` (``JOINTOPT_MAX_<NAME>``) raises or lowers it."""
+
+    name: str
+    default: int
+    what: str        # what is counted, plural, e.g. "clients of a joint_training_inference problem"
+
+    @property
+    def env(self) -> str:
+        return f"JOINTOPT_MAX_{self.name.upper()}"
+
+    def value(self) -> int:
+        """The limit in force: :attr:`env` when set (a positive integer), else the default."""
+        raw = os.environ.get(self.env, "").strip()
+        if not raw:
+            return self.default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValidationError(self.env, f"must be a positive integer, got {raw!r}")
+        return value
+
+
+#: Every size limit by name; a problem kind registers its own with :func:`size_limit`.
+LIMITS: dict[str, SizeLimit] = {}
+
+
+def size_limit(name: str, default: int, what: str) -> SizeLimit:
+    """Register (or return the registered) size limit ``name``."""
+    if name not in LIMITS:
+        LIMITS[name] = SizeLimit(name, default, what)
+    return LIMITS[name]
+
+
+for _name, _default, _what in (
+        ("clients", 2_000_000, "clients of a joint_training_inference problem (benchmarks "
+                               "solve 1,000,000)"),
+        ("split_clients", 10_000, "clients of a split_learning problem"),
+        ("devices", 100_000, "devices of an hfl or edge_system problem (benchmarks "
+                             "solve 10,000)"),
+        ("hosts", 10_000, "edge hosts of an hfl or edge_system problem (benchmarks "
+                          "solve 100)"),
+        ("device_host_pairs", 10_000_000, "devices x hosts of an hfl or edge_system "
+                                          "problem (benchmarks solve 1,000,000)"),
+        ("nodes", 100_000, "nodes of a cis_early_exit tree (benchmarks train 100)"),
+        ("exits", 100, "early exits of a cis_early_exit network"),
+        ("rounds", 100_000, "simulated or trained rounds of one run (benchmarks run 1,000)"),
+        ("seeds", 1_000, "seeds of one estimate (surrogate seeds averaged per policy, "
+                         "planner seeds)"),
+        ("samples", 1_000_000, "Monte-Carlo samples of one planner estimate (default 2,000)"),
+        ("cohort", 100_000, "devices in one planner round (training_plan.K and C)"),
+        ("grid", 100_000, "points of a solver's search grid"),
+        ("scenario_bytes", 256 * 2**20, "bytes of a scenario file"),
+        ("scenario_values", 20_000_000, "values in a scenario file, YAML aliases counted at "
+                                        "each use"),
+        ("scenario_depth", 32, "levels of nesting in a scenario file")):
+    size_limit(_name, _default, _what)
+
+
+def check_size(field: str, value: int, limit: str) -> int:
+    """``value`` if it is within the size limit ``limit``, else ``ValidationError`` naming
+    ``field``, the value, the limit and the environment variable that raises it."""
+    lim = LIMITS[limit]
+    cap = lim.value()
+    if value > cap:
+        raise ValidationError(field, f"is {value:,}, above the limit of {cap:,} {lim.what}; "
+                                     f"to allow it, set the environment variable "
+                                     f"{lim.env}={value}")
+    return value
+
+
+def Count(limit: str):  # noqa: N802 - a type, used as ``rounds: Count("rounds") = 200``
+    """An integer field within the size limit ``limit``; a bad value is reported at the
+    field's dotted path."""
+    return Annotated[int, pydantic.AfterValidator(lambda v: check_size("", v, limit))]
+
+
+#: Seeds are non-negative and fit a signed 64-bit integer (they are stored in tables).
+SEED_MAX = 2**63 - 1
+
+
+def check_seed(field: str, value) -> int:
+    """A random seed: an integer in ``0..2**63-1`` (not a bool, a float or a string), else
+    ``ValidationError`` naming ``field``. The one rule of scenario files and the CLI."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValidationError(field, f"must be an integer seed, got {brief(value)}")
+    if not 0 <= value <= SEED_MAX:
+        raise ValidationError(field, f"must be in 0..2**63-1, got {value}")
+    return int(value)
+
+
+#: A seed field of a problem (:func:`check_seed`).
+Seed = Annotated[int, pydantic.BeforeValidator(lambda v: check_seed("", v))]
 
 
 class Section(pydantic.BaseModel):
@@ -143,9 +269,12 @@ class Section(pydantic.BaseModel):
 def _convert(exc: pydantic.ValidationError) -> JointoptError:
     err = exc.errors(include_url=False)[0]
     original = (err.get("ctx") or {}).get("error")
+    where = _path(tuple(err["loc"]))
+    if isinstance(original, ValidationError) and not original.field and where:
+        # raised by a field's own check (Count, Seed), which does not know its path
+        return ValidationError(where, original.message)
     if isinstance(original, JointoptError):
         return original
-    where = _path(tuple(err["loc"]))
     kind = err["type"]
     if kind == "missing":
         return ValidationError(where, "is required")
@@ -154,7 +283,7 @@ def _convert(exc: pydantic.ValidationError) -> JointoptError:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    return ValidationError(where, f"is invalid: {msg} (got {err.get('input')!r})")
+    return ValidationError(where, f"is invalid: {msg} (got {brief(err.get('input'))})")
 
 
 @dataclass

@@ -111,8 +111,11 @@ def test_explicit_nodes_and_errors_name_the_node():
 
 @pytest.mark.parametrize("data, field", [
     ({"tree": {"nodes": 7}, "nodes": {"parent": -1, "exit": 1, "arrival": 1.0}}, "tree"),
+    # both sections, the explicit one incomplete: the conflict is named, not a missing field
+    ({"tree": {"nodes": 7}, "nodes": {"parent": [-1, 0], "exit": [3, 1]}}, "tree"),
     ({}, "tree"),
-    ({"tree": {"nodes": 7, "device_share": 0.5}}, "device_share"),
+    ({"tree": {"nodes": 7, "device_share": 0.5}}, "tree.device_share"),
+    ({"tree": {"nodes": 7, "device_share": "abc"}}, "tree.device_share"),
     ({"tree": {"nodes": 2}}, "tree.nodes"),
     ({"tree": {"nodes": 7}, "data": {"split": "3x"}}, "data.split"),
     ({"tree": {"nodes": 7}, "training": {"pi": [0.0, 0.5, 1.5]}}, "training.pi[2]"),

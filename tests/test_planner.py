@@ -76,7 +76,7 @@ def test_example_loads_round_trips_and_keeps_tags(tmp_path):
     ({"budgets__min_fleet_coverage": 1.2}, "budgets.min_fleet_coverage", "<= 1"),
     ({"budgets__deadline_days": 0}, "budgets.deadline_days", "must be > 0"),
     ({"population__u_max": 2.0}, "population.u_max", "<= 1"),
-    ({"training_plan__topology": "hierarchical"}, "training_plan.topology", "HFL"),
+    ({"training_plan__topology": "hierarchical"}, "hierarchy", "is required"),
 ])
 def test_bad_inputs_name_the_field(changes, field, words):
     with pytest.raises(ValidationError) as exc:

@@ -104,11 +104,17 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
     from jointopt.surrogate import simulate
 
     start = time.perf_counter()
+    from jointopt.errors import ValidationError
+    from jointopt.solvers.base import check_seed, check_size
+
     T = problem.simulation.rounds if rounds is None else int(rounds)
     if T < 2:
-        from jointopt.errors import ValidationError
-
         raise ValidationError("--rounds", f"must be >= 2, got {T}")
+    check_size("rounds", T, "rounds")
+    check_seed("seed", seed)
+    if surrogate_seeds < 1:
+        raise ValidationError("surrogate_seeds", f"must be >= 1, got {surrogate_seeds}")
+    check_size("surrogate_seeds", surrogate_seeds, "seeds")
     harness = FederatedHarness(problem, config)
     calib = calibrate(harness, rounds=T, seed=seed, pilots=pilots, progress=progress)
     tuned = calib.apply(problem)

@@ -44,7 +44,7 @@ from jointopt.models.cis import (
     variance_proxy,
 )
 from jointopt.models.errors import ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult, Timer
+from jointopt.solvers.base import Count, ProblemBase, Section, SolveResult, Timer, check_size
 from jointopt.solvers.cis import convex as cvx
 from jointopt.solvers.cis import weights as rules
 
@@ -60,7 +60,7 @@ Numbers = Number | list[Number]
 class TreeSpec(Section):
     """Three-tier generated tree [authors' code]; ``shares`` overrides ``device_share``."""
 
-    nodes: int = 7
+    nodes: Count("nodes") = 7
     device_share: str | float = "0.80"
     shares: list[float] | None = None
     total_arrival: float = 10.0
@@ -89,7 +89,7 @@ class NodesSpec(Section):
 
     def build(self, n_exits: int | None) -> ServingTree:
         parent = np.atleast_1d(np.asarray(self.parent))
-        n = parent.size
+        n = check_size("nodes.parent", parent.size, "nodes")
         exits = np.broadcast_to(np.asarray(self.exit), (n,))
         return ServingTree(parent, exits, as_vector("nodes.arrival", self.arrival, n),
                            as_vector("nodes.forward", self.forward, n), n_exits or 0)
@@ -127,7 +127,7 @@ class TrainingSpec(Section):
 
     pi: str | Numbers = "p0"
     nu: float = 1.0
-    rounds: int = 40
+    rounds: Count("rounds") = 40
     sigma2: Numbers = 1.0
     flops: Numbers | None = None
 
@@ -160,21 +160,31 @@ class CooperativeInferenceProblem(ProblemBase):
     kind = "cis_early_exit"
     methods = ("serving_rate", "equal", "flops", "inverse_variance", "balanced", "convex",
                "inverse_sqrt_variance", "gen")
+    solver_methods = ("convex",)
 
     name: str = "unnamed"
     description: str = ""
-    n_exits: int | None = None
+    n_exits: Count("exits") | None = None
     tree: TreeSpec | None = None
     nodes: NodesSpec | None = None
     data: DataSpec = DataSpec()
     training: TrainingSpec = TrainingSpec()
     convex: ConvexSpec = ConvexSpec()
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _one_tree(cls, data):
+        # before the sections are validated, so that a file with both is told so (and not
+        # that a field of the one it did not mean is missing)
+        if isinstance(data, dict) and (data.get("tree") is None) == (data.get("nodes") is None):
+            if data.get("tree") is None:
+                raise ValidationError("tree", "is required (or [nodes], an explicit tree)")
+            raise ValidationError("tree", "and [nodes] are both given; give one: [tree] (a "
+                                          "generated tree) or [nodes] (an explicit tree)")
+        return data
+
     @pydantic.model_validator(mode="after")
     def _consistent(self):
-        if (self.tree is None) == (self.nodes is None):
-            raise ValidationError("tree", "give exactly one of [tree] (generator) and [nodes] "
-                                          "(explicit tree)")
         if self.tree is not None and self.n_exits not in (None, 3):
             raise ValidationError("n_exits", f"must be 3 for a generated tree, got "
                                              f"{self.n_exits}")
@@ -204,6 +214,43 @@ class CooperativeInferenceProblem(ProblemBase):
         return cls.from_dict({"name": label, "tree": {"nodes": nodes,
                                                       "device_share": device_share},
                               "data": data, "training": training, **sections})
+
+    @classmethod
+    def from_association(cls, association, arrival, forward, *, device_data, host_data=0.0,
+                         cloud_data=0.0, host_forward=0.0, name: str = "association",
+                         **sections) -> CooperativeInferenceProblem:
+        """The three-tier tree a host-device association induces [project choice]: node 0 the
+        cloud (exit 3), nodes ``1..H`` the hosts some device is associated with (exit 2, in
+        increasing host index), then one node per device (exit 1, device ``i`` is node
+        ``1 + H + i``) whose parent is its host, or the cloud when ``association[i] = -1``.
+        ``arrival`` and ``forward`` are the devices' request and forwarded rates,
+        ``host_forward`` what each used host forwards to the cloud (scalar or one per used
+        host); ``device_data``, ``host_data``, ``cloud_data`` the training-data sizes.
+        ``sections`` (``training``, ``convex``) as in a scenario file."""
+        a = np.asarray(association).reshape(-1)
+        if not np.all(np.equal(np.mod(a, 1), 0)) or (a < -1).any():
+            raise ValidationError("association", "must hold host indices or -1")
+        a = a.astype(int)
+        n = a.size
+        hosts = np.unique(a[a >= 0])
+        h = hosts.size
+        node_of_host = np.full(int(a.max()) + 2 if n else 1, -1)
+        node_of_host[hosts] = np.arange(1, h + 1)
+        parent = np.concatenate([[-1], np.zeros(h, int), np.where(a >= 0, node_of_host[a], 0)])
+        exits = np.concatenate([[3], np.full(h, 2), np.ones(n, int)])
+        lam = as_vector("arrival", arrival, n)
+        fwd = as_vector("forward", forward, n)
+        hf = np.broadcast_to(np.asarray(host_forward, float), (h,))
+        data = np.concatenate([[float(cloud_data)],
+                               np.broadcast_to(np.asarray(host_data, float), (h,)),
+                               as_vector("device_data", device_data, n)])
+        return cls.from_dict({
+            "name": name, "n_exits": 3,
+            "nodes": {"parent": parent.tolist(), "exit": exits.tolist(),
+                      "arrival": np.concatenate([np.zeros(1 + h), lam]).tolist(),
+                      "forward": np.concatenate([[0.0], hf, fwd]).tolist(),
+                      "data_size": data.tolist()},
+            **sections})
 
     # -- derived quantities --------------------------------------------------------------
     @cached_property

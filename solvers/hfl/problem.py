@@ -19,9 +19,9 @@ from typing import ClassVar, Literal
 import numpy as np
 import pydantic
 from jointopt.models import hfl as hm
-from jointopt.models.checks import as_vector, check_range, culprit
+from jointopt.models.checks import as_vector, brief, check_range, culprit
 from jointopt.models.errors import InfeasibleError, ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult, Vector
+from jointopt.solvers.base import Count, ProblemBase, Section, SolveResult, Vector, check_size
 
 
 class LatencySpec(Section):
@@ -35,7 +35,7 @@ class LatencySpec(Section):
     delay_home: float = 0.0054
     delay_other: float = 0.0108
     cloud_delay: float = 0.075           # tau_0 (s)
-    cuts: int = 12                       # initial tangent grid K
+    cuts: Count("grid") = 12             # initial tangent grid K
     eps_rel: float = 1e-6
     eps_abs: float = 1e-9
     max_iter: int = 100
@@ -96,6 +96,7 @@ class HFLProblem(ProblemBase):
 
     kind = "hfl"
     methods = ("highs", "pyomo", "heuristic")
+    solver_methods = ("highs", "pyomo")
 
     name: str = "unnamed"
     description: str = ""
@@ -149,12 +150,14 @@ class HFLProblem(ProblemBase):
                 raise ValidationError("hosts", "is required when no per-host field is a list")
         for key, v in (("devices", n), ("hosts", m)):
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-                raise ValidationError(key, f"must be a positive integer, got {v!r}")
+                raise ValidationError(key, f"must be a positive integer, got {brief(v)}")
+            check_size(key, int(v), key)
         n, m = int(n), int(m)
+        check_size("devices x hosts", n * m, "device_host_pairs")
         data["devices"], data["hosts"] = n, m
-        data["workload"] = as_vector("workload", data["workload"], n)
-        data["capacities"] = as_vector("capacities", data["capacities"], m)
-        data["edge_costs"] = as_vector("edge_costs", data.get("edge_costs", 1.0), m)
+        data["workload"] = as_vector("workload", data["workload"], n, per="device")
+        data["capacities"] = as_vector("capacities", data["capacities"], m, per="host")
+        data["edge_costs"] = as_vector("edge_costs", data.get("edge_costs", 1.0), m, per="host")
         if cd is not None:
             arr = np.asarray(cd, dtype=float)
             if arr.ndim == 0:
@@ -169,7 +172,7 @@ class HFLProblem(ProblemBase):
             arr.flags.writeable = False
             data["device_costs"] = arr
         if homes is not None:
-            h = as_vector("homes", homes, n)
+            h = as_vector("homes", homes, n, per="device")
             bad = (h != np.round(h)) | (h < 0) | (h >= m)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])

@@ -20,10 +20,19 @@ from typing import Literal
 import numpy as np
 import pydantic
 from jointopt.models.accuracy import ACCURACY_MAPS
-from jointopt.models.checks import as_vector, check_range, culprit
+from jointopt.models.checks import as_vector, check_range, culprit, index_vector
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.errors import InfeasibleError, ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult, Vector, vector_count
+from jointopt.solvers.base import (
+    Count,
+    ProblemBase,
+    Section,
+    Seed,
+    SolveResult,
+    Vector,
+    check_seed,
+    vector_count,
+)
 
 # field name -> (default or None when required, description)
 CLIENT_FIELDS: dict[str, tuple[float | None, str]] = {
@@ -40,29 +49,32 @@ CLIENT_FIELDS: dict[str, tuple[float | None, str]] = {
 }
 
 
-def _draw(field: str, spec: dict, n: int, rng: np.random.Generator) -> np.ndarray:
+def _draw(field: str, spec: dict, n: int, rng: np.random.Generator,
+          section: str = "clients") -> np.ndarray:
+    """``n`` draws of a ``{dist = "uniform" | "lognormal", ...}`` table; errors name
+    ``section.field.key``."""
     spec = dict(spec)
     dist = spec.pop("dist", None)
     try:
         if dist == "uniform":
             lo, hi = float(spec.pop("low")), float(spec.pop("high"))
             if hi < lo:
-                raise ValidationError(f"clients.{field}.high",
+                raise ValidationError(f"{section}.{field}.high",
                                       f"must be >= low ({lo:g}), got {hi:g}")
             out = rng.uniform(lo, hi, n)
         elif dist == "lognormal":
             mean, sigma = float(spec.pop("mean")), float(spec.pop("sigma"))
-            check_range(f"clients.{field}.mean", mean, gt=0.0)
-            check_range(f"clients.{field}.sigma", sigma, ge=0.0)
+            check_range(f"{section}.{field}.mean", mean, gt=0.0)
+            check_range(f"{section}.{field}.sigma", sigma, ge=0.0)
             out = rng.lognormal(np.log(mean) - 0.5 * sigma**2, sigma, n)
         else:
-            raise ValidationError(f"clients.{field}.dist",
+            raise ValidationError(f"{section}.{field}.dist",
                                   f"must be 'uniform' or 'lognormal', got {dist!r}")
     except KeyError as exc:
-        raise ValidationError(f"clients.{field}.{exc.args[0]}",
+        raise ValidationError(f"{section}.{field}.{exc.args[0]}",
                               f"is required for dist={dist!r}") from None
     if spec:
-        raise ValidationError(f"clients.{field}.{next(iter(spec))}", "is not a known field")
+        raise ValidationError(f"{section}.{field}.{next(iter(spec))}", "is not a known field")
     return out
 
 
@@ -70,7 +82,7 @@ class Clients(Section):
     """Per-client parameters as read-only float vectors of length ``count``."""
 
     count: int
-    seed: int = 0
+    seed: Seed = 0
     data_weight: Vector
     arrival_rate: Vector
     deadline: Vector
@@ -108,8 +120,8 @@ class Clients(Section):
         for key in data:
             if key not in CLIENT_FIELDS and key not in ("count", "seed"):
                 raise ValidationError(f"clients.{key}", "is not a known field")
-        n = vector_count(data, "clients")
-        seed = data.get("seed", 0)
+        n = vector_count(data, "clients", limit="clients")
+        seed = check_seed("clients.seed", data.get("seed", 0))
         rng = np.random.default_rng(seed)
         out = {"count": n, "seed": seed}
         for key, (default, _) in CLIENT_FIELDS.items():
@@ -248,7 +260,7 @@ class StateSpec(Section):
 class SimulationSpec(Section):
     """Defaults of a simulated run (the CLI and API can override ``rounds``)."""
 
-    rounds: int = 200
+    rounds: Count("rounds") = 200
     slot: float = 1.0            # time units per round: arrivals per round = lambda * slot
     on_time_target: float = 0.95  # the inference-first baseline's on-time goal
 
@@ -274,6 +286,7 @@ class JointTrainingInferenceProblem(ProblemBase):
     simulation: SimulationSpec = SimulationSpec()
 
     methods = ("fast", "numpy", "cvxpy")
+    solver_methods = ("cvxpy",)
 
     def solve(self, *, method: str | None = None, solver: str | None = None,
               state=None, warm=None, threads: int | None = None) -> SolveResult:
@@ -315,6 +328,26 @@ class JointTrainingInferenceProblem(ProblemBase):
                     f"({int((short > 1e-12).sum())} client(s) affected)",
                     field=culprit("clients." + field, i), shortfall=float(short[i]))
         return self
+
+    def subset(self, clients, *, name: str | None = None,
+               **fields) -> JointTrainingInferenceProblem:
+        """The same model, controller and state over the clients ``clients`` (indices, in
+        that order), with per-client ``fields`` replaced (one value per kept client, e.g.
+        ``arrival_rate`` = the requests each device serves itself): the allocation problem of
+        a group of devices. Per-client state (``ebar``, ``Z``) is restricted too."""
+        idx = index_vector("clients", clients, self.n)
+        for key in fields:
+            if key not in CLIENT_FIELDS:
+                raise ValidationError(f"clients.{key}", "is not a known field")
+        data = self.to_dict()
+        data["clients"] = {"count": int(idx.size), **{
+            key: (as_vector(f"clients.{key}", fields[key], idx.size) if key in fields
+                  else getattr(self.clients, key)[idx]).tolist() for key in CLIENT_FIELDS}}
+        data["state"] = {"K": self.K, "ebar": self.ebar[idx].tolist(),
+                         "Z": self.Z[idx].tolist()}
+        if name is not None:
+            data["name"] = name
+        return type(self).from_dict(data)
 
     # -- derived quantities ------------------------------------------------------------
     @property

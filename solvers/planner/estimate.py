@@ -24,6 +24,7 @@ import numpy as np
 from jointopt.models import planner as pm
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.errors import InfeasibleError, ValidationError
+from jointopt.solvers.planner import hierarchy
 from jointopt.solvers.planner.problem import TAGS, DeploymentPlanProblem
 
 KAPPA = 3.0          # [peer] FedScale: backward ~ 2x forward
@@ -422,6 +423,7 @@ def estimate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
                "device_classes[*].crash_rate", "population.dwell_mean_s",
                "training_plan.timeout_s", "training_plan.t_ovh_s", "@payload_down_bytes",
                "@payload_up_bytes", "@coverage_in_pool", *_work_inputs(problem)]
+    hier = hierarchy.place(problem, s_d) if problem.hierarchy is not None else None
 
     # 4.2-4.3 single tasks ------------------------------------------------------------------
     sampler, mean_work = _work_sampler(problem)
@@ -519,6 +521,8 @@ def estimate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
         put("hours_ok_per_day", n_ok, pool_in + ["training_plan.windows", "@C"], "analytic",
             "h")
         t_agg = sv.agg_cpu_s_per_step + K * sv.agg_cpu_s_per_update / sv.cores_per_instance
+        if hier is not None:  # edge hosts aggregate; the cloud every l-th round
+            t_agg = hier.edge_round_overhead_s(s_d, s_u, sv, problem.hierarchy)
         sr = _memo_draw(("rounds", n_mc, K, C, task_key), rng, lambda: pm.sync_rounds(
             rng, n_mc, K, C, fleet, s_d, s_u, sampler, t_ovh=tp.t_ovh_s, timeout=tp.timeout_s,
             dwell_mean=pop.dwell_mean_s, t_agg=0.0))
@@ -545,6 +549,8 @@ def estimate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
                                  "p90": float(np.percentile(R_draw, 90)), "median_fit": R_med},
             conv_in, f"fit+montecarlo({n_outer})", "rounds")
         units_ref = "@rounds_to_target"
+        if hier is not None:
+            hierarchy.record(put, hier, problem.hierarchy, s_d, s_u, sv, V["rounds_to_target"])
         rounds_per_s_peak = 1.0 / sr.mean
         cpu_util = ((K * sv.agg_cpu_s_per_update + sv.agg_cpu_s_per_step) * rounds_per_s_peak
                     / (sv.n_instances * sv.cores_per_instance))
@@ -768,9 +774,13 @@ def estimate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
             ingress_gb_usd=cr.ingress_gb_usd, gb_up=per_unit["bytes_up"] * uq / 1e9,
             storage_gb_month_usd=cr.storage_gb_month_usd,
             gb_month=mdl.checkpoint_bytes * mdl.checkpoints_kept / 1e9 * dq / 30.0,
-            cloud_infer_per_1k_usd=cr.cloud_infer_per_1k_usd, q_cloud=cloud_req_day * dq)
+            cloud_infer_per_1k_usd=cr.cloud_infer_per_1k_usd, q_cloud=cloud_req_day * dq,
+            backbone_gb_usd=cr.backbone_gb_usd,
+            gb_backbone=V["backbone_bytes"][f"p{q}"] / 1e9 if hier is not None else 0.0)
     cost_in = COST_IN + ["@server_reserved_hours", "@bytes_down", "@bytes_up", "@refresh_bytes",
                          "@accepted_updates", "@on_device_share"]
+    if hier is not None:
+        cost_in += ["@backbone_bytes"]
     put("cloud_usd", {"p50": usd[50]["total"], "p90": usd[90]["total"]}, cost_in, mco, "USD")
     put("cloud_usd_breakdown", {k: v for k, v in usd[50].items() if k != "total"}, cost_in,
         mco, "USD")

@@ -22,10 +22,21 @@ from typing import Any, Literal
 
 import numpy as np
 import pydantic
+from jointopt.models.checks import brief
 from jointopt.models.errors import InfeasibleError, ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult
+from jointopt.solvers.base import (
+    Count,
+    ProblemBase,
+    Section,
+    Seed,
+    SolveResult,
+    check_size,
+    size_limit,
+)
 
 TAGS = ("assumed", "simulated", "measured")  # weakest first
+size_limit("whatif_points", 10_000, "what-if grid points of a plan (the product of the lever "
+                                    "lists, each with the current value)")
 
 
 class PlannerInputError(ValidationError):
@@ -51,8 +62,11 @@ def _unwrap(data: Any, path: str, tags: dict[str, str]) -> Any:
     if isinstance(data, dict):
         if "value" in data and set(data) <= {"value", "tag", "source"}:
             tag = data.get("tag", "assumed")
-            if tag not in TAGS:
-                raise ValidationError(f"{path}.tag", f"must be one of {TAGS}, got {tag!r}")
+            if not isinstance(tag, str) or tag not in TAGS:
+                raise ValidationError(f"{path}.tag", f"must be one of {TAGS}, got {brief(tag)}")
+            if not isinstance(data.get("source", ""), str):
+                raise ValidationError(f"{path}.source", f"must be text, got "
+                                                        f"{brief(data['source'])}")
             tags[path] = tag
             return data["value"]
         return {k: _unwrap(v, f"{path}.{k}" if path else k, tags) for k, v in data.items()}
@@ -183,8 +197,8 @@ class TrainingPlan(Section):
     """The plan knobs."""
 
     mode: Literal["sync", "async"]
-    K: int
-    C: int | None = None
+    K: Count("cohort")
+    C: Count("cohort") | None = None
     omega: float | None = None
     timeout_s: float
     t_ovh_s: float = 0.0
@@ -210,7 +224,7 @@ class CalibrationRun(Section):
     mode: Literal["sync", "async"] | None = None
     K: int
     C: int | None = None
-    seed: int
+    seed: Seed
     rounds_to_target: float
 
 
@@ -310,6 +324,32 @@ class Budgets(Section):
     min_participant_coverage: float | None = None
 
 
+class HierarchySpec(Section):
+    """Hierarchical topology (devices -> edge aggregators -> cloud): the device groups (one
+    row per group, e.g. a cell or a site) with their inference demand ``group_demand``
+    (requests/s), the candidate edge hosts' ``capacities`` (requests/s) and ``edge_costs``
+    (one host-cloud model exchange), the group-host costs ``group_costs`` (groups x hosts)
+    or the groups' ``homes`` (zero-cost LAN), ``local_to_global_ratio`` l (edge rounds per
+    global round) and ``participation_ratio``; the HFL placement solver (``method``,
+    ``time_limit`` s) places the aggregators, unless ``association`` fixes them (one host
+    index or -1 per group). ``edge_agg_s``: an edge host's aggregation step per edge round;
+    ``backbone_mbps`` / ``backbone_rtt_s``: the host-cloud link."""
+
+    group_demand: list[float]
+    capacities: list[float]
+    edge_costs: float | list[float] = 1.0
+    group_costs: list[list[float]] | None = None
+    homes: list[int] | None = None
+    local_to_global_ratio: float
+    participation_ratio: float = 1.0
+    method: Literal["highs", "heuristic"] = "highs"
+    time_limit: float = 30.0
+    association: list[int] | None = None
+    edge_agg_s: float = 0.0
+    backbone_mbps: float
+    backbone_rtt_s: float = 0.0
+
+
 class Levers(Section):
     """User-declared lever space: the only values the planner may propose."""
 
@@ -320,6 +360,14 @@ class Levers(Section):
     windows: list[list[int]] = []
     local_epochs: list[float] = []
     exclude_class: list[str] = []
+
+    @pydantic.model_validator(mode="after")
+    def _grid_size(self):
+        # the what-if grid is the product of these lists (each with the current value)
+        points = math.prod(len(v) + 1 for v in (self.K, self.compression_up, self.windows,
+                                                 self.local_epochs) if v)
+        check_size("levers (what-if grid points)", points, "whatif_points")
+        return self
 
 
 class MonteCarlo(Section):
@@ -334,12 +382,12 @@ class MonteCarlo(Section):
     report (project choice, 5; 1 turns the spread off).
     """
 
-    n_mc: int = 2000
-    n_outer: int = 500
-    n_mc_grid: int = 500
-    seed: int = 0
+    n_mc: Count("samples") = 2000
+    n_outer: Count("samples") = 500
+    n_mc_grid: Count("samples") = 500
+    seed: Seed = 0
     confidence: float = 0.95
-    n_seeds: int = 5
+    n_seeds: Count("seeds") = 5
 
 
 class PlanSolveResult(SolveResult):
@@ -366,6 +414,7 @@ class DeploymentPlanProblem(ProblemBase):
     inference: InferenceLoad
     budgets: Budgets = Budgets()
     levers: Levers = Levers()
+    hierarchy: HierarchySpec | None = None
     monte_carlo: MonteCarlo = MonteCarlo()
     normalise_shares: bool = False
     provenance: dict[str, Literal["assumed", "simulated", "measured"]] = {}
@@ -486,10 +535,7 @@ class DeploymentPlanProblem(ProblemBase):
         for j, h in enumerate(tp.windows):
             if not 0 <= h <= 23:
                 ck.add(f"training_plan.windows[{j}]", f"{h}; must be an hour in 0..23")
-        if tp.topology == "hierarchical":
-            ck.add("training_plan.topology",
-                   "'hierarchical' needs the HFL placement solver, which this toolkit does not "
-                   "provide yet; use 'flat'")
+        self._check_hierarchy(ck)
         if tp.dp.enabled and tp.dp.K_min is None:
             ck.add("training_plan.dp.K_min", "is required when dp.enabled (from DP accounting)")
         cv = self.convergence
@@ -602,6 +648,58 @@ class DeploymentPlanProblem(ProblemBase):
                         shortfall=need - b.max_cpu_s_per_device_day)
         return self
 
+    def _check_hierarchy(self, ck: _Checker):
+        tp, h = self.training_plan, self.hierarchy
+        if tp.topology == "flat":
+            if h is not None:
+                ck.add("hierarchy", "is used only with training_plan.topology = 'hierarchical'")
+            return
+        if h is None:
+            ck.add("hierarchy", "is required for training_plan.topology = 'hierarchical' "
+                                "(device groups, edge capacities and costs)")
+            return
+        if tp.mode != "sync":
+            ck.add("training_plan.mode", "'hierarchical' topology is planned for mode = 'sync'")
+        n, m = len(h.group_demand), len(h.capacities)
+        if n == 0 or m == 0:
+            ck.add("hierarchy.group_demand" if n == 0 else "hierarchy.capacities",
+                   "must list at least one entry")
+            return
+        for j, v in enumerate(h.group_demand):
+            ck.num(f"hierarchy.group_demand[{j}]", v, ge=0.0, unit="1/s")
+        for j, v in enumerate(h.capacities):
+            ck.num(f"hierarchy.capacities[{j}]", v, ge=0.0, unit="1/s")
+        costs = h.edge_costs if isinstance(h.edge_costs, list) else [h.edge_costs] * m
+        if len(costs) != m:
+            ck.add("hierarchy.edge_costs", f"{len(costs)} values; need one per host ({m})")
+        for j, v in enumerate(costs):
+            ck.num(f"hierarchy.edge_costs[{j}]", v, ge=0.0)
+        if (h.group_costs is None) == (h.homes is None):
+            ck.add("hierarchy.group_costs", "give group_costs (groups x hosts) or homes")
+        if h.group_costs is not None:
+            if len(h.group_costs) != n or any(len(r) != m for r in h.group_costs):
+                ck.add("hierarchy.group_costs", f"must be {n} x {m} (groups x hosts)")
+            else:
+                for i, row in enumerate(h.group_costs):
+                    for j, v in enumerate(row):
+                        ck.num(f"hierarchy.group_costs[{i}][{j}]", v, ge=0.0)
+        for key, ids in (("homes", h.homes), ("association", h.association)):
+            if ids is None:
+                continue
+            if len(ids) != n:
+                ck.add(f"hierarchy.{key}", f"{len(ids)} values; need one per group ({n})")
+            lo = -1 if key == "association" else 0
+            for j, v in enumerate(ids):
+                if not lo <= v < m:
+                    ck.add(f"hierarchy.{key}[{j}]", f"{v}; must be a host index in 0..{m - 1}"
+                                                    + (" or -1" if lo < 0 else ""))
+        ck.num("hierarchy.local_to_global_ratio", h.local_to_global_ratio, gt=0.0)
+        ck.frac("hierarchy.participation_ratio", h.participation_ratio)
+        ck.num("hierarchy.time_limit", h.time_limit, gt=0.0, unit="s")
+        ck.num("hierarchy.edge_agg_s", h.edge_agg_s, ge=0.0, unit="s")
+        ck.num("hierarchy.backbone_mbps", h.backbone_mbps, gt=0.0, unit="Mbit/s")
+        ck.num("hierarchy.backbone_rtt_s", h.backbone_rtt_s, ge=0.0, unit="s")
+
     @staticmethod
     def _check_dist(ck: _Checker, d: Distribution):
         p = "training_plan.samples_per_client"
@@ -673,6 +771,25 @@ class DeploymentPlanProblem(ProblemBase):
             node[parts[-1]] = value
         return type(self).from_dict(data)
 
+    def _class_table(self, per_class: dict[str, list]) -> dict[str, np.ndarray]:
+        """One entry per declared device class (``class`` its name, ``included`` whether the
+        plan trains on it): the estimates of an included class, NaN for one the plan drops
+        (excluded, or unfit for the model)."""
+        names = [c.name for c in self.device_classes]
+        row = {name: j for j, name in enumerate(per_class.get("class", []))}
+        table = {"class": np.array(names), "included": np.array([n in row for n in names])}
+        for key, values in per_class.items():
+            if key != "class":
+                table[key] = np.array([values[row[n]] if n in row else np.nan for n in names],
+                                      dtype=float)
+        return table
+
+    def with_monte_carlo(self, **sizes) -> DeploymentPlanProblem:
+        """The problem with the given ``monte_carlo`` fields (``n_mc``, ``n_outer``, ``seed``;
+        None keeps the scenario's), checked by the rules of a scenario file."""
+        changes = {f"monte_carlo.{k}": v for k, v in sizes.items() if v is not None}
+        return self.with_changes(changes) if changes else self
+
     def solve(self, *, method: str | None = None, n_mc: int | None = None,
               seed: int | None = None) -> SolveResult:
         """Run the planner; the verdict is the status (``go``, ``conditional``, ``no_go``),
@@ -683,13 +800,13 @@ class DeploymentPlanProblem(ProblemBase):
         from jointopt.solvers.base import Timer
 
         with Timer() as t:
-            ev = evaluate(self, n_mc=n_mc, seed=seed)
+            ev = evaluate(self.with_monte_carlo(n_mc=n_mc, seed=seed))
         est = ev.estimates
         return PlanSolveResult(
             kind=self.kind, scenario=self.name, status=ev.verdict.lower().replace("-", "_"),
             objective=float(est.values.get("days_p90", float("nan"))), solver="planner-montecarlo",
             solve_time_s=t.seconds, iterations=int(ev.n_mc),
-            decisions={k: np.asarray(v) for k, v in ev.per_class.items()},
+            decisions=self._class_table(ev.estimates.per_class),
             diagnostics={"verdict": ev.verdict, "reasons": ev.reasons,
                          "gates": {g: s["status"] for g, s in ev.gates.items()},
                          **{k: v for k, v in est.values.items()

@@ -18,6 +18,7 @@ joint optimum; W̄ is scanned on a geometric grid and refined with a bounded sca
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,7 +142,7 @@ def cut_data(problem, cut: int, curves) -> CutData:
     c = (net.act_bits(cut, link.bits_per_element) / problem.clients.uplink_rate
          + problem.server.tau0)
     S = float(net.flops_server(cut) / problem.server.f_server)
-    envs = [cv.envelope() for cv in curves]
+    envs = sm.envelopes(curves)
     for i, env in enumerate(envs):
         if env.vertices_q[0] > 1e-9 or env.vertices_q[-1] < 1 - 1e-9:
             raise ValidationError(f"curves[{cut}][{i}]", "must span offload rates 0 and 1 "
@@ -162,20 +163,22 @@ def _shortfall(cd: CutData, T) -> dict | None:
 
 
 def solve_cut(cd: CutData, nu, T, rho_max, *, inner: str = "greedy", n_grid: int = 200,
-              refine: bool = True) -> dict:
-    """Best (q, W̄) at one cut by the W̄ scan. Infeasible cuts (A_k > T_k) are reported."""
+              refine: bool = True, max_load: float = math.inf) -> dict:
+    """Best (q, W̄) at one cut by the W̄ scan. Infeasible cuts (A_k > T_k) are reported.
+    ``max_load`` caps the offloaded rate Λ below ``rho_max μ`` (a server's admission cap)."""
     w = nu / nu.sum()
     if (short := _shortfall(cd, T)) is not None:
         return short
     mu = cd.mu
-    lo, hi = 1.0 / mu, 1.0 / ((1.0 - rho_max) * mu)
+    top = min(rho_max * mu, max_load)
+    lo, hi = 1.0 / mu, 1.0 / (mu - top)
     seg = _segments(cd.envs, w, nu)
     lp = InnerLP(cd.envs, w, nu) if inner == "lp" else None
     base = float(sum(wk * env(0.0) for wk, env in zip(w, cd.envs, strict=True)))
 
     def run(wbar):
         u = np.clip((T - cd.A) / (cd.c + wbar), 0.0, 1.0)
-        cap = min(mu - 1.0 / wbar, rho_max * mu)
+        cap = min(mu - 1.0 / wbar, top)
         if inner == "greedy":
             return inner_greedy(seg, base, w, nu, u, cap)
         return lp(u, cap)
@@ -193,7 +196,7 @@ def solve_cut(cd: CutData, nu, T, rho_max, *, inner: str = "greedy", n_grid: int
         if res.success and -res.fun > best_v + 1e-12:
             best_w, best_v = float(res.x), float(-res.fun)
     u = np.clip((T - cd.A) / (cd.c + best_w), 0.0, 1.0)
-    cap = min(mu - 1.0 / best_w, rho_max * mu)
+    cap = min(mu - 1.0 / best_w, top)
     if inner == "greedy":
         q, value = inner_greedy(seg, base, w, nu, u, cap)
     else:
@@ -238,7 +241,7 @@ def floor_interval(envs, floors) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def latency_problem(cd: CutData, nu, floors, rho_max):
+def latency_problem(cd: CutData, nu, floors, rho_max, max_load: float = math.inf):
     """P-LAT at one cut as a DCP CVXPY problem: minimize
     Σ ν_k (A_k + c_k q_k) + μ inv_pos(μ - Λ) - 1 (= Σ ν_k T_k, since Σ ν q W = Λ/(μ - Λ))
     s.t. G_k(q_k) >= floor_k, Λ = Σ ν q <= ρ_max μ, 0 <= q <= 1. G_k concave makes its
@@ -255,11 +258,12 @@ def latency_problem(cd: CutData, nu, floors, rho_max):
     cost = scale * (nu @ cd.A + (nu * cd.c) @ q + mu * cp.inv_pos(mu - load) - 1.0)
     lo, hi = floor_interval(cd.envs, floors)
     cons = [q >= np.nan_to_num(lo, nan=0.0), q <= np.nan_to_num(hi, nan=1.0),
-            load <= rho_max * mu]
+            load <= min(rho_max * mu, max_load)]
     return cp.Problem(cp.Minimize(cost), cons), q
 
 
-def solve_cut_latency(cd: CutData, nu, floors, rho_max, solver: str | None = None) -> dict:
+def solve_cut_latency(cd: CutData, nu, floors, rho_max, solver: str | None = None,
+                      max_load: float = math.inf) -> dict:
     """P-LAT at one cut; floors above max G_k or jointly beyond stability are reported."""
     import cvxpy as cp
 
@@ -269,29 +273,38 @@ def solve_cut_latency(cd: CutData, nu, floors, rho_max, solver: str | None = Non
         return {"cut": cd.cut, "status": "infeasible", "objective": math.inf, "culprit": k,
                 "constraint": "accuracy floor",
                 "shortfall": float(floors[k] - cd.envs[k].peak[1])}
-    over = float(nu @ need - rho_max * cd.mu)
+    over = float(nu @ need - min(rho_max * cd.mu, max_load))
     if over > 0:
         return {"cut": cd.cut, "status": "infeasible", "objective": math.inf,
                 "culprit": int(np.argmax(nu * need)), "constraint": "stability",
                 "shortfall": over}
-    prob, q = latency_problem(cd, nu, floors, rho_max)
+    prob, q = latency_problem(cd, nu, floors, rho_max, max_load)
+    # the first solver that says "optimal"; one that says "optimal_inaccurate" is kept only
+    # when no later one does better, and its status is reported (not its warning)
+    found = None
     for name in ([solver] if solver else ["CLARABEL", "SCS"]):
         try:
-            prob.solve(solver=name)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+                prob.solve(solver=name)
         except cp.error.SolverError:
             continue
         if prob.status in ("optimal", "optimal_inaccurate") and q.value is not None:
-            break
-    else:
+            if found is None or prob.status == "optimal":
+                found = (name, prob.status, np.asarray(q.value, float))
+            if prob.status == "optimal":
+                break
+    if found is None:
         raise SolverError(f"P-LAT at cut {cd.cut}: no conic solver succeeded ({prob.status})")
-    qv = np.clip(np.asarray(q.value, float), 0.0, 1.0)
+    name, status, value = found
+    qv = np.clip(value, 0.0, 1.0)
     qv[qv < 1e-9] = 0.0
     qv = np.clip(qv, need, top)  # solver tolerance: keep every floor exactly
     load = float(nu @ qv)
     W = float(sm.server_sojourn(load, cd.mu))
     lat = sm.queued_latency(cd.A, cd.c, qv, W)
     return {"cut": cd.cut, "status": "optimal", "objective": float(nu @ lat / nu.sum()),
-            "w_cap": W, "q": qv, "evaluations": 1}
+            "w_cap": W, "q": qv, "evaluations": 1, "solver": name, "solver_status": status}
 
 
 def solve_split(problem, *, method: str, curves=None, w_grid: int | None = None,
@@ -315,6 +328,7 @@ def solve_split(problem, *, method: str, curves=None, w_grid: int | None = None,
         # the LP path is the slower cross-check: at most 50 grid points unless asked
         n_grid = w_grid or (problem.optimizer.w_grid if method != "lp"
                             else min(problem.optimizer.w_grid, 50))
+        max_load = math.inf if problem.server.max_load is None else problem.server.max_load
         per_cut = []
         data = {}
         for s in sorted(curves):
@@ -323,11 +337,12 @@ def solve_split(problem, *, method: str, curves=None, w_grid: int | None = None,
                 per_cut.append(solve_cut_decoupled(cd, nu, T))
             elif method == "min_latency":
                 per_cut.append(solve_cut_latency(cd, nu, cl.accuracy_floor,
-                                                 problem.server.rho_max, solver))
+                                                 problem.server.rho_max, solver, max_load))
             else:
                 per_cut.append(solve_cut(cd, nu, T, problem.server.rho_max,
                                          inner="greedy" if method == "exact" else "lp",
-                                         n_grid=n_grid, refine=problem.optimizer.refine))
+                                         n_grid=n_grid, refine=problem.optimizer.refine,
+                                         max_load=max_load))
         feasible = [r for r in per_cut if r["status"] == "optimal"]
         if not feasible and method == "min_latency":
             worst = min(per_cut, key=lambda r: r["shortfall"])
@@ -380,8 +395,7 @@ def _report(problem, cd: CutData, best: dict, per_cut: list, method: str, source
     load = sm.offered_load(q, nu)
     W = float(sm.server_sojourn(load, cd.mu))
     latency = sm.queued_latency(cd.A, cd.c, q, W)
-    rho_max = problem.server.rho_max
-    stable = load <= rho_max * cd.mu * (1 + 1e-9)
+    stable = load <= problem.server.load_cap(cd.mu) * (1 + 1e-9) + 1e-12
     ok = stable and (method == "min_latency" or bool(np.all(latency <= T * (1 + 1e-9))))
     acc = np.array([env(qk) for env, qk in zip(cd.envs, q, strict=True)]) \
         if method != "decoupled" else None
@@ -403,16 +417,18 @@ def _report(problem, cd: CutData, best: dict, per_cut: list, method: str, source
     boff = sm.beta_off(q, nz.v, nz.omega, nz.omega0, nz.beta_kappa)
     w = nu / nu.sum()
     table = [_cut_row(problem, r, data_for_cut) for r, data_for_cut in per_cut]
+    # what the conic solver said of the chosen cut (min_latency), e.g. optimal_inaccurate
+    said = best.get("solver_status", "optimal")
     return SolveResult(
         kind=problem.kind, scenario=problem.name,
-        status="optimal" if ok else "budget_violated",
+        status=said if ok else "budget_violated",
         objective=float(best["objective"] if method == "min_latency" else np.sum(w * acc)),
         solver=f"split-{method}", solve_time_s=0.0,
         iterations=int(sum(r.get("evaluations", 0) for r, _ in per_cut)),
         decisions={"split": np.full(problem.n, s), "q": q, "e_th": np.asarray(e_th),
                    "latency": latency, "accuracy": acc},
         diagnostics={
-            "split": s, "beta_flop": float(net.beta_flop(s)),
+            "split": s, "conic_solver": best.get("solver"), "beta_flop": float(net.beta_flop(s)),
             "beta_param": float(net.beta_param(s)),
             "beta_param_aux": float(net.beta_param_aux(s)),
             "curves": source, "load": load, "mu": cd.mu, "rho": load / cd.mu,

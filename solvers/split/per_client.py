@@ -13,8 +13,8 @@ filling operating-curve segments in decreasing value per unit of weight). The re
 is exact when all cuts are equal (it then reproduces the common-cut range W̄ = S + w̄) and
 conservative otherwise. A MILP over binaries x_{k,s} is not built; assignments
 are searched by best response (one client changes its cut at a time, starting from the
-best common cut), and by full enumeration when ``|cuts|^K`` is small (the check the spec
-asks the heuristic to pass). Caveat (spec): SplitGP trains one common cut; curves at
+best common cut), and by full enumeration when ``|cuts|^K`` is small (the check a heuristic
+must pass on small instances). Caveat: SplitGP trains one common cut; curves at
 other cuts come from models trained at those cuts.
 """
 

@@ -35,9 +35,9 @@ from functools import cached_property
 import numpy as np
 import pydantic
 from jointopt.models import split as sm
-from jointopt.models.checks import as_vector, check_range
+from jointopt.models.checks import as_vector, check_range, index_vector
 from jointopt.models.errors import ValidationError
-from jointopt.solvers.base import ProblemBase, Section, SolveResult, Vector, vector_count
+from jointopt.solvers.base import Count, ProblemBase, Section, SolveResult, Vector, vector_count
 
 CLIENT_FIELDS: dict[str, tuple[float | None, str]] = {
     "f_client": (None, "client compute speed f_C,k (FLOP/s)"),
@@ -87,16 +87,28 @@ class Network(Section):
 
 
 class Server(Section):
+    """The shared server: speed ``f_server`` (FLOP/s), per-offload overhead ``tau0`` (s),
+    stability margin ``rho_max``; ``max_load`` (requests/s, optional) caps the offloaded
+    rate below the stability limit, e.g. the requests an edge host may take."""
+
     f_server: float
     tau0: float = 0.0
     rho_max: float = 0.95
+    max_load: float | None = None
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
         check_range("server.f_server", self.f_server, gt=0.0)
         check_range("server.tau0", self.tau0, ge=0.0)
         check_range("server.rho_max", self.rho_max, gt=0.0, lt=1.0)
+        if self.max_load is not None:
+            check_range("server.max_load", self.max_load, ge=0.0)
         return self
+
+    def load_cap(self, mu: float) -> float:
+        """The largest offloaded rate the server takes at service rate ``mu``."""
+        cap = self.rho_max * mu
+        return cap if self.max_load is None else min(cap, self.max_load)
 
 
 class Clients(Section):
@@ -118,7 +130,7 @@ class Clients(Section):
         for key in data:
             if key not in CLIENT_FIELDS and key != "count":
                 raise ValidationError(f"clients.{key}", "is not a known field")
-        n = vector_count(data, "clients")
+        n = vector_count(data, "clients", limit="split_clients")
         out = {"count": n}
         for key, (default, _) in CLIENT_FIELDS.items():
             value = data.get(key, default)
@@ -166,9 +178,9 @@ class Entropy(Section):
 
 
 class Optimizer(Section):
-    w_grid: int = 200
+    w_grid: Count("grid") = 200
     refine: bool = True
-    n_threshold_grid: int = 257
+    n_threshold_grid: Count("grid") = 257
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
@@ -195,6 +207,7 @@ class SplitProblem(ProblemBase):
 
     kind = "split_learning"
     methods = ("exact", "lp", "decoupled", "min_latency", "per_client")
+    solver_methods = ("min_latency",)
 
     name: str = "unnamed"
     description: str = ""
@@ -240,6 +253,22 @@ class SplitProblem(ProblemBase):
         return sm.Link(f_client=c.f_client, f_server=self.server.f_server, rate=c.uplink_rate,
                        tau0=self.server.tau0, bits_per_element=self.network.bits_per_element)
 
+    def subset(self, clients, *, server: dict | None = None, name: str | None = None
+               ) -> SplitProblem:
+        """The same network, entropy model and optimizer over the clients ``clients``
+        (indices, in that order), optionally with another ``server`` (fields replaced): the
+        split problem of a group of devices sharing one server, e.g. the devices an edge host
+        aggregates."""
+        idx = index_vector("clients", clients, self.n)
+        data = self.to_dict()
+        data["clients"] = {"count": int(idx.size), **{
+            key: np.asarray(getattr(self.clients, key))[idx].tolist() for key in CLIENT_FIELDS}}
+        if server is not None:
+            data["server"] = {**data["server"], **server}
+        if name is not None:
+            data["name"] = name
+        return type(self).from_dict(data)
+
     def entropy_model(self, cut: int) -> sm.BetaEntropyModel:
         """The synthetic entropy model at ``cut``."""
         j = self.cuts.index(cut)
@@ -249,8 +278,9 @@ class SplitProblem(ProblemBase):
 
     def synthetic_curves(self) -> dict[int, list[sm.OffloadCurve]]:
         """Per cut, per client offload curves of the synthetic entropy model."""
-        return {s: [self.entropy_model(s).curve(float(p), self.optimizer.n_threshold_grid)
-                    for p in self.clients.ood_ratio] for s in self.cuts}
+        return {s: self.entropy_model(s).curves(self.clients.ood_ratio,
+                                                self.optimizer.n_threshold_grid)
+                for s in self.cuts}
 
     def solve(self, *, method: str | None = None, curves=None, solver: str | None = None,
               **options) -> SolveResult:
@@ -260,6 +290,9 @@ class SplitProblem(ProblemBase):
         from jointopt.solvers.split.optimize import solve_split
 
         method = self.check_method(method)
+        if self.server.max_load is not None and method in ("decoupled", "per_client"):
+            raise ValidationError("server.max_load", f"is supported by methods exact, lp and "
+                                                     f"min_latency, not {method!r}")
         if method == "per_client":
             from jointopt.solvers.split.per_client import solve_per_client
 
