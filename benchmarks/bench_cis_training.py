@@ -1,6 +1,6 @@
 """Measured advantage of serving-rate-aware over equal exit weighting (CIS early exits).
 
-Spec ``cis_early_exit.md`` §11-§13 [project choice]: real federated training of the
+Documented in ``docs/kinds/cis_early_exit.md`` [project choice]: real federated training of the
 early-exit network on digits (:mod:`jointopt.harness.early_exit`, fast setting
 ``FAST``: DigitsEE-MLP, T = 30, K = 20) on the 7-node tree, for each data split and device
 share, rules ``serving_rate`` and ``equal``, several seeds; prints the seed-paired advantage
@@ -9,7 +9,7 @@ share, rules ``serving_rate`` and ``equal``, several seeds; prints the seed-pair
 
     python benchmarks/bench_cis_training.py                 # full: 7 shares x 3 splits x 3 seeds
     python benchmarks/bench_cis_training.py --quick         # CI smoke run
-    python benchmarks/bench_cis_training.py --with-p40      # + tiny-p40 rows (spec §13 (ii))
+    python benchmarks/bench_cis_training.py --with-p40      # + tiny-p40 rows ((ii))
 
 Timings are wall-clock on whatever machine runs it (shared CPU here).
 """

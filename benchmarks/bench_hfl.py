@@ -1,4 +1,4 @@
-"""Benchmark HFLOP solve time and optimality gap vs (devices N, hosts M) (spec §7, §8.2).
+"""Benchmark HFLOP solve time and optimality gap vs (devices N, hosts M).
 
 Run from the repository root::
 
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(args.out, index=False)
-    print("\nTargets (spec §7):")
+    print("\nTargets:")
     cell = df[(df["N"] == TARGET[0]) & (df["M"] == TARGET[1])]
     fast = cell[cell["path"] == "highs"]
     heur = cell[cell["path"] == "heuristic"]

@@ -14,7 +14,7 @@ tornado at the plan's own Monte-Carlo sizes after the plan's own estimate (as ``
 them), writing the report (Markdown, JSON, PNG figures), and ``verify_des`` (the SimPy check
 with the verdict under the simulated values). ``cli wall`` is the wall time of
 ``python -m jointopt.cli plan planner_example --out DIR`` in a fresh process (imports
-included), the number the spec's target refers to: under 10 s on the 2-core reference
+included), the number the planner's speed target refers to: under 10 s on the 2-core reference
 machine. The script prints PASS/MISS against that target; it never fails on speed.
 """
 

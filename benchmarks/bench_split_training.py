@@ -7,10 +7,10 @@ Run from the repository root (needs the ``train`` extra: torch, scikit-learn)::
     python benchmarks/bench_split_training.py --quick       # 5 rounds, seed 0
     python benchmarks/bench_split_training.py --arch cnn --rounds 100 --jobs 2 --out results/split
 
-For every seed the four methods of spec ``split_learning.md`` §7 (personalized local-only,
+For every seed the four methods of ``docs/kinds/split_learning.md`` (personalized local-only,
 FedAvg, multi-exit = SplitGP with lambda 0, SplitGP) are trained with the same data, split,
 initialization and schedule (:func:`jointopt.harness.splitgp.train_methods`); the offloading
-methods answer at their headline threshold (spec §8: the grid threshold maximizing the
+methods answer at their headline threshold (: the grid threshold maximizing the
 validation accuracy averaged over the p grid). The script prints accuracy vs p (mean and
 std over seeds, unweighted mean over clients) and whether SplitGP is at or above every
 baseline at each p, as measured; with ``--out`` it writes the tidy table and the figure.

@@ -9,7 +9,7 @@ import numpy as np
 
 def plot_exit_weights(result, problem, path: str | Path) -> Path:
     """Left: the exit weights of every rule beside the serving-rate target (grouped bars).
-    Right: the bound B of each rule (spec §7, S1 ranking; a project model, not a measured
+    Right: the bound B of each rule (S1 ranking; a project model, not a measured
     accuracy)."""
     import matplotlib
 

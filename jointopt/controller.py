@@ -2,7 +2,7 @@
 
 Provenance: the source paper (Han et al., INFOCOM 2024) solves its long-term problem by an
 "online problem approximation"; the Lyapunov drift-plus-penalty form is the **project's
-choice** (spec ``joint_training_inference.md`` §4). Each slot the controller hands the
+choice** (``docs/kinds/joint_training_inference.md``). Each slot the controller hands the
 per-slot problem the current virtual-queue backlogs ``Z`` as prices, takes its decision,
 and updates ``Z <- max(Z + use - budget, 0)``. Long-run average use then stays within the
 budget (up to ``Z_T / T``), and the weight ``V`` inside the slot problem trades objective

@@ -1,9 +1,9 @@
-"""Hierarchical FL orchestration, user-facing helpers (spec ``hfl_orchestration.md``).
+"""Hierarchical FL orchestration, user-facing helpers (``docs/kinds/hfl.md``).
 
 Tidy DataFrames and figures around :class:`~jointopt.solvers.hfl.problem.HFLProblem`:
-cost comparison of flat FL / proximity HFL / inference-unaware HFLOP / HFLOP (§4), the
-cost-vs-edge-density study (§8.3, F1), the latency simulator as a DataFrame (§9, F2/F3),
-the Pareto sweep of the latency extension (§5, F5) and the host-load figure used by
+cost comparison of flat FL / proximity HFL / inference-unaware HFLOP / HFLOP, the
+cost-vs-edge-density study (F1), the latency simulator as a DataFrame (F2/F3),
+the Pareto sweep of the latency extension (F5) and the host-load figure used by
 ``jointopt solve <hfl scenario> --out DIR``.
 """
 
@@ -54,7 +54,7 @@ def compare_costs(problem: HFLProblem) -> pd.DataFrame:
 
 def density_study(xs=(2, 4, 8, 16, 32, 64), seeds=range(50), *, n=200,
                   model_size_mb=0.593) -> pd.DataFrame:
-    """F1 data (§8.3): savings vs flat FL of uncapacitated HFLOP and HFLOP per density 1:x;
+    """F1 data: savings vs flat FL of uncapacitated HFLOP and HFLOP per density 1:x;
     infeasible HFLOP instances are kept as rows with ``feasible = False`` (skipped, counted)."""
     rows = []
     for x in xs:
@@ -78,7 +78,7 @@ def density_study(xs=(2, 4, 8, 16, 32, 64), seeds=range(50), *, n=200,
 def simulate(problem: HFLProblem, configs=("flat", "proximity", "hflop"), *,
              multiplier: float = 1.0, rounds: int = 100, seed: int = 0, assignment=None,
              **model) -> pd.DataFrame:
-    """Latency samples (§9) as a tidy DataFrame, one row per (configuration, client, round).
+    """Latency samples as a tidy DataFrame, one row per (configuration, client, round).
 
     ``hflop`` uses ``assignment`` or the HFLOP optimum of ``problem`` at multiplier 1 (the
     overloaded multipliers are infeasible for the MILP; the simulator still accepts the
@@ -112,7 +112,7 @@ def latency_summary(samples: pd.DataFrame) -> pd.DataFrame:
 
 def pareto(problem: HFLProblem, betas=(0.0, 10.0, 100.0, 1000.0, 10000.0),
            **latency) -> pd.DataFrame:
-    """F5: (O) vs exact mean latency over a beta sweep of the latency extension (§5)."""
+    """F5: (O) vs exact mean latency over a beta sweep of the latency extension."""
     rows = []
     for beta in betas:
         p = problem.replace(latency={**latency, "beta": float(beta)})

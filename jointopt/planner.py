@@ -1,6 +1,7 @@
 """Deployment planner: is cross-device FL worth it, and what will it cost?
 
-Spec ``deployment_planner.md``. :func:`plan` runs the estimates, gates and verdict of
+Documented in ``docs/kinds/deployment_plan.md``. :func:`plan` runs the estimates, gates and
+verdict of
 :mod:`jointopt.solvers.planner` on a ``deployment_plan`` scenario, then the what-if grid
 (Pareto front) and the tornado; :class:`PlanResult` writes ``report.md``, ``report.json`` and
 PNG figures. Every number carries a tag (measured / simulated / assumed) and a method.

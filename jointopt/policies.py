@@ -1,11 +1,11 @@
-"""Allocation policies: the proposed online controller and the baselines of spec §5.
+"""Allocation policies: the proposed online controller and the baselines.
 
 Every policy has one interface: :meth:`Policy.reset` with the problem before a run, then
 :meth:`Policy.decide` once per round with an :class:`Observation`, returning an
 :class:`~jointopt.solvers.jti.Allocation`. Policies are small objects over the compiled
 per-round solver (the cvxportfolio split: policy / simulator / result).
 
-Baselines (spec §5, **project choice** in the details): rules that do not adapt their
+Baselines (**project choice** in the details): rules that do not adapt their
 spend over time get a per-round *allotment* ``min(cap, budget)`` per client (the full use
 ``c_tr + c_dl + c_inf mu_max`` where both are infinite), so that they meet the average
 budget by construction and are compared with the online policy at equal resources.
@@ -166,7 +166,7 @@ class Fixed(Policy):
 
 
 class Online(Policy):
-    """The proposed policy: drift-plus-penalty over the per-round solver (spec §4)."""
+    """The proposed policy: drift-plus-penalty over the per-round solver."""
 
     name = "online"
 

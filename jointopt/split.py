@@ -1,7 +1,7 @@
 """Figure of a solved split-learning problem: inference time against the cut, with the
-split-ratio bound marked (spec §9 figure 4, panels a and b, from the model alone).
+split-ratio bound marked (figure 4, panels a and b, from the model alone).
 
-Provenance: the latency model and the bounds are the project's reconstruction (spec §3-§4);
+Provenance: the latency model and the bounds are the project's reconstruction;
 the curves come from the problem's offload model (synthetic or measured)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Accuracy maps: inference accuracy of a model copy from its convergence-error proxy.
 
-Provenance: **project choice** (spec §3). The paper uses the convergence error as a proxy
+Provenance: **project choice**. The paper uses the convergence error as a proxy
 of inference performance; the map from error to accuracy is ours, calibrated by the
 validation harness. The default is affine and clipped; an exponential map is offered as a
 swappable alternative. The per-round solver uses a map through :meth:`linearize`, which is

@@ -1,7 +1,7 @@
 """Age of model (AoM) of the copy each client serves inference with.
 
 Provenance: the concept is the source paper's (Han et al., INFOCOM 2024); the dynamics
-are the **project's definition** (spec §3). Each round client n's copy is refreshed with
+are the **project's definition**. Each round client n's copy is refreshed with
 probability ``theta_n``, after which its age is 0; otherwise the age grows by one. Under a
 constant ``theta`` the stationary age is geometric, ``P(a = k) = theta (1 - theta)^k``.
 """

@@ -1,6 +1,6 @@
 """Cooperative inference systems (CIS) with early exits: serving rates on a node tree.
 
-Spec: ``cis_early_exit.md`` §2-§6. Source system: Kaplan, Rodio, Si Salem, Xu, Neglia,
+Documented in ``docs/kinds/cis_early_exit.md``. Source system: Kaplan, Rodio, Si Salem, Xu, Neglia,
 "Federated Learning for Cooperative Inference Systems: The Case of Early Exit Networks"
 (arXiv 2405.04249) and the authors' code release ``arodio/FedCIS``.
 
@@ -120,7 +120,7 @@ class ServingTree:
 
     ``parent[n]`` (``-1`` for the root 0), ``exits[n] = k(n)`` (the largest exit node n
     hosts), ``arrival[n] = a_n`` (exogenous request rate) and ``forward[n] = d_n`` (rate n
-    forwards to its parent). Derived [authors' code, spec (E1)-(E2)]::
+    forwards to its parent). Derived [authors' code]::
 
         r_n = a_n + sum_{c in ch(n)} d_c          received
         s_n = r_n - d_n                           serving rate
@@ -496,7 +496,7 @@ def conv_macs(c_in: int, c_out: int, kernel: int, height: int, width: int) -> in
 
 
 def digits_ee_costs() -> np.ndarray:
-    """``C_e`` of the spec's ``DigitsEE`` (§10) counted from its layer shapes [project
+    """``C_e`` of the digits ``DigitsEE`` counted from its layer shapes [project
     choice]: convolutions and linear heads from the input to exit e's logits."""
     blocks = np.array([conv_macs(1, 16, 3, 8, 8), conv_macs(16, 32, 3, 8, 8),
                        conv_macs(32, 64, 3, 4, 4)], dtype=float)
@@ -506,7 +506,7 @@ def digits_ee_costs() -> np.ndarray:
 
 def softmax_regression_costs(widths=(16, 64, 512), n_in: int = 64, n_classes: int = 10
                              ) -> np.ndarray:
-    """``C_e = n_e (n_in + n_classes)`` of the spec's surrogate S3 (§8) [project choice]."""
+    """``C_e = n_e (n_in + n_classes)`` of the surrogate S3 [project choice]."""
     return np.asarray(widths, dtype=float) * (n_in + n_classes)
 
 

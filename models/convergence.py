@@ -1,6 +1,6 @@
 """Convergence-error recursion of FedAvg under Bernoulli participation.
 
-Provenance: **project choice** (spec ``joint_training_inference.md`` §3). The source paper
+Provenance: **project choice** (``docs/kinds/joint_training_inference.md``). The source paper
 uses the global model's convergence error as the proxy of inference quality; its exact
 bound is not available to the project, so we use the standard one-step contraction
 

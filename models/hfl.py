@@ -1,6 +1,6 @@
 """Hierarchical FL orchestration (HFLOP): pure evaluators, cost accounting, latency models.
 
-Spec: ``hfl_orchestration.md``. Provenance labels as in the spec:
+Documented in ``docs/kinds/hfl.md``. Provenance labels:
 
 - **[paper]** Lackinger et al., "Inference Load-Aware Orchestration for Hierarchical Federated
   Learning", IEEE LCN 2024 (arXiv 2407.16836): the problem (place edge aggregators, associate
@@ -34,7 +34,7 @@ def required_participants(n: int, rho: float) -> int:
 
 
 def cheapest_host(device_costs: np.ndarray) -> np.ndarray:
-    """``e(i) = argmin_j c^d_ij``, lowest index on ties (spec §2)."""
+    """``e(i) = argmin_j c^d_ij``, lowest index on ties."""
     return np.argmin(np.asarray(device_costs, dtype=float), axis=1)
 
 
@@ -47,7 +47,7 @@ def host_loads(workload, assignment, n_hosts: int) -> np.ndarray:
 
 
 def used_hosts(assignment, n_hosts: int) -> np.ndarray:
-    """Boolean per host: at least one associated device ("used", spec §4.3)."""
+    """Boolean per host: at least one associated device ("used")."""
     a = np.asarray(assignment)
     return np.bincount(a[a >= 0], minlength=n_hosts) > 0
 
@@ -55,7 +55,7 @@ def used_hosts(assignment, n_hosts: int) -> np.ndarray:
 def per_round_cost(assignment, device_costs, edge_costs, l: float) -> float:
     """Objective (O) of an assignment [authors' code]: ``sum_{j used} c^e_j + l sum_i c^d_{i a_i}``.
 
-    An open host without devices is not charged (normalised placement, spec §3 v3)."""
+    An open host without devices is not charged (normalised placement, v3)."""
     a = np.asarray(assignment)
     cd = np.asarray(device_costs, dtype=float)
     ce = np.asarray(edge_costs, dtype=float)
@@ -79,7 +79,7 @@ class Evaluation:
 
 def evaluate(assignment, workload, capacities, device_costs, edge_costs, l: float,
              required: int, *, tol: float = 1e-9) -> Evaluation:
-    """Feasibility (C1-C3) and objective (O) of ``assignment``, from scratch (spec §3).
+    """Feasibility (C1-C3) and objective (O) of ``assignment``, from scratch.
 
     Every heuristic and test checks its output with this function. ``required`` is ``T``."""
     a = np.asarray(assignment)
@@ -104,7 +104,7 @@ def evaluate(assignment, workload, capacities, device_costs, edge_costs, l: floa
                       required=int(required), used=used_hosts(a, M), reason="; ".join(reasons))
 
 
-# --------------------------------------------------------------------------- baselines (§4)
+# --------------------------------------------------------------------------- baselines
 
 
 def proximity_assignment(device_costs) -> np.ndarray:
@@ -157,17 +157,17 @@ def edge_cloud_mb(assignment, n_hosts: int, *, model_size_mb=0.593, rounds=50) -
 
 
 def closed_form_uncapacitated_saving(n: int, used: int, *, rounds_hfl=50, rounds_fl=100) -> float:
-    """Spec §11 T6 [project choice]: zero-cost LAN, ``c^e = 1``, unit costs, ``rho = 1``:
+    """T6 [project choice]: zero-cost LAN, ``c^e = 1``, unit costs, ``rho = 1``:
     ``saving = 1 - (R_g/R_FL) M_used / N`` (a fraction, not %)."""
     return 1.0 - (rounds_hfl / rounds_fl) * used / n
 
 
 def expected_used_hosts(n: int, m: int) -> float:
-    """``E[M_used] = M (1 - (1 - 1/M)^N)`` for uniform homes (spec §11 T6)."""
+    """``E[M_used] = M (1 - (1 - 1/M)^N)`` for uniform homes (T6)."""
     return m * (1.0 - (1.0 - 1.0 / m) ** n)
 
 
-# --------------------------------------------------------------------------- M/M/1 (§5)
+# --------------------------------------------------------------------------- M/M/1
 
 
 def phi(lam, mu) -> np.ndarray:
@@ -191,7 +191,7 @@ def tangent(a, mu):
 
 
 def load_cap(capacities, service_rate, u_max: float) -> np.ndarray:
-    """``lambda cap_j = min(R_j, u_max mu_j)`` (spec §5)."""
+    """``lambda cap_j = min(R_j, u_max mu_j)``."""
     return np.minimum(np.asarray(capacities, float), u_max * np.asarray(service_rate, float))
 
 
@@ -208,7 +208,7 @@ def tangent_grid(mu: float, cap: float, k: int = 12) -> np.ndarray:
 
 def grid_bound(mu: float, cap: float, k: int = 12) -> float:
     """Worst ratio ``(1 + phi(lambda)) / (1 + max cuts(lambda)) <= (1 + r)^2 / (4 r)`` over
-    ``[0, cap]`` with ``r = (mu / (mu - cap))^{1/(K-1)}`` (spec §5).
+    ``[0, cap]`` with ``r = (mu / (mu - cap))^{1/(K-1)}``.
 
     Why: with ``g = 1 + phi = mu/(mu - lambda)``, in the slack ``s = mu - lambda`` the tangent
     of ``g`` at ``s_k`` is ``mu (2 s_k - s)/s_k^2``; two neighbours with ratio ``r`` cross at
@@ -220,7 +220,7 @@ def grid_bound(mu: float, cap: float, k: int = 12) -> float:
 
 
 def mean_latency(assignment, workload, service_rate, delay, cloud_delay: float) -> float:
-    """Exact mean per-request latency ``L(x)`` of spec §5 [project choice] (s):
+    """Exact mean per-request latency ``L(x)`` of [project choice] (s):
     ``(1/D_tot) [sum_j phi_j(lambda_j) + sum_i D_i delta_{i a_i} + tau_0 sum_{a_i=-1} D_i]``.
     ``inf`` when some host is unstable; 0 when ``D_tot = 0``."""
     a = np.asarray(assignment)
@@ -249,14 +249,14 @@ def host_latency(loads, service_rate) -> dict[str, np.ndarray]:
 
 def home_delay_matrix(homes, n_hosts: int, home: float = 0.0054, other: float = 0.0108):
     """``delta_ij``: ``home`` s to the home host and ``other`` s elsewhere (testbed F5 defaults:
-    means of the §9 delay distributions, doubled off-home) [project choice]."""
+    means of the simulator's delay distributions, doubled off-home) [project choice]."""
     h = np.asarray(homes).astype(np.int64)
     out = np.full((h.shape[0], n_hosts), float(other))
     out[np.arange(h.shape[0]), h] = home
     return out
 
 
-# --------------------------------------------------------------------------- simulator (§9)
+# --------------------------------------------------------------------------- simulator
 
 
 def overflow_rule(workload, capacities, homes, *, order: str = "index") -> np.ndarray:
@@ -287,7 +287,7 @@ def simulate_latency(workload, capacities, homes, config: str = "hflop", *, assi
                      fwd_ms: float = 0.27, sigma: float = 0.3, speed: float = 1.0,
                      cloud_scale: float = 1.0, kappa: float = 1.0, fifo: bool = False,
                      overflow_order: str = "index") -> dict[str, np.ndarray]:
-    """End-to-end latency samples of the testbed protocol (spec §9).
+    """End-to-end latency samples of the testbed protocol.
 
     Protocol [authors' code]: each client draws its network delay once per run; each round it
     sends a burst of ``floor(D_i multiplier / speed)`` requests to its server; one sample per

@@ -1,4 +1,4 @@
-"""Deployment-planner estimates: pure numpy/scipy functions of spec ``deployment_planner.md`` §4.
+"""Deployment-planner estimates: pure numpy/scipy functions of ``docs/kinds/deployment_plan.md``.
 
 Each function states its provenance. Labels: **[peer]** an established public tool
 (FedScale, FLSim, FLGo, Green FL, PAPAYA; named each time), **project choice** our own
@@ -27,7 +27,7 @@ Z95 = float(special.ndtri(0.95))
 def brentq(f, lo: float, hi: float, xtol: float = 1e-12, maxiter: int = 300) -> float:
     """Root of ``f`` bracketed by ``[lo, hi]`` (a sign change): Illinois regula falsi, with a
     bisection step whenever the bracket has not halved in two steps. Stands in for
-    ``scipy.optimize.brentq`` (the spec's choice) so that ``jointopt plan`` does not pay
+    ``scipy.optimize.brentq`` (the documented choice) so that ``jointopt plan`` does not pay
     scipy.optimize's import time; a test holds it to scipy's roots."""
     a, b = float(lo), float(hi)
     fa, fb = f(a), f(b)
@@ -71,7 +71,7 @@ def brentq(f, lo: float, hi: float, xtol: float = 1e-12, maxiter: int = 300) -> 
 def payload_bytes(n_params, n_params_trainable, bytes_per_param_down, bytes_per_param_up,
                   compression_down=1.0, compression_up=1.0, secagg_expansion=1.0,
                   header_bytes=0.0) -> tuple[float, float]:
-    """``(S_d, S_u)``: download and upload bytes of one task (§4.1, project choice).
+    """``(S_d, S_u)``: download and upload bytes of one task (project choice).
 
     ``S_d = n_params*bpp_down/compression_down + header``;
     ``S_u = n_trainable*bpp_up/compression_up*secagg_expansion + header``.
@@ -131,7 +131,7 @@ class TaskDraws:
 def draw_tasks(rng: np.random.Generator, shape, fleet: Fleet, s_d: float, s_u: float,
                work: np.ndarray | float, *, t_ovh: float, timeout: float,
                dwell_mean: float) -> TaskDraws:
-    """Draw tasks (§4.2-4.3). [peer] FedScale structure (compute + download + upload with
+    """Draw tasks. [peer] FedScale structure (compute + download + upload with
     log-normal device and link spread); mean-one speed factor, split links, overhead,
     exponential dwell dropout and crash inside compute: **project choice**.
 
@@ -159,7 +159,7 @@ def draw_tasks(rng: np.random.Generator, shape, fleet: Fleet, s_d: float, s_u: f
 
 
 def success_probability_closed_form(T: np.ndarray, timeout: float, dwell_mean: float) -> float:
-    """``E[1{T <= timeout} exp(-T/dwell)]``: success probability without crashes (§4.3)."""
+    """``E[1{T <= timeout} exp(-T/dwell)]``: success probability without crashes."""
     T = np.asarray(T, dtype=float)
     return float(np.mean((T <= timeout) * np.exp(-T / dwell_mean)))
 
@@ -200,7 +200,7 @@ def success_lower_bound(successes: int, n: int, confidence: float) -> float:
 
 
 def overselection(K: int, p_success: float, delta: float, c_max: int = 10**7) -> int:
-    """``C* = min{C >= K : P(Bin(C, p) >= K) >= 1 - delta}`` (§4.4; [peer] PAPAYA/FedScale
+    """``C* = min{C >= K : P(Bin(C, p) >= K) >= 1 - delta}`` ([peer] PAPAYA/FedScale
     over-selection; solve: project choice). ``P(Bin >= K)`` grows with C, so C steps upward
     from K (``binom.sf``, here ``scipy.special.bdtrc``) with doubling steps, then bisects to
     the smallest passing C. Returns ``-1`` if no C up to ``c_max`` suffices (p = 0)."""
@@ -271,7 +271,7 @@ def _attempt_stats(d: TaskDraws, K: int, timeout: float, s_d: float, s_u: float,
 def sync_rounds(rng: np.random.Generator, n_mc: int, K: int, C: int, fleet: Fleet, s_d: float,
                 s_u: float, work_sampler, *, t_ovh: float, timeout: float, dwell_mean: float,
                 t_agg: float, chunk_cells: int = 2_000_000) -> SyncRounds:
-    """Monte-Carlo sync rounds (§4.4). [peer] FedScale over-commitment (keep the K fastest),
+    """Monte-Carlo sync rounds. [peer] FedScale over-commitment (keep the K fastest),
     FLSim per-client timeout; retries, aborts at ``T_(K)`` and the charging rules: project
     choice. ``work_sampler(rng, shape)`` gives local samples per task."""
     rows = max(1, chunk_cells // C)
@@ -341,7 +341,7 @@ def sync_rounds(rng: np.random.Generator, n_mc: int, K: int, C: int, fleet: Flee
 
 def active_time(rng: np.random.Generator, R: np.ndarray, mean: float, var: float,
                 round_times: np.ndarray) -> np.ndarray:
-    """Active training time ``A`` for each draw of ``R`` rounds (§4.7): normal approximation
+    """Active training time ``A`` for each draw of ``R`` rounds: normal approximation
     ``N(R*mean, R*var)`` for ``R >= 30``, else the sum of R resampled round times."""
     R = np.asarray(R, dtype=float)
     out = R * mean + np.sqrt(R * var) * rng.standard_normal(R.shape)
@@ -364,7 +364,7 @@ class AsyncRate:
 
 def async_rate(C: float, p_success: float, mean_occupancy: float, T_success: np.ndarray, K: int,
                max_staleness: int | None) -> AsyncRate:
-    """FedBuff-style async throughput (§4.5). Little's law ``lam = C p / E[O]``; the step rate
+    """FedBuff-style async throughput. Little's law ``lam = C p / E[O]``; the step rate
     solves ``rho = lam (1 - d(rho)) / K`` with ``d(rho) = P(rho T > s_max + 0.5 | success)``
     (brentq). [peer] FedScale async / PAPAYA; formulas: project choice. Staleness of a
     success is ``rho*T`` (deterministic approximation); weight ``1/(1+s)`` ([peer] FedBuff).
@@ -395,7 +395,7 @@ def async_rate(C: float, p_success: float, mean_occupancy: float, T_success: np.
 # -- 4.6 windows and calendar --------------------------------------------------------------
 def hourly_pool(n_devices: float, static_eligibility: float, region_share, utc_offset_h,
                 availability, coverage: float = 1.0) -> np.ndarray:
-    """``Pool(h)`` for UTC hour h (§4.6, project choice): eligible devices trainable at h."""
+    """``Pool(h)`` for UTC hour h (project choice): eligible devices trainable at h."""
     share = np.asarray(region_share, dtype=float)
     avail = np.asarray(availability, dtype=float)          # (regions, 24) local hours
     h = np.arange(24)
@@ -415,7 +415,7 @@ def region_weights(region_share, utc_offset_h, availability, windows) -> np.ndar
 
 
 def sync_days(A_s, n_ok_hours: int):
-    """Calendar days of sync training: ``A / (3600 |H_ok|)`` (§4.6)."""
+    """Calendar days of sync training: ``A / (3600 |H_ok|)``."""
     if n_ok_hours == 0:
         return np.full(np.shape(A_s), np.inf)
     return np.asarray(A_s, dtype=float) / (3600.0 * n_ok_hours)
@@ -438,8 +438,8 @@ def clock_days(A_s, ok_hours) -> np.ndarray:
 
 
 def async_days(U, accepted_per_hour: np.ndarray):
-    """Days until cumulative accepted updates reach ``U``, stepping hour by hour from UTC 0
-    (§4.6). ``accepted_per_hour``: 24 values ``3600*lam_acc(h)``. Within the last hour the
+    """Days until cumulative accepted updates reach ``U``, stepping hour by hour from UTC 0.
+    ``accepted_per_hour``: 24 values ``3600*lam_acc(h)``. Within the last hour the
     rate is uniform (linear interpolation)."""
     rate = np.asarray(accepted_per_hour, dtype=float)
     per_day = rate.sum()
@@ -463,7 +463,7 @@ def rounds_to_target(model: ConvergenceModel, K, proxy_clients: int, error0: flo
     """Rounds until the fitted recursion of :mod:`jointopt.models.convergence` reaches
     ``target`` with K of ``proxy_clients`` equal-weight clients per round (``q = K/N``).
     Uses the recursion's closed-form trajectory; ``inf`` where the target is below the
-    fixed point. Project choice (adapter of the spec §2 contract)."""
+    fixed point. Project choice (adapter between the planner and the convergence model)."""
     K = np.atleast_1d(np.asarray(K, dtype=float))
     N = int(proxy_clients)
     out = np.empty(K.shape)
@@ -491,7 +491,7 @@ def rounds_spread(model: ConvergenceModel, runs_K, runs_R, proxy_clients, error0
 
 # -- 4.8 population burden -----------------------------------------------------------------
 def burden(M: float, days: float, e_day: float) -> dict:
-    """Mean tasks per eligible device-day ``b = M/days/E_day``, Poisson P(>=2) and P99 (§4.8)."""
+    """Mean tasks per eligible device-day ``b = M/days/E_day``, Poisson P(>=2) and P99."""
     b = M / days / e_day if days > 0 and np.isfinite(days) else float("inf")
     if not np.isfinite(b):
         return {"b": b, "p_ge2": 1.0, "p99": float("inf")}
@@ -539,7 +539,7 @@ def cloud_usd(*, instance_hour_usd, n_instances, days, cpu_hour_usd, cpu_h, egre
               gb_down, ingress_gb_usd, gb_up, storage_gb_month_usd, gb_month,
               cloud_infer_per_1k_usd, q_cloud, backbone_gb_usd=0.0, gb_backbone=0.0,
               hours_per_day=24.0) -> dict:
-    """Cloud spend by line (§4.11, project choice); ``total`` is the sum. Instances are billed
+    """Cloud spend by line (project choice); ``total`` is the sum. Instances are billed
     for their reservation, ``hours_per_day`` hours on each of ``days`` (as
     :func:`server_energy_j`)."""
     lines = {
@@ -572,7 +572,7 @@ def mm1_factor(lam, mu):
 
 def fleet_latency_p95(p50_ms, p95_ms, overlap, interference, factor, weights,
                       level: float = 0.95) -> tuple[float, np.ndarray]:
-    """Fleet P95 solving ``sum_c v_c F_mix,c(x) = level`` (brentq) and per-class P95 (§4.12).
+    """Fleet P95 solving ``sum_c v_c F_mix,c(x) = level`` (brentq) and per-class P95.
     ``F_mix,c(x) = (1-o) F_c(x/f) + o F_c(x/(f(1+i)))`` with ``f`` the queueing factor."""
     p50 = np.asarray(p50_ms, float)
     p95 = np.asarray(p95_ms, float)

@@ -1,6 +1,6 @@
 """M/M/1 inference service at each client.
 
-Provenance: **project choice** (spec §3); the paper names per-client service rates. Requests
+Provenance: **project choice**; the paper names per-client service rates. Requests
 arrive Poisson(``lam``) and are served FIFO at rate ``mu``; stable iff ``mu > lam``; the
 sojourn time is Exp(``mu - lam``). All functions are vectorised over clients.
 """

@@ -1,9 +1,10 @@
 """Split inference (SplitGP): layer accounting, inference time, split-ratio bounds, offload
 curves, operating curves and the shared-server queue.
 
-Spec: ``split_learning.md``. Source system: Han et al., "SplitGP", INFOCOM 2023 (arXiv
+Documented in ``docs/kinds/split_learning.md``. Source system: Han et al., "SplitGP", INFOCOM 2023
+(arXiv
 2212.08343) and its TMC 2024 extension. The paper's full text is not available to the
-project: **every formula in this module is the project's reconstruction** (spec §3-§6),
+project: **every formula in this module is the project's reconstruction**,
 consistent with the paper's abstract ([paper]: client part personalized, server part shared,
 samples the client is unsure about are offloaded, an inference-time analysis bounds the
 split ratio, the threshold is tuned to network resources) and with the authors' follow-up
@@ -13,11 +14,11 @@ code ([follow-up code]: natural-log entropy of the client-exit softmax, strict t
 Pure numpy/scipy. Everything the torch harness measures enters through plain arrays:
 
 * a network as per-block MACs, parameter counts and activation element counts
-  (:class:`LayeredNetwork`; :func:`digits_cnn` and :func:`digits_mlp` are the spec's §7
+  (:class:`LayeredNetwork`; :func:`digits_cnn` and :func:`digits_mlp` are the digits
   networks, which the harness can check its torch modules against);
 * per-sample validation records (entropy, main/OOD flag, client-exit and server-exit
   correctness) turned into an offload/accuracy curve by :func:`offload_curve`;
-* or a synthetic entropy model (:class:`BetaEntropyModel`, spec §5) for torch-free studies.
+* or a synthetic entropy model (:class:`BetaEntropyModel`) for torch-free studies.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from jointopt.models.errors import ValidationError
 from jointopt.models.queueing import mean_sojourn
 
 # ----------------------------------------------------------------------------------------
-# Layer accounting (spec §2, §3 "Split ratios", §7 network tables) [project choice]
+# Layer accounting (split ratios, the digits networks) [project choice]
 # ----------------------------------------------------------------------------------------
 
 
@@ -77,7 +78,7 @@ class LayeredNetwork:
     activation at cut ``s`` (``act_elems[0]`` is the raw input, ``act_elems[L]`` the logits).
     ``aux_macs[s]``, ``aux_params[s]``: the client exit (auxiliary classifier) at cut ``s``;
     entries 0 and ``L`` are 0 by the end-point convention (no client part / no server part).
-    FLOPs are 2 x MACs. [project choice, spec §3]
+    FLOPs are 2 x MACs. [project choice]
     """
 
     macs: np.ndarray
@@ -173,14 +174,14 @@ class LayeredNetwork:
 
 
 def _aux_head(elems: int, channels: int | None, n_classes: int) -> tuple[int, int]:
-    """Client exit of spec §7: AdaptiveAvgPool 2x2 + Linear for a feature map with
+    """Client exit: AdaptiveAvgPool 2x2 + Linear for a feature map with
     ``channels`` channels, Linear for a vector of ``elems`` entries. (MACs, params)."""
     n_in = 4 * channels if channels is not None else elems
     return linear_macs(n_in, n_classes), linear_params(n_in, n_classes)
 
 
 def digits_cnn(n_classes: int = 10) -> LayeredNetwork:
-    """``DigitsSplitCNN`` of spec §7 (8x8 input, padding 1, no normalization), L = 6.
+    """``DigitsSplitCNN`` (8x8 input, padding 1, no normalization), L = 6.
 
     Blocks: Conv 1->16 | Conv 16->32 + MaxPool | Conv 32->32 | Conv 32->32 + MaxPool +
     Flatten | Linear 128->128 | Linear 128->C. [project choice]
@@ -199,7 +200,7 @@ def digits_cnn(n_classes: int = 10) -> LayeredNetwork:
 
 
 def digits_mlp(n_classes: int = 10) -> LayeredNetwork:
-    """``DigitsSplitMLP`` of spec §7: 64->128->128->64->C, L = 4, exit Linear(->C)."""
+    """``DigitsSplitMLP``: 64->128->128->64->C, L = 4, exit Linear(->C)."""
     dims = [64, 128, 128, 64, n_classes]
     macs = [linear_macs(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)]
     params = [linear_params(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)]
@@ -212,7 +213,7 @@ def digits_mlp(n_classes: int = 10) -> LayeredNetwork:
 NETWORKS = {"digits_cnn": digits_cnn, "digits_mlp": digits_mlp}
 
 # ----------------------------------------------------------------------------------------
-# Inference time (spec §3) [project choice]
+# Inference time [project choice]
 # ----------------------------------------------------------------------------------------
 
 
@@ -245,14 +246,14 @@ def client_time(net: LayeredNetwork, s, link: Link) -> np.ndarray:
 
 def offload_time(net: LayeredNetwork, s, link: Link) -> np.ndarray:
     """B(s) = b_s / R + F_theta(s) / f_S + tau_0: the extra time of one offloaded sample
-    (no queueing; §6 replaces F_theta/f_S by the server sojourn time)."""
+    (no queueing; the shared-server model replaces F_theta/f_S by the server sojourn time)."""
     return (net.act_bits(s, link.bits_per_element) / np.asarray(link.rate, float)
             + net.flops_server(s) / np.asarray(link.f_server, float)
             + np.asarray(link.tau0, float))
 
 
 def latency_splitgp(net: LayeredNetwork, s, q, link: Link) -> np.ndarray:
-    """Expected per-sample latency T_SGP(s) = A(s) + q B(s) (spec §3; also the multi-exit
+    """Expected per-sample latency T_SGP(s) = A(s) + q B(s) (also the multi-exit
     baseline with its own ``q``). End-point conventions via :func:`effective_rate`."""
     return client_time(net, s, link) + effective_rate(net, s, q) * offload_time(net, s, link)
 
@@ -274,7 +275,7 @@ def latency_split(net: LayeredNetwork, s, link: Link) -> np.ndarray:
 
 
 def scheme_latencies(net: LayeredNetwork, s, link: Link, q, q_multi_exit=None) -> dict:
-    """Every comparison scheme of spec §3 at cut ``s``: dict name -> latency."""
+    """Every comparison scheme at cut ``s``: dict name -> latency."""
     return {"on_device": latency_device(net, link), "full_offload": latency_offload(net, link),
             "split": latency_split(net, s, link),
             "multi_exit": latency_splitgp(net, s, q if q_multi_exit is None else q_multi_exit,
@@ -284,7 +285,7 @@ def scheme_latencies(net: LayeredNetwork, s, link: Link, q, q_multi_exit=None) -
 
 @dataclass(frozen=True)
 class Normalized:
-    """Normalized quantities of spec §3 (all divided by t_dev = F_tot / f_C)."""
+    """Normalized quantities (all divided by t_dev = F_tot / f_C)."""
 
     beta: np.ndarray        # F_phi / F_tot
     beta_kappa: np.ndarray  # F_kappa / F_tot
@@ -313,7 +314,7 @@ def latency_normalized(beta, beta_kappa, q, omega, v) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------
-# Split-ratio bounds (spec §4) [project choice]
+# Split-ratio bounds [project choice]
 # ----------------------------------------------------------------------------------------
 
 
@@ -359,7 +360,7 @@ def beta_off(q, v, omega, omega0, beta_kappa) -> Bound:
 
 
 def cut_bounds(net: LayeredNetwork, link: Link, q, cuts=None, speedup: float = 1.0) -> dict:
-    """Per-cut bound table (spec §4, "per-layer nature"): ``q`` has one entry per cut (the
+    """Per-cut bound table ("per-layer nature"): ``q`` has one entry per cut (the
     measured or modelled offload rate at that cut). Returns arrays keyed ``cut, beta,
     beta_param, beta_param_aux, beta_max, sense_max, beta_off, sense_off, device_beating,
     offload_beating, latency``. Scalar device profile (one client)."""
@@ -378,7 +379,7 @@ def cut_bounds(net: LayeredNetwork, link: Link, q, cuts=None, speedup: float = 1
 
 def admissible_cut(beta, client_acc, a_req: float, device_beating, offload_beating,
                    latency) -> tuple[int | None, str]:
-    """Default cut of spec §4: among cuts with beta_acc <= beta(s) and both bounds met, the
+    """Default cut: among cuts with beta_acc <= beta(s) and both bounds met, the
     largest beta (most personalization), ties to lower latency. Returns ``(index, reason)``;
     ``index`` is ``None`` with the violated side named when the window is empty."""
     beta, acc = np.asarray(beta, float), np.asarray(client_acc, float)
@@ -397,7 +398,7 @@ def admissible_cut(beta, client_acc, a_req: float, device_beating, offload_beati
 
 
 # ----------------------------------------------------------------------------------------
-# Entropy, offload rates, accuracy mixtures (spec §3, §5, §8) [follow-up code / project]
+# Entropy, offload rates, accuracy mixtures [follow-up code / project]
 # ----------------------------------------------------------------------------------------
 
 
@@ -427,14 +428,14 @@ def mixture_rate(pi_main, pi_ood, p) -> np.ndarray:
 
 
 def mixture_accuracy(a_main, a_ood, p) -> np.ndarray:
-    """Acc(p) = (a_main + p a_ood) / (1 + p) (spec §8 decomposition, exact for the realized
+    """Acc(p) = (a_main + p a_ood) / (1 + p) (decomposition, exact for the realized
     ratio)."""
     return mixture_rate(a_main, a_ood, p)
 
 
 def mixture_weights(is_ood, p: float) -> np.ndarray:
     """Sample weights reproducing the test mixture of OOD portion ``p`` without resampling:
-    1/((1+p) N_main) per main sample, p/((1+p) N_ood) per OOD sample (spec §5)."""
+    1/((1+p) N_main) per main sample, p/((1+p) N_ood) per OOD sample."""
     is_ood = np.asarray(is_ood, bool)
     n_ood, n_main = int(is_ood.sum()), int((~is_ood).sum())
     check_range("ood_ratio", p, ge=0.0)
@@ -448,7 +449,7 @@ def mixture_weights(is_ood, p: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class OffloadCurve:
-    """Empirical step curves over candidate thresholds (spec §5): ``e`` increasing, ``q``
+    """Empirical step curves over candidate thresholds: ``e`` increasing, ``q``
     offload rate (non-increasing), ``acc`` accuracy, ``acc_client`` / ``acc_server`` the
     all-local and all-offloaded accuracies. ``kept`` (optional): the part of ``acc``
     answered by the client exit (share of all requests kept and correct); ``acc - kept`` is
@@ -475,7 +476,7 @@ class OffloadCurve:
 
     def select(self, q_bar: float) -> int | None:
         """Index of E* = argmax acc over candidates with q <= q_bar, ties to the larger E;
-        ``None`` when ``q_bar < 0`` (spec §5)."""
+        ``None`` when ``q_bar < 0``."""
         ok = self.q <= q_bar + 1e-12
         if q_bar < 0 or not ok.any():
             return None
@@ -483,7 +484,7 @@ class OffloadCurve:
         return int(np.flatnonzero(acc == acc.max())[-1])
 
     def threshold_for_rate(self, q_target: float) -> tuple[float, float, float, float]:
-        """Map a target offload rate to thresholds (spec §5): ``(e_cons, e1, e2, prob)``:
+        """Map a target offload rate to thresholds: ``(e_cons, e1, e2, prob)``:
         ``e_cons`` the smallest candidate with q <= q_target (conservative); use ``e2`` with
         probability ``prob`` and ``e1`` otherwise to meet ``q_target`` exactly (e1 < e2,
         q(e1) >= q_target >= q(e2))."""
@@ -500,13 +501,13 @@ class OffloadCurve:
         return OperatingCurve.from_points(self.q, self.acc, self.e)
 
 
-#: Threshold grid of the notebook figures, nats [follow-up code] (spec §9).
+#: Threshold grid of the notebook figures, nats [follow-up code].
 E_TH_GRID = (0.05, 0.1, 0.2, 0.4, 0.8, 1.2, 1.6, 2.3)
 
 
 def offload_curve(h, is_ood, correct_client, correct_server, p: float,
                   n_classes: int, candidates=None) -> OffloadCurve:
-    """Empirical q^(E) and A^(E) from validation records (spec §5) over every distinct
+    """Empirical q^(E) and A^(E) from validation records over every distinct
     entropy plus -1 (offload all) and ln C (offload none), O(N log N) by sorting.
     ``candidates`` (grid mode): evaluate only these thresholds (plus -1 and ln C).
 
@@ -535,7 +536,7 @@ def offload_curve(h, is_ood, correct_client, correct_server, p: float,
 
 def headline_threshold(h, is_ood, correct_client, correct_server, n_classes: int,
                        p_grid=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), e_grid=E_TH_GRID) -> float:
-    """The threshold of spec §8's headline figure: the grid E_th maximizing validation
+    """The threshold of the headline figure: the grid E_th maximizing validation
     accuracy averaged over the p grid, ties to the larger E_th. [project choice]"""
     e_grid = np.asarray(e_grid, float)
     acc = np.zeros(e_grid.size)
@@ -549,7 +550,7 @@ def headline_threshold(h, is_ood, correct_client, correct_server, n_classes: int
 
 @dataclass(frozen=True)
 class BetaEntropyModel:
-    """Synthetic entropy model (spec §5) [project choice]: H / ln C ~ Beta(main_a, main_b)
+    """Synthetic entropy model [project choice]: H / ln C ~ Beta(main_a, main_b)
     on main samples, Beta(ood_a, ood_b) on OOD samples; exit accuracies fixed per sample kind.
     Correctness is modelled as independent of H given the kind (a simplification: a
     measured curve from :func:`offload_curve` captures their dependence)."""
@@ -623,7 +624,7 @@ class BetaEntropyModel:
 
 
 # ----------------------------------------------------------------------------------------
-# Operating curves (spec §6.2) [project choice]
+# Operating curves [project choice]
 # ----------------------------------------------------------------------------------------
 
 
@@ -771,7 +772,7 @@ def _batch_hulls(q, acc, e) -> list[OperatingCurve]:
 
 
 def ideal_detector_curve(aC_main, aC_ood, aS_main, aS_ood, p) -> OperatingCurve:
-    """Synthetic ideal-detector curve of spec §6.2: offload OOD samples first, then main
+    """Synthetic ideal-detector curve: offload OOD samples first, then main
     ones; concave whenever the server's gain on OOD is at least its gain on main samples."""
     q_star = p / (1.0 + p)
     a0 = (aC_main + p * aC_ood) / (1.0 + p)
@@ -785,7 +786,7 @@ def ideal_detector_curve(aC_main, aC_ood, aS_main, aS_ood, p) -> OperatingCurve:
 
 
 # ----------------------------------------------------------------------------------------
-# Shared server (spec §6.1, §6.5) [project choice]
+# Shared server [project choice]
 # ----------------------------------------------------------------------------------------
 
 
@@ -824,7 +825,7 @@ def pk_sojourn(q, request_rate, service) -> np.ndarray:
 
 def identical_q_max(n_load: float, mu: float, c: float, slack: float,
                     rho_max: float = 0.95) -> float:
-    """Largest common offload rate of K identical clients (spec §6.3 closed form):
+    """Largest common offload rate of K identical clients (closed form):
     q c + q / (mu - n q) <= D with n = K nu, D = T_max - A; also q <= rho_max mu / n, q <= 1.
     ``slack`` is D; negative D means infeasible (returns -inf)."""
     if slack < 0:
@@ -840,7 +841,7 @@ def identical_q_max(n_load: float, mu: float, c: float, slack: float,
 
 
 # ----------------------------------------------------------------------------------------
-# Training identities on plain arrays (spec §7, oracles 1-3) [follow-up code]
+# Training identities on plain arrays [follow-up code]
 # ----------------------------------------------------------------------------------------
 
 

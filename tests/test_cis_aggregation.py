@@ -1,5 +1,6 @@
-"""Block-wise aggregation of CIS early-exit training on a numpy quadratic toy (spec §5.4,
-§8 S2): oracles O5-O10 and regression tests for the authors' defects 1-3."""
+"""Block-wise aggregation of CIS early-exit training on a numpy quadratic toy (S2): uniform
+serving, zero weights, the pseudo-gradient, convergence to the weighted optimum, unbiasedness,
+and regression tests for the authors' defects 1-3."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class Toy:
         return sum(self.q[n, e - 1] * self.c[n][e - 1][key] for n in range(self.N))
 
     def optimum(self, weights):
-        """Closed-form minimiser of F_weights (spec §8 S2)."""
+        """Closed-form minimiser of F_weights (S2)."""
         w = {}
         for b in range(1, self.E + 1):
             es = range(b, self.E + 1)

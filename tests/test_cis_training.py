@@ -1,6 +1,8 @@
 """CIS early-exit training (torch harness, S3 surrogate) and the serving evaluation.
 
-Spec ``cis_early_exit.md`` §5, §8, §9 and oracles O2, O3, O5, O6, O7, O14. Small instances
+Documented in ``docs/kinds/cis_early_exit.md``: served mass conserved, rescaling invariance, uniform
+serving = equal weights, single exit = FedAvg, zero weight freezes, confidence ordering. Small
+instances
 (few rounds and steps) so the whole file stays fast.
 """
 
@@ -139,7 +141,7 @@ def test_single_exit_is_fedavg_and_matches_plain_sgd():
 
 @pytest.mark.slow
 def test_sanity_gate_accuracy_grows_with_depth():
-    """Spec §10 gate with the FAST setting: all data on one node, each exit trained with
+    """Sanity gate with the FAST setting: all data on one node, each exit trained with
     probability 1/3, equal weights: exit 1 clearly below exit 3, exit 2 above exit 1."""
     p = CooperativeInferenceProblem.from_dict({
         "name": "gate", "n_exits": 3,

@@ -1,4 +1,4 @@
-"""Latency-aware HFLOP (spec §5) against brute force and closed forms (§11 T9)."""
+"""Latency-aware HFLOP against brute force and closed forms."""
 
 from __future__ import annotations
 

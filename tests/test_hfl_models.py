@@ -1,4 +1,4 @@
-"""HFL models: evaluator, cost accounting, closed forms, simulator, testbed data (§11)."""
+"""HFL models: evaluator, cost accounting, closed forms, simulator, testbed data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HFLOP solvers against brute force and the spec's oracles (hfl_orchestration.md §11)."""
+"""HFLOP solvers against brute force, limiting cases and monotonicity (docs/kinds/hfl.md)."""
 
 from __future__ import annotations
 
@@ -204,7 +204,7 @@ def test_heuristic_on_infeasible_gives_status_not_exception():
     assert not h.feasible and (h.assignment >= 0).sum() < 2
 
 
-# -- T7 regression tests for the authors' heuristic defects (spec §6) --------------------
+# -- T7 regression tests for the authors' heuristic defects --------------------
 def test_greedy_sorts_by_demand_and_stops_at_T():        # defect 1
     D = np.array([1.0, 8.0, 2.0])
     h = H.cheapest_first(D, np.array([9.0]), np.zeros((3, 1)), np.zeros(1), 2)

@@ -1,4 +1,4 @@
-"""Accuracy maps (spec §3): decreasing maps from error proxy e >= 0 to accuracy.
+"""Accuracy maps: decreasing maps from error proxy e >= 0 to accuracy.
 
 Affine (default): acc(e) = clip(acc_max - kappa e, acc_min, acc_max), linearize exact inside
 the clip range. Exponential: acc(e) = acc_min + (acc_max - acc_min) exp(-e / scale), linearize

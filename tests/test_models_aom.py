@@ -1,4 +1,4 @@
-"""Age of model (spec §3; §7 oracles 2 and 4).
+"""Age of model: stationary law, held error.
 
 Each round a client's copy is refreshed with probability theta (age -> 0), else age + 1.
 Stationary age is geometric: P(a = k) = theta (1 - theta)^k, mean (1 - theta)/theta.

@@ -1,4 +1,4 @@
-"""Convergence-error recursion (spec §3; §7 oracle 3).
+"""Convergence-error recursion: fixed point and monotonicity in q.
 
     K_{t+1} = a K_t + b * sum_n p_n^2 (1 - q_n) / q_n + c,      0 < a < 1
 

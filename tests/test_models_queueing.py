@@ -1,4 +1,4 @@
-"""M/M/1 inference service (spec §3; §7 oracle 9).
+"""M/M/1 inference service: sojourn and on-time fraction against a simulation.
 
 Requests arrive Poisson(lam), are served FIFO at Exp(mu); stable iff mu > lam; sojourn time
 ~ Exp(mu - lam): mean 1/(mu - lam), P(S <= tau) = 1 - exp(-(mu - lam) tau).

@@ -1,5 +1,5 @@
 """The planner's analytic / Monte-Carlo estimates agree with the SimPy discrete-event
-simulation of the same plan (spec §8), within the tolerances stated here.
+simulation of the same plan, within the tolerances stated here.
 
 A check passes if ``|planner - DES| <= max(tol * |DES|, 3 SE)`` with SE from the five
 replications. Scenarios are scaled down (few rounds, small C) to keep the suite fast.

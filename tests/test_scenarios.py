@@ -1,4 +1,4 @@
-"""Scenario files and problem validation: spec §7 oracle 10, load/dump round trips."""
+"""Scenario files and problem validation: bad input named, load/dump round trips."""
 
 from __future__ import annotations
 

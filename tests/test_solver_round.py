@@ -1,4 +1,5 @@
-"""Per-round solver: spec §7 oracles 1, 5, 6 and 7, plus the ascent's own invariants."""
+"""Per-round solver: ranges and caps, closed forms against brute force, fast against
+CVXPY, zero prices, plus the ascent's own invariants."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def test_mu_closed_form_matches_grid(seed, scale, price):
 def test_cap_multiplier_prices_the_cap(n, seed):
     """Re-solving the block the cap bounds at price Z + nu, with no cap, lands on the cap.
 
-    This is the bisection characterisation of nu (spec §4): the multiplier is the extra
+    This is the bisection characterisation of nu: the multiplier is the extra
     price at which the unconstrained closed form uses exactly the cap.
     """
     problem = random_problem(n, seed)

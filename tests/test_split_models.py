@@ -1,4 +1,4 @@
-"""models/split.py: spec split_learning.md §3-§5, §7 and oracles 4 (accounting), 6-12,
+"""models/split.py: ``docs/kinds/split_learning.md`` and oracles 4 (accounting), 6-12,
 plus the plain-array forms of oracles 1-3 (mixing, gamma extremes)."""
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def test_beta_model_closed_form_agrees_with_its_samples():
     assert np.all(np.diff(m.rate(np.linspace(-1, 3, 50), 0.5)) <= 0)
 
 
-# -- operating curves (§6.2) ----------------------------------------------------------------------
+# -- operating curves ----------------------------------------------------------------------
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_envelope_is_concave_dominates_the_points_and_pairs_attain_it(seed):

@@ -1,4 +1,4 @@
-"""solvers/split: P-ACC of spec split_learning.md §6.3 (oracles 13-15, §6.6 brute force),
+"""solvers/split: P-ACC of ``docs/kinds/split_learning.md`` (closed forms, brute force),
 the queue-agnostic baseline, validation, scenario and CLI."""
 
 from __future__ import annotations
@@ -190,11 +190,11 @@ def test_light_traffic_decouples_into_per_client_problems():
         g = grid[grid <= q_bar[k]]
         best += w[k] * env(g).max()
     assert result.objective == pytest.approx(best, abs=1e-6)
-    # and the queue-agnostic §5 baseline is then feasible too
+    # and the queue-agnostic baseline is then feasible too
     assert problem.solve(method="decoupled").ok
 
 
-# -- brute force for small K (§6.6) ----------------------------------------------------------
+# -- brute force for small K ----------------------------------------------------------
 @pytest.mark.parametrize("seed", [0, 4])
 def test_no_grid_point_beats_the_solver(seed):
     problem = make(2, seed, load=8.0, cuts=(2,), w_grid=60)
@@ -341,7 +341,7 @@ def test_min_latency_reports_impossible_floors():
     assert info.value.field == "clients[1].accuracy_floor" and info.value.shortfall > 0
 
 
-# -- SimPy check of the shared-server wait (§6.6) --------------------------------------------------
+# -- SimPy check of the shared-server wait --------------------------------------------------
 def test_simulated_shared_server_matches_mm1_sojourn():
     import simpy
 
@@ -373,7 +373,7 @@ def test_simulated_shared_server_matches_mm1_sojourn():
     assert abs(t.mean() - W) < half + 0.02 * W
 
 
-# -- per-client cuts (§6.5 extension) -------------------------------------------------------------
+# -- per-client cuts (extension) --------------------------------------------------------------
 def _check_pk(problem, result):
     net, link, cl = problem.net, problem.link, problem.clients
     s = result.decisions["split"]

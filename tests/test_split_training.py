@@ -1,4 +1,4 @@
-"""SplitGP training harness (spec split_learning.md §7-§8, oracles 1-9): mixing identities,
+"""SplitGP training harness (``docs/kinds/split_learning.md``, oracles 1-9): mixing identities,
 gamma extremes, agreement with the numpy reference step, threshold extremes, monotone offload
 rate, determinism, and measured curves into the split optimiser."""
 

@@ -1,4 +1,4 @@
-"""Surrogate, policies and online controller: spec §7 oracles 2, 3, 8 in simulation."""
+"""Surrogate, policies and online controller in simulation: AoM and K limits, the V trade-off."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Validation harness: real federated training (PyTorch, imported only when called).
 
-Provenance: **project choice** (spec ``joint_training_inference.md`` §6). Nothing is
+Provenance: **project choice** (``docs/kinds/joint_training_inference.md``). Nothing is
 imported here, so ``import jointopt.harness`` stays torch-free; import the modules:
 
 * :mod:`jointopt.harness.data`: digits loading, Dirichlet and shard partitioners,
@@ -18,7 +18,7 @@ imported here, so ``import jointopt.harness`` stays torch-free; import the modul
 * :mod:`jointopt.harness.early_exit`, :mod:`~jointopt.harness.cis_serving`,
   :mod:`~jointopt.harness.cis_surrogate`, :mod:`~jointopt.harness.cis_grid`: federated
   training of an early-exit network over a node tree, confidence-ordered serving, the
-  torch-free surrogate and the rule-comparison grid (spec ``cis_early_exit.md``);
+  torch-free surrogate and the rule-comparison grid (``docs/kinds/cis_early_exit.md``);
 * :mod:`jointopt.harness.splitgp`: SplitGP training and its baselines with selective
-  offloading (spec ``split_learning.md``).
+  offloading (``docs/kinds/split_learning.md``).
 """

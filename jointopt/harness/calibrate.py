@@ -1,8 +1,7 @@
 """Calibration: fit the surrogate's convergence constants and accuracy map to real runs.
 
-Provenance: **project choice** (spec ``joint_training_inference.md`` §3 "constants fitted to
-a real training run by the validation harness (least squares on the measured loss gap)",
-and §6). Numpy/scipy only; :func:`calibrate` runs the harness and so imports torch.
+Provenance: **project choice** (``docs/kinds/joint_training_inference.md``). Numpy/scipy only;
+:func:`calibrate` runs the harness and so imports torch.
 
 * :func:`fit_convergence`: bounded linear least squares (``scipy.optimize.lsq_linear``) of
   ``K_{t+1} = a K_t + b V_t + c`` over every round of every pilot run, with ``0 <= a < 1``,

@@ -1,6 +1,6 @@
 """Grid runs of CIS early-exit training and the serving-rate advantage table.
 
-Spec: ``cis_early_exit.md`` §11 and §13 [project choice]. One tidy row per run
+Documented in ``docs/kinds/cis_early_exit.md`` [project choice]. One tidy row per run
 (backend, nodes, data split, device share, pi, rule, seed) with the system accuracy, the
 served accuracy per tier, the plain accuracy of each exit and the weights used. A CSV path
 makes the grid resumable: rows already there are not run again.
@@ -179,8 +179,8 @@ def weights_table(nodes: int = 7, splits: Iterable[str] = ("eq", "2x", "tiny"),
 
 
 def claim_verdicts(adv: pd.DataFrame, high_shares=("0.60", "0.80")) -> pd.DataFrame:
-    """Verdicts on the spec's qualitative claim (§13) from an :func:`advantage` table of one
-    backend [rules: spec; thresholds: project choice].
+    """Verdicts on the source paper's qualitative claim from an :func:`advantage` table of one
+    backend [rules: the source paper's claim; thresholds: project choice].
 
     (i) per split: the advantage grows with the device share: *holds* when the Spearman
     correlation of share and mean Delta is > 0 and Delta at the largest share minus Delta at

@@ -1,6 +1,6 @@
 """Confidence-ordered serving of a trained early-exit model on a node tree: system accuracy.
 
-Spec: ``cis_early_exit.md`` §9. Numpy only (no torch), so the torch harness
+Documented in ``docs/kinds/cis_early_exit.md``. Numpy only (no torch), so the torch harness
 (:mod:`jointopt.harness.early_exit`) and the numpy surrogate
 (:mod:`jointopt.harness.cis_surrogate`) score their models with the same code.
 
@@ -91,7 +91,7 @@ class ServingOutcome:
 
 def serve(tree: ServingTree, demand: np.ndarray, uncert: np.ndarray,
           correct: np.ndarray) -> ServingOutcome:
-    """Run the serving schedule of spec §9 on ``tree``.
+    """Run the serving schedule on ``tree``.
 
     ``demand`` (N, X): exogenous request mass per node and test point (rows sum to
     ``a_n``; :func:`device_demand`); ``uncert`` (E, X): uncertainty of every test point at

@@ -1,6 +1,6 @@
 """Torch-free surrogate S3 of CIS early-exit training: nested softmax regression on digits.
 
-Spec: ``cis_early_exit.md`` §8 (S3) [project choice]. A fixed random feature map
+Documented in ``docs/kinds/cis_early_exit.md`` (S3) [project choice]. A fixed random feature map
 ``phi(x) = ReLU(R z + b)`` (``z``: pixels standardised with training statistics,
 ``R ~ N(0, 1/64)`` of shape 512 x 64, ``b ~ U(-1, 1)``, each feature then divided by its
 training standard deviation; fixed seed). Exit e reads the first ``n_e`` features,
@@ -36,7 +36,7 @@ from jointopt.models.errors import ValidationError
 
 @dataclass(frozen=True)
 class SurrogateConfig:
-    """S3 settings [project choice, spec §8]."""
+    """S3 settings [project choice]."""
 
     widths: tuple[int, ...] = (16, 64, 512)
     rounds: int = 60
@@ -68,7 +68,7 @@ def _features(X_key: bytes, shape: tuple[int, int], n_features: int, seed: int):
 
 
 def feature_map(data: EarlyExitData, n_features: int = 512, seed: int = 0):
-    """``(phi_train, phi_test)`` of the spec's fixed random feature map."""
+    """``(phi_train, phi_test)`` of the fixed random feature map."""
     X = np.ascontiguousarray(data.X, dtype=np.float32)
     mean, std, R, b, scale = _features(X.tobytes(), X.shape, n_features, seed)
 

@@ -1,7 +1,8 @@
 """Data for the harness: scikit-learn's bundled 8x8 digits and label-skew partitioners.
 
-Provenance: **project choice** (spec ``joint_training_inference.md`` §6; the same pieces
-serve ``cis_early_exit.md`` §10 and ``split_learning.md`` §7). Numpy only: torch is not
+Provenance: **project choice** (``docs/kinds/joint_training_inference.md``; the same pieces
+serve ``docs/kinds/cis_early_exit.md`` and ``docs/kinds/split_learning.md``). Numpy only: torch is
+not
 imported here. The digits come with scikit-learn (``train`` extra); pixels are divided by
 16.
 
@@ -14,7 +15,7 @@ index exactly once.
   fitting (Sinkhorn) until its rows match the client sizes and its columns the label stock,
   then rounded per label by largest remainders (project choice: the classic per-label
   Dirichlet split of Hsu et al. 2019 cannot honour given client sizes).
-* :func:`shard_partition`: the label-shard split of ``split_learning.md`` §7
+* :func:`shard_partition`: the label-shard split of ``docs/kinds/split_learning.md``
   (``class_aligned`` default, or ``sorted_cut``, the original FedAvg recipe).
 """
 
@@ -45,7 +46,8 @@ class DigitsData:
 def load_digits_data(*, test_size: float = 0.3, val_size: float = 0.0,
                      seed: int = 0) -> DigitsData:
     """Stratified split of the digits: ``test_size`` of all samples to test, then
-    ``val_size`` of the remainder to validation (``split_learning.md`` uses 0.3 and 1/7)."""
+    ``val_size`` of the remainder to validation (the split-learning harness uses 0.3 and
+    1/7)."""
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -120,7 +122,7 @@ def dirichlet_partition(labels: np.ndarray, n_clients: int, alpha: float = 0.5, 
 def shard_partition(labels: np.ndarray, n_clients: int, shards_per_client: int = 2, *,
                     mode: str = "class_aligned",
                     rng: np.random.Generator | int | None = 0) -> list[np.ndarray]:
-    """Label shards (``split_learning.md`` §7): ``n_clients * shards_per_client`` shards,
+    """Label shards (``docs/kinds/split_learning.md``): ``n_clients * shards_per_client`` shards,
     dealt ``shards_per_client`` to each client.
 
     ``class_aligned``: each label's indices are shuffled and cut into ``S / C`` near-equal

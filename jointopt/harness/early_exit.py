@@ -1,6 +1,6 @@
 """Serving-rate-aware federated training of an early-exit network on digits (PyTorch).
 
-Spec: ``cis_early_exit.md`` §5 (round), §9 (serving evaluation), §10 (data, model,
+Documented in ``docs/kinds/cis_early_exit.md`` (the round, the serving evaluation, data, model and
 hyper-parameters). Torch is imported only inside the functions that need it, so importing
 this module is cheap and torch-free.
 
@@ -20,7 +20,7 @@ One round ``t`` [structure: authors' code; fixes: project choice]:
 Then the final global model is scored by the confidence-ordered serving schedule of
 :mod:`jointopt.harness.cis_serving` (system accuracy ``Acc_CIS``).
 
-Models [project choice, spec §10]: ``"cnn"`` is ``DigitsEE`` (three conv blocks, exit
+Models [project choice]: ``"cnn"`` is ``DigitsEE`` (three conv blocks, exit
 heads after blocks 1 and 2, final head after block 3); ``"mlp"`` is ``DigitsEE-MLP``
 (64 -> 16 -> 64 -> 128, a linear head after each hidden layer) built with
 :func:`jointopt.harness.nets.mlp`. Both are :class:`~jointopt.harness.nets.BlockNet`;
@@ -45,7 +45,7 @@ from jointopt.models.errors import ValidationError
 
 @dataclass(frozen=True)
 class EarlyExitConfig:
-    """Training settings [project choice, spec §10 defaults; ``model="mlp"`` and smaller
+    """Training settings [project choice; ``model="mlp"`` and smaller
     ``rounds``/``local_steps`` are the fast settings of tests, notebook and benchmark]."""
 
     model: str = "cnn"            # "cnn" (DigitsEE) or "mlp" (DigitsEE-MLP)
@@ -96,7 +96,7 @@ FAST = EarlyExitConfig(model="mlp", rounds=30, local_steps=20, lr=0.1)
 # -- data ------------------------------------------------------------------------------------
 def shift_augment(X: np.ndarray, y: np.ndarray, side: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """The pool grown 5x by one-pixel shifts up, down, left, right with zero fill
-    [project choice, spec §10; used by the 100-node trees]."""
+    [project choice; used by the 100-node trees]."""
     imgs = X.reshape(-1, side, side)
     out = [imgs]
     for axis, step in ((1, -1), (1, 1), (2, -1), (2, 1)):
@@ -110,7 +110,7 @@ def shift_augment(X: np.ndarray, y: np.ndarray, side: int = 8) -> tuple[np.ndarr
 
 @dataclass(frozen=True, eq=False)
 class EarlyExitData:
-    """The digits partitioned over a problem's nodes (spec §10): ``X``/``y`` the training
+    """The digits partitioned over a problem's nodes: ``X``/``y`` the training
     pool, ``parts[n]`` node n's indices, the test set, and ``test_points[n]`` the test
     points device n's requests are spread over (``None``: the full test set)."""
 
@@ -133,7 +133,7 @@ def _digits(seed: int):
 
 
 def partition(problem, data_seed: int = 0) -> EarlyExitData:
-    """Split digits over ``problem``'s nodes [project choice, spec §10]: stratified 80/20
+    """Split digits over ``problem``'s nodes [project choice]: stratified 80/20
     split (seed ``data_seed``), node sizes ``problem.data_sizes``, IID and disjoint; the
     pool grown 5x by shifts when ``problem.data.total`` exceeds it; devices' labels skewed
     by ``Dirichlet(problem.data.device_label_dirichlet)`` when set (sizes then follow
@@ -200,8 +200,8 @@ def build_model(kind: str = "cnn", n_exits: int = 3, seed: int = 0, n_classes: i
                 widths: tuple[int, ...] = (32, 64, 128),
                 head_inputs: tuple[int, ...] | None = (4, 16)):
     """``DigitsEE`` (``"cnn"``, 3 exits) or ``DigitsEE-MLP`` (``"mlp"``, 1..3 exits) [project
-    choice, spec §10]. The MLP has hidden layers of ``widths``; the head of exit ``e < E``
-    reads only the first ``head_inputs[e-1]`` features of block e (the spec's "narrow the
+    choice]. The MLP has hidden layers of ``widths``; the head of exit ``e < E``
+    reads only the first ``head_inputs[e-1]`` features of block e (the design's "narrow the
     shallow head": with full-width heads every exit of an MLP on digits scores alike, so
     the sanity gate fails). The initialisation depends only on ``seed``."""
     import torch
@@ -271,7 +271,7 @@ def _Image():
 def parameter_groups(net) -> dict[str, frozenset[int]]:
     """``g -> X(g)`` of a :class:`BlockNet` with ``E`` exits (heads after blocks
     ``1..E-1``, the last block the final head): ``blocks.i`` (i < E) is block ``i+1``, used
-    by exits ``>= i+1``; ``blocks.E`` and ``heads.e`` are heads [project choice, §5.1]."""
+    by exits ``>= i+1``; ``blocks.E`` and ``heads.e`` are heads [project choice]."""
     n_exits = len(net.blocks) - 1
     if net.exit_points != list(range(1, n_exits)):
         raise ValidationError("model", f"needs exit heads after blocks 1..{n_exits - 1}, has "
@@ -291,7 +291,7 @@ def parameter_groups(net) -> dict[str, frozenset[int]]:
 def local_batches(sizes: np.ndarray, steps: int, batch_size: int,
                   rng: np.random.Generator) -> list[np.ndarray]:
     """Per node, ``(steps, min(B, m_n))`` positions into its data: reshuffled passes over
-    the node's samples, restarted every round [project choice, §5.3]."""
+    the node's samples, restarted every round [project choice]."""
     out = []
     for m in np.asarray(sizes, dtype=int):
         b = min(batch_size, m)
@@ -341,7 +341,7 @@ def with_training(problem, **changes):
 def mlp_costs(n_exits: int = 3, widths=(32, 64, 128), head_inputs=(4, 16), n_in: int = 64,
               n_classes: int = 10) -> np.ndarray:
     """``C_e`` of DigitsEE-MLP: multiply-accumulates of the linear layers from the input to
-    exit e's logits (blocks up to e plus head e) [project choice, spec §6]."""
+    exit e's logits (blocks up to e plus head e) [project choice]."""
     dims = (n_in, *tuple(widths)[:n_exits])
     blocks = np.cumsum([dims[i] * dims[i + 1] for i in range(n_exits)]).astype(float)
     heads = [min(int(head_inputs[e - 1]), dims[e]) * n_classes for e in range(1, n_exits)]
@@ -370,7 +370,7 @@ def _weights_fn(problem, rule: str, weights, rounds: int, cfg: EarlyExitConfig |
 def estimate_sigma2(problem, *, config: EarlyExitConfig | None = None, seed: int = 0,
                     data: EarlyExitData | None = None, draws: int = 20) -> np.ndarray:
     """Per-exit gradient variance ``sigma_e^2`` at the initial model of ``seed`` [project
-    choice, spec §6]: ``draws`` minibatches of size B from the pooled data of exit e's
+    choice]: ``draws`` minibatches of size B from the pooled data of exit e's
     potential trainers (every sample equally likely, i.e. nodes in proportion to m_n), the
     gradient of exit e's loss restricted to its sub-model, the per-coordinate variance over
     the draws averaged over coordinates. Feed it back with

@@ -1,6 +1,6 @@
 """Real federated training and serving, driven by the surrogate's policies (PyTorch).
 
-Provenance: **project choice** (spec ``joint_training_inference.md`` §6). One round ``t``
+Provenance: **project choice** (``docs/kinds/joint_training_inference.md``). One round ``t``
 mirrors :func:`jointopt.surrogate.simulate` step by step, with real models in place of the
 analytical ones:
 
@@ -27,7 +27,8 @@ parameters and its predictions on the test set, so serving costs one forward pas
 version. Every random draw comes from generators seeded by ``seed``: the same problem,
 policy, seed and configuration give the same numbers.
 
-Reusable pieces (``cis_early_exit.md``, ``split_learning.md``): :class:`FlatModel` (a
+Reusable pieces (``docs/kinds/cis_early_exit.md``, ``docs/kinds/split_learning.md``):
+:class:`FlatModel` (a
 module's parameters as one flat vector, batched forward over stacked copies),
 :func:`local_sgd`, :func:`aggregate_unbiased`, :func:`evaluate`.
 """

@@ -1,7 +1,7 @@
 """Small networks for the digits harness, with early exits and split points.
 
-Provenance: **project choice**. Shapes follow ``split_learning.md`` §7 (``DigitsSplitMLP``,
-``DigitsSplitCNN``) and ``cis_early_exit.md`` §10 (a linear head after a hidden block);
+Provenance: **project choice**. Shapes follow ``docs/kinds/split_learning.md`` (``DigitsSplitMLP``,
+``DigitsSplitCNN``) and ``docs/kinds/cis_early_exit.md`` (a linear head after a hidden block);
 the joint training-inference harness uses a plain :func:`mlp` without exits. Importing this
 module imports torch: only the harness does, and only when called.
 
@@ -98,7 +98,7 @@ class _Reshape(nn.Module):
 
 def digits_cnn(n_classes: int = 10, *, exits: Sequence[int] = (),
                seed: int | None = None) -> BlockNet:
-    """``DigitsSplitCNN`` of ``split_learning.md`` §7 on flat 64-pixel inputs; exit heads
+    """``DigitsSplitCNN`` of ``docs/kinds/split_learning.md`` on flat 64-pixel inputs; exit heads
     pool a feature map to 2x2 (or take a vector) and map it linearly to the classes."""
     _seeded(seed)
     blocks = [

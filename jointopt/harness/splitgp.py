@@ -1,6 +1,6 @@
 """SplitGP training on the digits and the three baselines, with entropy-based offloading.
 
-Spec: ``split_learning.md`` §7-§9. Source system: Han et al., "SplitGP", INFOCOM 2023.
+Documented in ``docs/kinds/split_learning.md``. Source system: Han et al., "SplitGP", INFOCOM 2023.
 Provenance: the two-exit loss, full averaging of the server part, lambda-mixing of the client
 side, natural-log entropy with the strict rule ``H > E_th`` and the test mixtures built from
 ``p`` are **[follow-up code]**; the digits scaling, the network, the schedule, the
@@ -8,7 +8,7 @@ local-only stand-in for the personalized baseline and the vectorised execution a
 **[project choice]**. Importing this module imports torch: only the harness does, only
 when called.
 
-Training (spec §7). One network (:func:`jointopt.harness.nets.digits_cnn` or the
+Training. One network (:func:`jointopt.harness.nets.digits_cnn` or the
 ``DigitsSplitMLP`` built by :func:`jointopt.harness.nets.mlp`) with one exit head after
 block ``cut`` is initialized once (seeded); every client starts from the same copy. In round
 ``t`` every client ``k`` copies the server part ``theta``, runs ``local_epochs`` epochs of
@@ -23,20 +23,20 @@ zero-weight samples (zero gradient, so plain SGD leaves it unchanged), which is 
 sequential algorithm. The single-graph gradients equal the detach-and-inject reference
 (:func:`detach_inject_grads`, tested).
 
-The four methods (:data:`METHODS`, spec §7) share network, data, seeds and schedule:
+The four methods (:data:`METHODS`) share network, data, seeds and schedule:
 
-==============  ====================================================  ==================
-method          training                                              inference
-==============  ====================================================  ==================
-``local``       full network on the client's shard alone (no          on device
+==============  ======================================================  ==================
+method          training                                                inference
+==============  ======================================================  ==================
+``local``       full network on the client's shard alone (no            on device
                 communication: gamma 0, lambda 1, theta not averaged)
-``fedavg``      full network, alpha-weighted averaging of everything  on device
+``fedavg``      full network, alpha-weighted averaging of everything    on device
                 every round (gamma 0, lambda 0)
-``multi_exit``  SplitGP with lambda 0                                 selective offload
-``splitgp``     SplitGP (gamma 0.5, lambda 0.2 by default)            selective offload
-==============  ====================================================  ==================
+``multi_exit``  SplitGP with lambda 0                                   selective offload
+``splitgp``     SplitGP (gamma 0.5, lambda 0.2 by default)              selective offload
+==============  ======================================================  ==================
 
-Evaluation (spec §8). Client ``k``'s test mixture holds every test sample with a label in
+Evaluation. Client ``k``'s test mixture holds every test sample with a label in
 its main classes (``N_main``) and the first ``round(p N_main)`` entries of a seeded
 permutation of the other test samples (OOD sets nested in ``p``); validation mixtures the
 same from the validation split. Every client model is evaluated once on the whole split,
@@ -62,7 +62,7 @@ from jointopt.models import split as sm
 P_GRID = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LAMBDA_GRID = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
-#: method -> overrides of the training config and the inference mode (spec §7 table).
+#: method -> overrides of the training config and the inference mode (the table above).
 METHODS: dict[str, dict] = {
     "local": {"gamma": 0.0, "lam": 1.0, "average_server": False, "inference": "device"},
     "fedavg": {"gamma": 0.0, "lam": 0.0, "average_server": True, "inference": "device"},
@@ -75,7 +75,7 @@ METHOD_LABELS = {"local": "Personalized (local-only)", "fedavg": "FedAvg",
 
 @dataclass(frozen=True)
 class SplitTrainConfig:
-    """Training and data settings (spec §7 defaults; ``rounds`` is 200 in the spec, the
+    """Training and data settings (``rounds`` is 200 for the measured runs; the
     ``quick`` profile uses 5)."""
 
     arch: str = "cnn"            # "cnn" (DigitsSplitCNN, cuts 1..5) or "mlp" (cuts 1..3)
@@ -123,7 +123,7 @@ class SplitTrainConfig:
 
 
 def build_net(arch: str, cut: int, n_classes: int = 10, seed: int | None = 0) -> BlockNet:
-    """``DigitsSplitCNN`` or ``DigitsSplitMLP`` (spec §7) with the client exit after ``cut``."""
+    """``DigitsSplitCNN`` or ``DigitsSplitMLP`` with the client exit after ``cut``."""
     if arch == "cnn":
         return digits_cnn(n_classes, exits=(cut,), seed=seed)
     return mlp(64, hidden=(128, 128, 64), n_classes=n_classes, exits=(cut,), seed=seed)
@@ -255,7 +255,7 @@ def sgd_step(model: TwoExit, P: dict[str, torch.Tensor], X: torch.Tensor, y: tor
 
 def detach_inject_grads(net: BlockNet, cut: int, x: torch.Tensor, y: torch.Tensor,
                         gamma: float) -> dict[str, torch.Tensor]:
-    """Reference gradients of one client (spec §7): the server computes ``(1 - gamma)
+    """Reference gradients of one client: the server computes ``(1 - gamma)
     grad CE_S`` on the detached activation ``h`` and returns ``g_h``; the client back-propagates
     ``gamma grad CE_C + g_h`` through ``phi`` (``h.backward(g_h)``). Keys as in
     ``TwoExit(net, cut).named_parameters()``."""
@@ -383,11 +383,11 @@ class SplitRun:
         return out
 
     def accuracy(self, p: float, e_th: float | None = None, split: str = "test") -> float:
-        """``Acc(p)``: unweighted mean over clients (spec §8)."""
+        """``Acc(p)``: unweighted mean over clients."""
         return float(self.client_accuracy(p, e_th, split).mean())
 
     def headline_threshold(self, p_grid=P_GRID, e_grid=sm.E_TH_GRID) -> float:
-        """Spec §8: the grid threshold maximizing validation accuracy (mean over clients)
+        """the grid threshold maximizing validation accuracy (mean over clients)
         averaged over ``p_grid``; ties to the larger threshold. ``ln C`` for on-device methods."""
         if self.inference == "device":
             return math.log(self.n_classes)
@@ -404,7 +404,7 @@ class SplitRun:
     def table(self, p_grid=P_GRID, e_th: float | None = None,
               link: sm.Link | None = None) -> pd.DataFrame:
         """One row per ``p``: accuracy, offload rate, client-exit-only and server-only
-        accuracy; with ``link`` also the §3 latency at the measured ``q^`` (mean over
+        accuracy; with ``link`` also the model latency at the measured ``q^`` (mean over
         clients). ``e_th`` defaults to :meth:`headline_threshold`."""
         e = self.headline_threshold() if e_th is None else e_th
         net = self.config.layered(self.n_classes)
@@ -535,7 +535,7 @@ def train_methods(config: SplitTrainConfig, methods=tuple(METHODS), *,
 
 def accuracy_frame(runs, p_grid=P_GRID, link: sm.Link | None = None) -> pd.DataFrame:
     """Tidy rows (method, seed, p, accuracy, q, ...) of many runs at their headline
-    thresholds (spec §8)."""
+    thresholds."""
     return pd.concat([r.table(p_grid, link=link) for r in runs], ignore_index=True)
 
 
@@ -582,7 +582,7 @@ def split_problem(n_clients: int, cuts, ood_ratio=None, *, preset: str = "digits
 
 def measured_curves(runs_by_cut: dict[int, SplitRun], ood_ratio, split: str = "val"):
     """``{cut: [OffloadCurve per client]}`` from runs trained at each cut, for
-    ``SplitProblem.solve(curves=...)`` (spec §5; records of the validation mixtures)."""
+    ``SplitProblem.solve(curves=...)`` (records of the validation mixtures)."""
     from jointopt.solvers.split import curves_from_records
 
     some = next(iter(runs_by_cut.values()))

@@ -1,6 +1,6 @@
 """Validation: each policy in the calibrated surrogate and in real training, side by side.
 
-Provenance: **project choice** (spec ``joint_training_inference.md`` §6). For one scenario
+Provenance: **project choice** (``docs/kinds/joint_training_inference.md``). For one scenario
 and seed:
 
 1. the harness splits the digits across the scenario's clients (:class:`FederatedHarness`);

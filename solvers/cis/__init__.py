@@ -1,4 +1,4 @@
-"""Cooperative inference with early exits (spec ``cis_early_exit.md``): exit-weight rules,
+"""Cooperative inference with early exits (``docs/kinds/cis_early_exit.md``): exit-weight rules,
 the convex weight program, the block-wise aggregation and the problem value."""
 
 from jointopt.solvers.cis.convex import (

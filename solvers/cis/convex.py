@@ -1,4 +1,4 @@
-"""Choosing the exit weights by a convex program [project choice; spec §7].
+"""Choosing the exit weights by a convex program [project choice].
 
 Bound model (a reconstruction of the usual bias + optimisation split of FedAvg-type
 analyses, not the paper's theorem, which the project does not have)::
@@ -92,7 +92,7 @@ def bound_terms(x, target, variance, rho: float = 1.0, kappa: float = 0.0,
 
 def bound(x, target, variance, rho: float = 1.0, kappa: float = 0.0,
           bias: Bias = "chi2") -> float:
-    """B(x) of the module docstring (the S1 bound ranking of the spec)."""
+    """B(x) of the module docstring (the S1 bound ranking)."""
     return float(sum(bound_terms(x, target, variance, rho, kappa, bias)))
 
 

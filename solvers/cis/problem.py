@@ -1,6 +1,7 @@
 """The CIS exit-weight problem (cooperative inference with early exits), as a validated value.
 
-Spec: ``cis_early_exit.md``. A node tree with nested early exits and inference traffic, the
+Documented in ``docs/kinds/cis_early_exit.md``. A node tree with nested early exits and inference
+traffic, the
 nodes' training-data sizes and the training settings in; per-exit training weights
 ``lambda~`` (one rule of :mod:`.weights` or the convex program of :mod:`.convex`) and the
 node-exit participation probabilities out.
@@ -138,7 +139,7 @@ class TrainingSpec(Section):
 
 
 class ConvexSpec(Section):
-    """Knobs of the bound program (spec §7) [project choice]."""
+    """Knobs of the bound program [project choice]."""
 
     rho: float = 1.0
     kappa: float = 0.0
@@ -199,7 +200,7 @@ class CooperativeInferenceProblem(ProblemBase):
     def three_tier(cls, nodes: int = 7, device_share="0.80", data_split="eq", *,
                    pi="p0", total: int | None = None, name: str | None = None,
                    **sections) -> CooperativeInferenceProblem:
-        """A generated scenario of the spec's grid: 7-, 17- or 100-node tree, a serving split
+        """A generated scenario of the experiment grid: 7-, 17- or 100-node tree, a serving split
         by device share and a data split. 100 nodes (and more) default to the augmented
         pool, Dirichlet(0.5) device labels and 4 test points per device [project choice]."""
         big = nodes >= 100
@@ -314,7 +315,7 @@ class CooperativeInferenceProblem(ProblemBase):
 
     @cached_property
     def flops(self) -> np.ndarray:
-        """``C_e`` (default: the spec's DigitsEE, 3 exits)."""
+        """``C_e`` (default: the digits DigitsEE, 3 exits)."""
         if self.training.flops is None:
             if self.E != 3:
                 raise ValidationError("training.flops", f"is required for {self.E} exits "
@@ -357,7 +358,7 @@ class CooperativeInferenceProblem(ProblemBase):
         return sol.weights, sol
 
     def bound(self, weights) -> float:
-        """The bound B of the convex program at ``weights`` (spec §7; S1 ranking)."""
+        """The bound B of the convex program at ``weights`` (S1 ranking)."""
         c = self.convex
         return cvx.bound(weights, self.serving_tree.target_weights, self.variance, c.rho,
                          c.kappa, c.bias)
@@ -417,7 +418,7 @@ class CooperativeInferenceProblem(ProblemBase):
 
 def scenario_grid(nodes=(7,), shares=DEVICE_SHARES, splits=tuple(DATA_SPLITS), *,
                   pi="p0", **sections):
-    """Generated problems of the spec's grid, one per (nodes, device share, data split)."""
+    """Generated problems of the experiment grid, one per (nodes, device share, data split)."""
     for n in nodes:
         for split in splits:
             for share in shares:

@@ -1,6 +1,6 @@
 """Exit-weight rules and the block-wise aggregation of CIS early-exit training.
 
-Spec: ``cis_early_exit.md`` §5.4 and §6. Every rule returns a non-negative float64 vector
+Documented in ``docs/kinds/cis_early_exit.md``. Every rule returns a non-negative float64 vector
 ``w`` of length E on the simplex (exit e at position e - 1). Rule names of this module
 (left) and the authors' ``--lambda-tilde-strategy`` ids [authors' code]:
 
@@ -37,7 +37,7 @@ from jointopt.models.errors import ValidationError
 #: The authors' ``--lambda-tilde-strategy`` id of each closed-form rule [authors' code].
 AUTHORS_RULE_IDS = {"serving_rate": 0, "equal": 1, "flops": 2, "gen": 4, "balanced": 11,
                     "inverse_variance": 15, "inverse_sqrt_variance": 16}
-#: The spec's rule names (§6) -> this module's.
+#: Short rule names (as in the source's experiment scripts) -> this module's.
 SPEC_RULE_NAMES = {"serving_rate": "serving_rate", "equal": "equal", "flops_prop": "flops",
                    "inv_var": "inverse_variance", "inv_sqrt_var": "inverse_sqrt_variance",
                    "balanced": "balanced", "gen": "gen", "convex": "convex"}
@@ -180,7 +180,7 @@ def aggregate(global_params: Mapping[str, Any], local_params: Sequence[Mapping[s
               weighting: Weighting = "unbiased", block_normalize: bool = False,
               server_lr: float = 1.0) -> dict[str, Any]:
     """One block-wise server update [intended rule: project choice; structure: authors'
-    code; spec §5.4]. For every parameter key (group) ``g`` with exit set ``X(g)``::
+    code]. For every parameter key (group) ``g`` with exit set ``X(g)``::
 
         Delta_g = sum_{e in X(g)} w_e sum_{n : e_n = e} c_{n,e} (w_{n,g} - w_g)
         new_g   = w_g + server_lr * Delta_g          (/ sum_{e in X(g)} w_e if block_normalize)

@@ -1,4 +1,4 @@
-"""Lower bounds for HFLOP without the full LP (spec §7 R3') [project choice].
+"""Lower bounds for HFLOP without the full LP (R3') [project choice].
 
 Lagrangian relaxation of the single-join rows C2 (multipliers ``nu_i >= 0``) and the
 participation row C3 (``pi >= 0``): the problem splits into one continuous knapsack per

@@ -1,4 +1,4 @@
-"""Brute-force reference for tiny HFLOP instances (spec §11 T1, T9a) [project choice].
+"""Brute-force reference for tiny HFLOP instances (T1, T9a) [project choice].
 
 Enumerates all ``(M+1)^N`` assignments (-1 allowed) vectorised with numpy; only for tests
 and tiny cases (N <= 7 or so).
@@ -20,7 +20,7 @@ def all_assignments(n: int, m: int) -> np.ndarray:
 
 def brute_force(prob, *, uncapacitated=False, latency=False):
     """``(best value, best assignment)`` or ``(inf, None)`` when infeasible. ``latency``:
-    minimise the exact (O) + beta L of spec §5 under the load caps (and ``max_latency``)."""
+    minimise the exact (O) + beta L under the load caps (and ``max_latency``)."""
     A = all_assignments(prob.N, prob.M)
     on = A >= 0
     D = prob.workload

@@ -1,4 +1,4 @@
-"""Random HFLOP instances with the source experiments' settings (spec §8).
+"""Random HFLOP instances with the source experiments' settings.
 
 [authors' code semantics] for the draws; [project choice]: an explicit ``seed`` (0 is a
 valid seed, authors' defect 7) or ``numpy.random.Generator`` everywhere; integer draws
@@ -20,7 +20,8 @@ def _rng(seed):
 
 def generic(n, m, seed=0, *, rho=1.0, l=4.0, c_max_capacity=100, d_max=10,  # noqa: E741
             zero_cost_lan=False, c_min=0, c_max=10, name="random", **extra) -> HFLProblem:
-    """§8.1: ``R_j ~ U{0..C_max}``, ``c^e_j ~ U{c_min..c_max}``, ``D_i ~ U{0..D_max}``; with
+    """Generic generator: ``R_j ~ U{0..C_max}``, ``c^e_j ~ U{c_min..c_max}``, ``D_i ~
+    U{0..D_max}``; with
     ``zero_cost_lan`` homes ``h(i) ~ U{0..M-1}`` (cost 0 at home, 1 elsewhere), else
     ``c^d_ij ~ U{c_min..c_max}``."""
     rng = _rng(seed)
@@ -38,7 +39,7 @@ def generic(n, m, seed=0, *, rho=1.0, l=4.0, c_max_capacity=100, d_max=10,  # no
 
 
 def runtime_instance(n, m, seed=0, **extra) -> HFLProblem:
-    """§8.2 runtime preset: ``rho = 0.7``, ``l = 4``, ``c ~ U{0..10}``, ``D ~ U{0..20}``,
+    """Runtime-experiment preset: ``rho = 0.7``, ``l = 4``, ``c ~ U{0..10}``, ``D ~ U{0..20}``,
     ``C_max = floor(10 N 20 / M)``, random LAN, model v2 (``linking="v2"`` is left to the
     caller: the default formulation v3 has the same optimum)."""
     return generic(n, m, seed, rho=0.7, l=4, c_max_capacity=math.floor(10 * n * 20 / m),
@@ -46,7 +47,7 @@ def runtime_instance(n, m, seed=0, **extra) -> HFLProblem:
 
 
 def density_instance(x, seed=0, *, n=200, **extra) -> HFLProblem:
-    """§8.3 cost-vs-edge-density preset: density 1:x, ``M = floor(200/x)``, zero-cost LAN,
+    """Cost-vs-edge-density preset: density 1:x, ``M = floor(200/x)``, zero-cost LAN,
     ``c^e = 1``, unit costs, ``rho = 1``, ``l = 2``, ``D_max = 40``,
     ``C_max = floor(2 N 40 / M)``."""
     m = max(1, math.floor(n / x))
@@ -62,7 +63,7 @@ def density_instance(x, seed=0, *, n=200, **extra) -> HFLProblem:
 
 
 def testbed(multiplier: float = 1.0, *, l=2.0, **extra) -> HFLProblem:  # noqa: E741
-    """The METR-LA testbed instance (§8.4) from the built-in scenario ``hfl_testbed``, with
+    """The METR-LA testbed instance from the built-in scenario ``hfl_testbed``, with
     the workload scaled by ``multiplier`` (x1, x10, x100)."""
     import tomllib
     from importlib import resources
@@ -78,7 +79,7 @@ def testbed(multiplier: float = 1.0, *, l=2.0, **extra) -> HFLProblem:  # noqa: 
 
 
 def clustered_random_workload(seed=0, **extra) -> HFLProblem:
-    """§8.4 clustered random-workload variant [authors' code]: testbed clusters and
+    """Clustered random-workload variant [authors' code]: testbed clusters and
     capacities, ``D_i ~ U{0..floor(1.7 sum R / N)}`` (the capacities argument is honoured,
     authors' defect 7)."""
     base = testbed(**extra)

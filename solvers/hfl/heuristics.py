@@ -1,4 +1,4 @@
-"""Heuristics for HFLOP (spec §6) [project choice unless marked].
+"""Heuristics for HFLOP [project choice unless marked].
 
 All work on arrays: ``D`` (N workloads), ``R`` (M capacities), ``C = l c^d`` (N x M, the
 per-round association cost), ``ce`` (M opening costs), ``T`` (required participants) and an
@@ -7,13 +7,13 @@ optional boolean ``allowed`` (N x M, pairs not fixed to 0 by a reduction). Each 
 ``feasible`` is True; an instance where fewer than ``T`` devices could be placed gives
 ``feasible=False`` and the partial assignment, never an exception.
 
-Large random instances (spec §8.2) are covering problems in disguise: the optimum opens a
+Large random instances are covering problems in disguise: the optimum opens a
 few cheap hosts and joins every participant at cost 0, and capacity binds on some hosts.
 Device moves alone stall there, so :func:`host_search` moves whole hosts (open, close,
 swap), screened by the uncapacitated value of the host set and packed by the transportation
 LP of :func:`lp_assign` where the greedy packing fails.
 
-Defects of the authors' heuristics that are *not* replicated (spec §6; tests hold each):
+Defects of the authors' heuristics that are *not* replicated (tests hold each):
 devices are really sorted (defect 1); unplaced devices are skipped by pruning and reported
 as infeasible (2); construction and pruning count the opening cost (2); ties go to the
 lowest host index (2); ``T = floor(rho N)`` everywhere (3); no Dantzig knapsack with its

@@ -1,4 +1,4 @@
-"""HFLOP MILP (spec §3, §5, §7): the Pyomo reference model and the matrix-built HiGHS path.
+"""HFLOP MILP: the Pyomo reference model and the matrix-built HiGHS path.
 
 Both paths solve the same model over the same candidate pairs ``(i, j)``:
 
@@ -27,7 +27,7 @@ Pipeline of the fast path (``method="highs"``), each step exact:
 5. the MIP on the rest, warm-started with the incumbent (when still feasible); the better
    of incumbent and MIP solution is returned, "optimal" only when proven.
 
-The M/M/1 extension (spec §5) adds ``theta_j`` with tangent cuts and runs the Kelley loop
+The M/M/1 extension adds ``theta_j`` with tangent cuts and runs the Kelley loop
 (:func:`solve_latency`) on either path.
 """
 
@@ -83,7 +83,7 @@ class Model:
 
     def assignment(self, values) -> np.ndarray:
         """Association from column values, rounding binaries (``|v - round(v)| <= 1e-6``
-        checked; the authors truncate with ``int()``, spec §3)."""
+        checked; the authors truncate with ``int()``)."""
         xv = np.asarray(values)[self.x_cols()]
         r = np.round(xv)
         if np.abs(xv - r).max(initial=0.0) > 1e-6:
@@ -486,7 +486,7 @@ def solve_hflop(prob, backend="highs", *, heuristics=True, reductions=True, lp_f
                 time_limit=None, mip_rel_gap=1e-4, threads=None, uncapacitated=False,
                 linking=None, cap_times_y=None, heuristic_time=5.0,
                 verbose=False) -> HFLOutcome:
-    """Exact HFLOP (spec §3, §7) on ``backend`` ("highs" matrix path or "pyomo")."""
+    """Exact HFLOP on ``backend`` ("highs" matrix path or "pyomo")."""
     t_start = time.perf_counter()
     times = {}
     info = {"backend": backend}
@@ -617,7 +617,7 @@ def prob_objective(prob, a, uncapacitated=False) -> float:
     return hm.per_round_cost(a, prob.cd, prob.ce, prob.l)
 
 
-# --------------------------------------------------------------------------- latency (§5)
+# --------------------------------------------------------------------------- latency
 
 
 def exact_objective(prob, a) -> float:
@@ -630,7 +630,7 @@ def exact_objective(prob, a) -> float:
 
 def solve_latency(prob, backend="highs", *, time_limit=None, threads=None,
                   verbose=False) -> HFLOutcome:
-    """Kelley cutting-plane loop on the tangent outer approximation (spec §5) [project
+    """Kelley cutting-plane loop on the tangent outer approximation [project
     choice]. Every MILP optimum is a lower bound LB; the exact objective at its solution an
     upper bound UB; cuts at ``lambda*_j`` are added where ``phi_j(lambda*_j) - theta*_j``
     exceeds the tolerance; stop when ``UB - LB <= eps_abs + eps_rel |UB|`` or no cut is new.

@@ -1,13 +1,13 @@
-"""The HFLOP instance as a validated, immutable problem value (spec ``hfl_orchestration.md``).
+"""The HFLOP instance as a validated, immutable problem value (``docs/kinds/hfl.md``).
 
-Keys follow the authors' JSON instance files where they exist [project choice, spec §2]:
+Keys follow the authors' JSON instance files where they exist [project choice]:
 ``workload`` (D_i, req/s), ``capacities`` (R_j, req/s), ``device_costs`` (c^d, N x M),
 ``edge_costs`` (c^e), ``local_to_global_ratio`` (l), ``participation_ratio`` (rho). A
 zero-cost-LAN instance may give ``homes`` (h(i)) instead of ``device_costs``: then
 ``c^d_{i h(i)} = 0`` and 1 elsewhere [authors' code, generator semantics]. Scalars broadcast.
 
-``[latency]`` switches on the M/M/1 extension of spec §5 (weighted sum ``beta`` and/or
-epsilon-constraint ``max_latency``); ``[accounting]`` holds the totals of §4.3.
+``[latency]`` switches on the M/M/1 latency extension (weighted sum ``beta`` and/or
+epsilon-constraint ``max_latency``); ``[accounting]`` holds the totals over training.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from jointopt.solvers.base import Count, ProblemBase, Section, SolveResult, Vect
 
 
 class LatencySpec(Section):
-    """M/M/1 latency extension [project choice, spec §5]. Units: req/s and s."""
+    """M/M/1 latency extension [project choice]. Units: req/s and s."""
 
     beta: float = 0.0                    # cost units per second of mean latency
     max_latency: float | None = None     # epsilon-constraint L_max (s)
@@ -70,7 +70,7 @@ class LatencySpec(Section):
 
 
 class AccountingSpec(Section):
-    """Totals over training (spec §4.3) [authors' code defaults for the figures]."""
+    """Totals over training [authors' code defaults for the figures]."""
 
     model_size_mb: float = 0.593
     rounds_hfl: int = 50
@@ -88,7 +88,7 @@ class AccountingSpec(Section):
 
 class HFLProblem(ProblemBase):
     """HFLOP: open edge aggregators (``y``) and associate devices (``x``) at least cost per
-    global round, within each host's inference capacity (spec §3).
+    global round, within each host's inference capacity.
 
     Methods: ``highs`` (default; matrix-built MILP through highspy with heuristic incumbent
     and exact reductions), ``pyomo`` (the readable Pyomo model, HiGHS via appsi),
@@ -217,7 +217,7 @@ class HFLProblem(ProblemBase):
         return self.hosts
 
     @property
-    def l(self) -> float:  # noqa: E743 - the spec's symbol
+    def l(self) -> float:  # noqa: E743 - the model's symbol
         return self.local_to_global_ratio
 
     @property
@@ -281,7 +281,7 @@ class HFLProblem(ProblemBase):
         return hm.mean_latency(assignment, self.workload, self.service_rate, self.delay,
                                lat.cloud_delay)
 
-    # -- feasibility (spec §3) ---------------------------------------------------------
+    # -- feasibility ---------------------------------------------------------
     def check_feasible(self, *, capacity: bool = True) -> None:
         """Necessary conditions; raise ``InfeasibleError`` naming the constraint family.
 
@@ -326,13 +326,13 @@ class HFLProblem(ProblemBase):
     # -- solving ------------------------------------------------------------------------
     def solve(self, *, method: str | None = None, solver: str | None = None,
               **options) -> SolveResult:
-        """Solve (spec §3, §5, §6, §7). ``method``: ``highs`` (default), ``pyomo``,
+        """Solve. ``method``: ``highs`` (default), ``pyomo``,
         ``heuristic``. Options (all optional): ``time_limit`` (s), ``mip_rel_gap``,
         ``heuristics`` (bool, incumbent for the exact paths), ``reductions`` (bool, R1-R2),
         ``lp_fixing`` (bool, R3/R4 and the LP-guided H4), ``linking`` / ``cap_times_y``
         (override the formulation), ``threads``, ``heuristic_time`` (s), ``verbose``,
-        ``uncapacitated`` (drop C1: inference-unaware HFLOP, §4.1). With ``[latency]`` the
-        exact methods run the tangent-cut loop of §5 (``time_limit``, ``threads``).
+        ``uncapacitated`` (drop C1: inference-unaware HFLOP). With ``[latency]`` the
+        exact methods run the tangent-cut loop (``time_limit``, ``threads``).
         ``solver`` is accepted for CLI symmetry and must be ``highs`` or None."""
         if solver not in (None, "highs", "HIGHS"):
             raise ValidationError("solver", f"hfl problems are solved by HiGHS, got {solver!r}")

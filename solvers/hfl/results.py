@@ -1,4 +1,4 @@
-"""Packaging HFLOP outcomes as :class:`HFLResult` (spec §3 result object, §4, §5)."""
+"""Packaging HFLOP outcomes as :class:`HFLResult` (result object)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SOLVER_NAMES = {"highs": "HiGHS (matrix path)", "pyomo": "HiGHS via Pyomo (appsi
 
 def baselines(prob, assignment=None) -> dict:
     """Flat FL, proximity HFL and (when given) the assignment's costs per round and in total,
-    with the savings vs flat FL (spec §4)."""
+    with the savings vs flat FL."""
     acc = prob.accounting
     kw = dict(model_size_mb=acc.model_size_mb, unit_costs=acc.unit_costs)
     parts = None if acc.fl_participants == "all" else prob.T

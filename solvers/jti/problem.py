@@ -1,6 +1,7 @@
 """The joint training-inference allocation problem (age of model), as a validated value.
 
-Spec: ``joint_training_inference.md``. Per client n and round: participation probability
+Documented in ``docs/kinds/joint_training_inference.md``. Per client n and round: participation
+probability
 ``q_n``, download probability ``d_n`` and inference service rate ``mu_n``. The problem
 holds the client population, the convergence model, the accuracy map, the controller
 settings and the state a round is solved at (``K``, ``ebar``, ``Z``).
@@ -383,9 +384,10 @@ class JointTrainingInferenceProblem(ProblemBase):
     @property
     def horizon(self) -> float:
         """Look-ahead of the per-round objective, in rounds (project extension; 0 gives the
-        spec's myopic form). ``"auto"``: ``a / (1 - a)``, the total weight ``a + a^2 + ...``
-        with which a one-round reduction of ``K`` persists under the recursion: the time
-        scale on which the global model, and so the staleness of a held copy, changes."""
+        myopic per-round objective). ``"auto"``: ``a / (1 - a)``, the total weight
+        ``a + a^2 + ...`` with which a one-round reduction of ``K`` persists under the
+        recursion: the time scale on which the global model, and so the staleness of a held
+        copy, changes."""
         h = self.controller.horizon
         if h == "auto":
             a = self.convergence_model.a

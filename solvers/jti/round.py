@@ -1,6 +1,7 @@
 """Per-round drift-plus-penalty problem of the joint allocator, by block-coordinate ascent.
 
-Spec ``joint_training_inference.md`` §4 (form: **project choice**). Each round, at state
+Documented in ``docs/kinds/joint_training_inference.md`` (form: **project choice**). Each round,
+at state
 ``(K_t, ebar, Z)``, maximise
 
     V * sum_n lambda_n P_n(mu_n) acc(d_n K_{t+1}(q) + (1 - d_n) ebar_n) - sum_n Z_n (use_n - Rbar_n)
@@ -185,7 +186,7 @@ class FastBlocks:
         return mu_closed_form(w, price * D.cinf, D.lam, D.tau_f, D.has_deadline, D.mu_lo, ub)
 
     def exchange_block(self, G, w, gain_d, price, room):
-        """Share each client's cap between q, d and mu with one multiplier (spec §4).
+        """Share each client's cap between q, d and mu with one multiplier.
 
         With the coupling frozen at the current point (``G`` for q, ``gain_d`` the value of a
         download, ``w`` the weight of the on-time fraction), each client maximises
@@ -506,7 +507,7 @@ class RoundSolver:
     def _training_value(self, kappa: float, P: np.ndarray, d: np.ndarray) -> float:
         """``G``: the weight of ``sum p^2 / q`` in the objective.
 
-        This round (spec §4), a lower ``K_{t+1}`` helps the clients that download now:
+        This round, a lower ``K_{t+1}`` helps the clients that download now:
         ``V kappa b sum lambda P d``. The look-ahead (:meth:`lookahead`) adds
         ``H V kappa b sum lambda (1 + d)``.
         """
@@ -519,7 +520,7 @@ class RoundSolver:
         return D.V * D.lam * kappa * (P + D.horizon) * (ebar - K1)
 
     def lookahead(self, state: RoundState, x: Allocation) -> float:
-        """Project extension of the spec's per-round objective (0 when the horizon is 0).
+        """Project extension of the source's per-round objective (0 when the horizon is 0).
 
         A lower ``K_{t+1}`` persists (``K`` contracts by ``a`` a round), and so does the copy a
         client holds. Valuing the next ``H`` rounds' requests at their arrival rates,
@@ -678,7 +679,7 @@ class RoundSolver:
             G = self._training_value(kappa, P, x.d)
             q_ub = np.minimum(1.0, self._slack(x, "q"))
             q = self.blocks.q_block(G, price, q_ub)
-            # tie (no gain, no price): a free resource is used to its bound (spec §7.7)
+            # tie (no gain, no price): a free resource is used to its bound
             q = np.where((G == 0) & (price * D.ctr == 0), np.maximum(q_ub, D.q_min), q)
             x = Allocation(q, x.d, x.mu)
             K1 = conv.step(state.K, x.q, D.p)

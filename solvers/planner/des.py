@@ -1,9 +1,9 @@
-"""A SimPy discrete-event simulation of a deployment plan (spec §8.1), to validate the planner.
+"""A SimPy discrete-event simulation of a deployment plan, to validate the planner.
 
 **Independence** (project choice, enforced by a test): this module shares only the scenario
 types with the planner. It imports nothing from :mod:`jointopt.models.planner` or the
 planner's estimate/gates code and draws from its own random streams; the distributions are
-re-implemented here from their definitions (spec §4.2-4.3).
+re-implemented here from their definitions.
 
 Processes:
 

@@ -1,4 +1,4 @@
-"""Run the §4 estimates of the deployment planner on a validated scenario.
+"""Run the estimates of the deployment planner on a validated scenario.
 
 Orchestration only (**project choice**): the formulas live in :mod:`jointopt.models.planner`,
 rounds to target in :mod:`jointopt.models.convergence`, the training-inference split in the
@@ -53,7 +53,7 @@ THRESHOLD_SECTIONS = ("budgets.", "inference.", "server.")
 
 @dataclass
 class Estimates:
-    """All §4 numbers: ``values`` name -> float (or ``{"p50", "p90"}``), ``meta`` name ->
+    """All estimated numbers: ``values`` name -> float (or ``{"p50", "p90"}``), ``meta`` name ->
     (tag, method, assumed_inputs, unit); per-class and per-hour tables; flags. ``inputs``
     holds every estimate's input fields; ``extrapolated`` one record per input of the plan
     that the convergence fit's calibration does not cover (``input``, ``value``,
@@ -355,7 +355,7 @@ def _register(problem: DeploymentPlanProblem, tg: _Tagger, planner_defaults: lis
 
 def estimate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
              n_outer: int | None = None, seed: int | None = None) -> Estimates:
-    """All §4 estimates of ``problem`` (Monte Carlo with the given sizes and seed)."""
+    """All estimates of ``problem`` (Monte Carlo with the given sizes and seed)."""
     mc = problem.monte_carlo
     n_mc = int(n_mc or mc.n_mc)
     n_outer = int(n_outer or mc.n_outer)
@@ -655,7 +655,7 @@ def estimate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
     elig = pop.n_devices * pop.static_eligibility * coverage
     e_day = elig * pop.daily_unique_frac
     # a campaign shorter than a day loads each device at most that day's share: per-day
-    # burden over max(days, 1) (project choice; spec §4.8 divides by days)
+    # burden over max(days, 1) (project choice; dividing by days would blow up below a day)
     b_draw = per_unit["tasks"] * units / np.maximum(days, 1.0) / e_day
     b50, b90 = float(np.percentile(b_draw, 50)), float(np.percentile(b_draw, 90))
     bur = pm.burden(per_unit["tasks"] * u50, max(d50, 1.0), e_day)
@@ -814,7 +814,8 @@ def _solve_allocation(cls, data):
 
 def joint_inference(problem: DeploymentPlanProblem, keep: np.ndarray, tcmp_kept: np.ndarray,
                     tdn_kept: np.ndarray, b: float) -> dict:
-    """§4.12 with the toolkit's joint allocator (one client per class kept for training).
+    """The joint training-inference budget with the toolkit's joint allocator (one client per
+    class kept for training).
 
     Slot ``Delta = 1 day / max(1, ceil(b))``; per class: arrival ``requests*Delta``, costs
     ``E[T_cmp|c]`` per participation, ``E[T_dn|c]`` per download (project choice: device

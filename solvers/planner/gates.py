@@ -1,4 +1,4 @@
-"""Gates G1-G8, the GO / CONDITIONAL / NO-GO verdict and the levers (spec §5).
+"""Gates G1-G8, the GO / CONDITIONAL / NO-GO verdict and the levers.
 
 **Project choice** throughout; every threshold comes from the scenario's ``budgets`` (a
 missing one leaves its check ``not_evaluated``). "P90" is the unfavourable side: the 90th
@@ -311,7 +311,7 @@ def seed_spread(problem: DeploymentPlanProblem, est: Estimates,
 def evaluate(problem: DeploymentPlanProblem, *, n_mc: int | None = None,
              n_outer: int | None = None, seed: int | None = None,
              search_levers: bool = True, with_seed_spread: bool = True) -> Evaluation:
-    """Estimates, gates and the verdict (with the lever search of §5). Lever candidates are
+    """Estimates, gates and the verdict (with the lever search). Lever candidates are
     estimated with the plan's own Monte-Carlo sizes and seed; a candidate the convergence
     calibration does not cover is never a condition. ``G3`` / ``G4`` carry the spread
     across ``monte_carlo.n_seeds`` seeds (:func:`seed_spread`)."""

@@ -1,6 +1,6 @@
 """The deployment-planner scenario as a validated, immutable value (kind ``deployment_plan``).
 
-Spec: ``deployment_planner.md`` §3 (inputs), §9 (input errors). **Project choice** for the
+Documented in ``docs/kinds/deployment_plan.md`` (scenario format). **Project choice** for the
 exact schema: device classes, population and availability, model payload, training plan,
 convergence model with its calibration record, server, cost rates, inference load, budgets,
 lever space and Monte-Carlo settings.
@@ -117,7 +117,7 @@ class _Checker:
 
 
 class DeviceClass(Section):
-    """One cluster of similar devices (§3.1)."""
+    """One cluster of similar devices."""
 
     name: str
     share: float
@@ -149,7 +149,7 @@ class Region(Section):
 
 
 class Population(Section):
-    """Fleet size, availability and eligibility policy (§3.2)."""
+    """Fleet size, availability and eligibility policy."""
 
     n_devices: float
     static_eligibility: float
@@ -164,7 +164,7 @@ class Population(Section):
 
 
 class ModelSpec(Section):
-    """Model sizes and compression (§3.3)."""
+    """Model sizes and compression."""
 
     n_params: float
     n_params_trainable: float
@@ -194,7 +194,7 @@ class DPConfig(Section):
 
 
 class TrainingPlan(Section):
-    """The plan knobs (§3.4)."""
+    """The plan knobs."""
 
     mode: Literal["sync", "async"]
     K: Count("cohort")
@@ -229,7 +229,7 @@ class CalibrationRun(Section):
 
 
 class ConvergenceSpec(Section):
-    """Fitted constants of :class:`jointopt.models.convergence.ConvergenceModel` (§3.5).
+    """Fitted constants of :class:`jointopt.models.convergence.ConvergenceModel`.
 
     ``a, b, c`` of the recursion ``e_{t+1} = a e_t + b sum p^2 (1-q)/q + c`` fitted from
     simulation runs on a proxy population of ``proxy_clients`` equal-weight clients, where a
@@ -320,7 +320,7 @@ class InferenceLoad(Section):
 
 
 class Budgets(Section):
-    """User thresholds (§3.9). None has a default; a missing one leaves its gate unevaluated."""
+    """User thresholds. None has a default; a missing one leaves its gate unevaluated."""
 
     max_metric_drop: float | None = None
     deadline_days: float | None = None
@@ -373,7 +373,7 @@ class HierarchySpec(Section):
 
 
 class Levers(Section):
-    """User-declared lever space: the only values the planner may propose (§5)."""
+    """User-declared lever space: the only values the planner may propose."""
 
     K: list[int] = []
     C: list[int] = []
@@ -419,7 +419,7 @@ class PlanSolveResult(SolveResult):
 
 
 class DeploymentPlanProblem(ProblemBase):
-    """Is cross-device FL worth it, and what will it cost? (spec ``deployment_planner.md``)."""
+    """Is cross-device FL worth it, and what will it cost? (``docs/kinds/deployment_plan.md``)."""
 
     kind = "deployment_plan"
     methods = ("planner",)
@@ -647,7 +647,7 @@ class DeploymentPlanProblem(ProblemBase):
         ck.num("monte_carlo.confidence", mc.confidence, gt=0.0, lt=1.0)
         ck.num("monte_carlo.n_seeds", mc.n_seeds, ge=1)
         ck.raise_all()
-        # budget infeasible whatever the plan (§9)
+        # budget infeasible whatever the plan
         if b.max_cpu_s_per_device_day is not None and len(inf.requests_per_device_day) == len(
                 classes):
             for i, c in enumerate(classes):

@@ -1,4 +1,4 @@
-"""What-if grids with the Pareto front, and tornado sensitivity (spec §6, project choice).
+"""What-if grids with the Pareto front, and tornado sensitivity (project choice).
 
 Every point is a full plan estimated with the same Monte-Carlo sizes and the *same seed*
 (common random numbers), so differences between points reflect the levers, not noise. Given

@@ -1,5 +1,5 @@
 """Split learning (SplitGP) inference planning: split layer and offload thresholds under
-latency budgets with a shared server queue (spec ``split_learning.md`` §3-§6)."""
+latency budgets with a shared server queue (``docs/kinds/split_learning.md``)."""
 
 from jointopt.solvers.split.optimize import inner_greedy, inner_lp, solve_split
 from jointopt.solvers.split.per_client import solve_per_client

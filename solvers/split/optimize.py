@@ -1,4 +1,4 @@
-"""P-ACC (spec §6.3): common cut and per-client offload rates under latency budgets with
+"""P-ACC: common cut and per-client offload rates under latency budgets with
 the shared server's M/M/1 wait coupling the clients. [project choice]
 
 For a fixed cut s and a cap W̄ on the server sojourn time (equivalently Λ <= μ - 1/W̄),
@@ -331,7 +331,7 @@ def solve_cut_timely(cd: CutData, nu, T, rho_max, *, n_grid: int = 200, refine: 
 
 
 def solve_cut_decoupled(cd: CutData, nu, T) -> dict:
-    """Queue-agnostic baseline: each client's §5 threshold with the wait fixed at S."""
+    """Queue-agnostic baseline: each client's budgeted threshold with the wait fixed at S."""
     w = nu / nu.sum()
     if (short := _shortfall(cd, T)) is not None:
         return short
@@ -361,7 +361,7 @@ def floor_interval(envs, floors) -> tuple[np.ndarray, np.ndarray]:
 
 
 def latency_problem(cd: CutData, nu, floors, rho_max, max_load: float = math.inf):
-    """P-LAT at one cut (spec §6.4) as a DCP CVXPY problem: minimize
+    """P-LAT at one cut as a DCP CVXPY problem: minimize
     Σ ν_k (A_k + c_k q_k) + μ inv_pos(μ - Λ) - 1 (= Σ ν_k T_k, since Σ ν q W = Λ/(μ - Λ))
     s.t. G_k(q_k) >= floor_k, Λ = Σ ν q <= ρ_max μ, 0 <= q <= 1. G_k concave makes its
     floor an interval of q (:func:`floor_interval`), so the floors are bounds on q_k

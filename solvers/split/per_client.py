@@ -1,4 +1,4 @@
-"""Per-client cuts s_k with the shared server as M/G/1 (spec §6.5). [project choice]
+"""Per-client cuts s_k with the shared server as M/G/1. [project choice]
 
 Service times differ per client (S_k = F_theta(s_k) / f_S); by Pollaczek-Khinchine the mean
 wait is W_q = Σ ν q S² / (1 - Σ ν q S) and client k's sojourn is W_q + S_k. For a fixed
@@ -10,11 +10,11 @@ assignment and a cap w̄ on W_q every constraint is linear:
 [0, ρ_max S_min / (1 - ρ_max)], on which the second constraint implies the load bound
 Σ ν q S <= ρ_max, so the inner problem is a single continuous knapsack (solved exactly by
 filling operating-curve segments in decreasing value per unit of weight). The restriction
-is exact when all cuts are equal (it then reproduces §6.3's range W̄ = S + w̄) and
-conservative otherwise. The spec's MILP over binaries x_{k,s} is not built; assignments
+is exact when all cuts are equal (it then reproduces the common-cut range W̄ = S + w̄) and
+conservative otherwise. A MILP over binaries x_{k,s} is not built; assignments
 are searched by best response (one client changes its cut at a time, starting from the
-best common cut), and by full enumeration when ``|cuts|^K`` is small (the check the spec
-asks the heuristic to pass). Caveat (spec): SplitGP trains one common cut; curves at
+best common cut), and by full enumeration when ``|cuts|^K`` is small (the check a heuristic
+must pass on small instances). Caveat: SplitGP trains one common cut; curves at
 other cuts come from models trained at those cuts.
 """
 
@@ -146,7 +146,7 @@ class Assignments:
 
 def solve_per_client(problem, *, curves=None, search: str = "auto",
                      max_enumerate: int = 256) -> SolveResult:
-    """Per-client cuts and offload rates (spec §6.5, see module docstring). ``search``:
+    """Per-client cuts and offload rates (see module docstring). ``search``:
     ``"best_response"``, ``"enumerate"`` or ``"auto"`` (enumerate when |cuts|^K is at
     most ``max_enumerate``)."""
     with Timer() as timer:

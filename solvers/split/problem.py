@@ -1,9 +1,10 @@
 """Split learning (SplitGP) inference planning as a validated problem value.
 
-Spec: ``split_learning.md`` §3-§6. Decides the common cut (split layer) and each client's
+Documented in ``docs/kinds/split_learning.md``. Decides the common cut (split layer) and each
+client's
 offload rate / entropy threshold so that every client's expected latency, including the
 wait at the shared server (M/M/1), stays within its budget, maximizing the request-weighted
-accuracy (P-ACC, spec §6.3). **Project reconstruction** (the paper's formulation is not
+accuracy (P-ACC). **Project reconstruction** (the paper's formulation is not
 available); the idea of tuning the threshold to network resources is the paper's (TMC 2024).
 
 Scenario layout (TOML)::
@@ -20,8 +21,8 @@ Scenario layout (TOML)::
     [optimizer]  w_grid, refine, n_threshold_grid
 
 Methods: ``exact`` (P-ACC, default), ``lp`` (P-ACC, HiGHS cross-check), ``decoupled``
-(queue-agnostic baseline), ``min_latency`` (P-LAT, §6.4, needs ``clients.accuracy_floor``),
-``per_client`` (one cut per client, M/G/1 server, §6.5).
+(queue-agnostic baseline), ``min_latency`` (P-LAT, needs ``clients.accuracy_floor``),
+``per_client`` (one cut per client, M/G/1 server).
 
 Measured curves from the training harness replace ``[entropy]`` at solve time:
 ``problem.solve(curves={cut: [OffloadCurve per client]})``, see :func:`curves_from_records`.
@@ -148,7 +149,7 @@ class Clients(Section):
 
 
 class Entropy(Section):
-    """Synthetic per-cut Beta entropy model (spec §5) [project choice]: each field is a
+    """Synthetic per-cut Beta entropy model [project choice]: each field is a
     scalar or one entry per candidate cut."""
 
     main_a: float | list[float] = 1.5
@@ -189,18 +190,18 @@ class Optimizer(Section):
 
 
 class SplitProblem(ProblemBase):
-    """Choose the split layer and per-client offload thresholds (spec §6.3, P-ACC).
+    """Choose the split layer and per-client offload thresholds (P-ACC).
 
     Methods: ``"exact"`` (default; outer scan over the server-sojourn cap W̄, inner problem
     solved exactly as a fractional knapsack over the operating-curve segments), ``"lp"``
     (same outer scan, inner LP by HiGHS through ``scipy.optimize.linprog``: the second path
     the tests hold to the same answer), ``"decoupled"`` (queue-agnostic baseline: each client
-    picks its §5 threshold with the server wait fixed at the service time; evaluated with
-    the exact wait and reported with its budget violations), ``"min_latency"`` (P-LAT, spec
-    §6.4: minimize the request-weighted mean latency subject to ``clients.accuracy_floor``,
+    picks its budgeted threshold with the server wait fixed at the service time; evaluated with
+    the exact wait and reported with its budget violations), ``"min_latency"`` (P-LAT:
+    minimize the request-weighted mean latency subject to ``clients.accuracy_floor``,
     convex, CVXPY with CLARABEL then SCS, ``solver=`` picks one; the objective is then the
     mean latency in seconds and the budgets are reported, not imposed), ``"per_client"``
-    (extension, spec §6.5: one cut per client, M/G/1 server; see
+    (extension, one cut per client, M/G/1 server; see
     :mod:`jointopt.solvers.split.per_client`; option ``search``).
 
     ``"timely"`` (P-TIME, project extension): the same decisions for the request-weighted
