@@ -15,7 +15,6 @@ import sys
 
 from jointopt import report, scenarios
 from jointopt.errors import JointoptError, ValidationError
-from jointopt.solvers.base import finite_or_none
 
 _json_docs: list[dict] = []
 
@@ -64,6 +63,12 @@ def _cmd_solve(args) -> int:
 
     problem = scenarios.load(args.scenario)
     options = {"solver": args.solver} if args.solver else {}
+    if args.time_limit is not None:
+        if not type(problem).takes_time_limit:
+            raise ValidationError("--time-limit", f"{problem.kind} problems take no time limit")
+        if not args.time_limit > 0:
+            raise ValidationError("--time-limit", f"must be > 0 seconds, got {args.time_limit}")
+        options["time_limit"] = args.time_limit
     result = solve(problem, method=args.method, **options)
     written = report.write_outputs(result, problem, args.out) if args.out else []
     if args.json:
@@ -76,30 +81,19 @@ def _cmd_solve(args) -> int:
 
 
 def _cmd_simulate(args) -> int:
-    from jointopt.policies import POLICIES
-    from jointopt.solvers.jti import JointTrainingInferenceProblem
-    from jointopt.surrogate import compare, summary_frame
+    """Run the simulator of the scenario's kind (its ``simulator`` entry point)."""
+    import importlib
 
     problem = scenarios.load(args.scenario)
-    if not isinstance(problem, JointTrainingInferenceProblem):
-        raise ValidationError("scenario", f"simulate needs a joint_training_inference scenario, "
-                                          f"got kind {problem.kind!r}")
-    names = list(POLICIES) if args.policy == "all" else [args.policy]
-    if args.rounds is not None and args.rounds < 1:
-        raise ValidationError("--rounds", f"must be >= 1, got {args.rounds}")
-    progress = sys.stderr.isatty() and not args.no_progress
-    results = compare(problem, names, rounds=args.rounds, seed=args.seed, progress=progress)
-    written = report.write_simulation(results, args.out) if args.out else []
+    entry = type(problem).simulator
+    if entry is None:
+        raise ValidationError("scenario", f"kind {problem.kind!r} has no simulator")
+    module, _, name = entry.partition(":")
+    doc, text = getattr(importlib.import_module(module), name)(problem, args)
     if args.json:
-        _print_json({"scenario": problem.name, "rounds": results[0].summary["rounds"],
-                     "seed": args.seed,
-                     "summary": {r.policy: finite_or_none(r.summary) for r in results}})
+        _print_json(doc)
     else:
-        cols = ["policy", "avg_timely_accuracy", "mean_aom", "avg_resource_use", "budget",
-                "mean_backlog", "mean_K"]
-        print(summary_frame(results)[cols].to_string(index=False, float_format="{:.4f}".format))
-        for path in written:
-            print(f"wrote {path}")
+        print(text)
     return 0
 
 
@@ -233,6 +227,45 @@ def _cmd_validate(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    """``jointopt bench density``: the HFL cost-vs-edge-density study (F1 data)."""
+    from pathlib import Path
+
+    from jointopt import hfl
+
+    try:
+        xs = [int(v) for v in args.x.split(",") if v]
+    except ValueError:
+        raise ValidationError("--x", f"expects X1,X2,... (integers), got {args.x!r}") from None
+    if not xs or min(xs) < 1:
+        raise ValidationError("--x", f"needs integers >= 1, got {args.x!r}")
+    if args.seeds < 1:
+        raise ValidationError("--seeds", f"must be >= 1, got {args.seeds}")
+    if args.devices < 1:
+        raise ValidationError("--devices", f"must be >= 1, got {args.devices}")
+    study = hfl.density_study(xs, range(args.seeds), n=args.devices,
+                              progress=sys.stderr.isatty() and not args.no_progress)
+    summary = hfl.density_summary(study, n=args.devices)
+    written = []
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "density.csv", out / "density_summary.csv"]
+        study.to_csv(written[0], index=False)
+        summary.to_csv(written[1], index=False)
+        written.append(hfl.plot_density(summary, out / "density.png"))
+    if args.json:
+        rows = summary.round(6).to_dict("records")
+        _print_json({"study": "density", "devices": args.devices, "seeds": args.seeds,
+                     "summary": [{k: (v.item() if hasattr(v, "item") else v)
+                                  for k, v in r.items()} for r in rows]})
+    else:
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
 def _cmd_plan(args) -> int:
     import time
 
@@ -286,24 +319,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", metavar="DIR", help="write result.json, decisions.csv, a figure")
     p.add_argument("--method", help="solution method; the problem kind's first is the default "
-                                    "(joint_training_inference: fast, numpy, cvxpy)")
+                                    "(joint_training_inference: fast, numpy, cvxpy; hfl: "
+                                    "highs, pyomo, heuristic and the baselines "
+                                    "uncapacitated, proximity)")
+    p.add_argument("--time-limit", type=float, metavar="S",
+                   help="wall-clock limit of the whole solve in seconds (hfl)")
     p.add_argument("--solver", help="conic solver for --method cvxpy (default CLARABEL, then SCS)")
     p.set_defaults(func=_cmd_solve)
 
     from jointopt.policies import POLICIES
 
-    p = sub.add_parser("simulate", help="run policies in the surrogate for many rounds")
+    p = sub.add_parser("simulate", help="simulate a scenario: policies in the surrogate "
+                                        "(joint_training_inference), the testbed latency "
+                                        "(hfl)")
     p.add_argument("scenario", nargs="?", default="default",
                    help="built-in scenario name or a .toml/.yaml path (default: %(default)s)")
-    p.add_argument("--policy", default="online", choices=[*POLICIES, "all"],
-                   help="policy to run, or 'all' on the same seed (default: %(default)s)")
-    p.add_argument("--rounds", type=int, help="rounds to simulate (default: the scenario's)")
+    p.add_argument("--policy", choices=[*POLICIES, "all"],
+                   help="policy to run, or 'all' on the same seed (default: online)")
+    p.add_argument("--rounds", type=int, help="rounds to simulate (default: the scenario's; "
+                                              "hfl: 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object with the summary keyed by policy")
+                   help="print one JSON object with the summary (keyed by policy or "
+                        "configuration)")
     p.add_argument("--out", metavar="DIR",
-                   help="write rounds.csv, summary.csv, aom.csv and simulation.png")
+                   help="write the samples, the summary and a figure")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g = p.add_argument_group("hfl (latency simulator)")
+    g.add_argument("--config", action="append", metavar="NAME,...",
+                   help="flat, proximity, hflop (default: all three)")
+    g.add_argument("--multiplier", metavar="X,...", default="1",
+                   help="workload multipliers, e.g. 1,10,100 (default: %(default)s)")
+    g.add_argument("--proc-scale", type=float, default=1.0,
+                   help="processing times multiplied by this factor (default: %(default)s)")
+    g.add_argument("--cloud-increase", type=float, default=0.0, metavar="S",
+                   help="cloud compute increase in %%: cloud processing times x (1 - S/100) "
+                        "(default: %(default)s)")
+    g.add_argument("--overflow", choices=("scaled", "base"), default="scaled",
+                   help="proximity devices sent to the cloud: by the overflow rule at the "
+                        "simulated load (scaled) or pinned to those at multiplier 1 (base)")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("sweep", help="run a parameter sweep; resumable, on a pool or Dask")
@@ -350,6 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "calibration.json and validation.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_validate)
+    p = sub.add_parser("bench", help="studies over generated instances (density: HFL "
+                                     "savings vs edge density, the source's F1)")
+    p.add_argument("study", choices=("density",), help="which study")
+    p.add_argument("--x", default="2,4,8,16,32,64",
+                   help="densities 1:x, devices per host (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=50, help="instances per density "
+                                                         "(default: %(default)s)")
+    p.add_argument("--devices", type=int, default=200, help="devices N (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--out", metavar="DIR", help="write density.csv, density_summary.csv, "
+                                                "density.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("plan", help="deployment planner: go / no-go, time and cost of "
                                     "cross-device FL (Markdown + JSON + PNG report)")
     p.add_argument("scenario", nargs="?", default="planner_example",

@@ -273,6 +273,7 @@ class JointTrainingInferenceProblem(ProblemBase):
     simulation: SimulationSpec = SimulationSpec()
 
     methods = ("fast", "numpy", "cvxpy")
+    simulator = "jointopt.surrogate:simulate_command"   # policies in the surrogate
 
     def solve(self, *, method: str | None = None, solver: str | None = None,
               state=None, warm=None, threads: int | None = None) -> SolveResult:
