@@ -184,8 +184,14 @@ def cover_lp(D, R, C, ce, T, allowed, y_lb, y_ub, *, levels=1, max_levels=4,
     unlinked (a relaxation). Rows: ``z_v <= sum_{j in v} y_j``; ``sum_v z_v <= 1`` per
     device; ``sum z >= T``; ``sum_i D_i z <= sum_j R_j y_j``; the host-count cuts. When
     the LP uses a lump, the next level is made explicit and the LP re-solved (up to
-    ``max_levels``). Dual simplex: its vertex's reduced costs fix far more than an
-    interior-point crossover's on these degenerate LPs."""
+    ``max_levels``).
+
+    With one explicit level the LP is first solved without lumps, so without device rows
+    (``z <= 1`` is a bound): half the rows. The lumps are then priced with the duals
+    (a device row's dual is the negative reduced cost of its ``z`` at its bound); when
+    none has a negative reduced cost the solution is optimal with them too. Dual simplex:
+    its vertex's reduced costs fix far more than an interior-point crossover's on these
+    degenerate LPs."""
     hs = _highs()
     t0 = time.perf_counter()
     D, R, ce = (np.asarray(v, float) for v in (D, R, ce))
@@ -193,10 +199,11 @@ def cover_lp(D, R, C, ce, T, allowed, y_lb, y_ub, *, levels=1, max_levels=4,
     lv = levels_of(C, allowed)
     inf = hs.kHighsInf
     L = max(1, int(levels))
+    lumps = L > 1
     while True:
         explicit = np.flatnonzero(lv.rank < L)
         lump = np.flatnonzero(lv.rank == L)    # the cheapest lumped level of each device
-        V, W = explicit.size, lump.size
+        V, W = explicit.size, (lump.size if lumps else 0)
         ncol = M + V + W
         vcols = M + np.arange(V)
         wcols = M + V + np.arange(W)
@@ -207,23 +214,32 @@ def cover_lp(D, R, C, ce, T, allowed, y_lb, y_ub, *, levels=1, max_levels=4,
         rows = [np.arange(V), vpos[lv.of_pair[in_ex]]]
         cols = [vcols, lv.pj[in_ex]]
         vals = [np.ones(V), -np.ones(int(in_ex.sum()))]
+        lo = [np.full(V, -inf)]
+        hi = [np.zeros(V)]
         r = V
-        # device rows
-        rows += [r + lv.dev[explicit], r + lv.dev[lump]]
-        cols += [vcols, wcols]
-        vals += [np.ones(V), np.ones(W)]
-        r += N
+        if lumps:   # device rows
+            rows += [r + lv.dev[explicit], r + lv.dev[lump]]
+            cols += [vcols, wcols]
+            vals += [np.ones(V), np.ones(W)]
+            lo.append(np.full(N, -inf))
+            hi.append(np.ones(N))
+            r += N
+        part = r
         rows += [np.full(V + W, r)]
-        cols += [np.concatenate([vcols, wcols])]
+        cols += [np.arange(M, ncol)]
         vals += [np.ones(V + W)]
+        lo.append([float(T)])
+        hi.append([inf])
         r += 1
-        dev_all = np.concatenate([lv.dev[explicit], lv.dev[lump]])
-        rows += [np.full(M + V + W, r)]
+        capr = r
+        dev_all = np.concatenate([lv.dev[explicit], lv.dev[lump]]) if lumps else \
+            lv.dev[explicit]
+        rows += [np.full(ncol, r)]
         cols += [np.arange(ncol)]
         vals += [np.concatenate([-R, D[dev_all]])]
+        lo.append([-inf])
+        hi.append([0.0])
         r += 1
-        lo = [np.full(V + N, -inf), [float(T)], [-inf]]
-        hi = [np.zeros(V), np.ones(N), [inf], [0.0]]
         if count_cut is not None and count_cut[0] > 0:   # sum y >= k, sum R y >= demand
             k, demand = count_cut
             rows += [np.full(M, r), np.full(M, r + 1)]
@@ -234,7 +250,7 @@ def cover_lp(D, R, C, ce, T, allowed, y_lb, y_ub, *, levels=1, max_levels=4,
             r += 2
         A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                           shape=(r, ncol))
-        cost = np.concatenate([ce, lv.cost[explicit], lv.cost[lump]])
+        cost = np.concatenate([ce, lv.cost[explicit]] + ([lv.cost[lump]] if lumps else []))
         h = hs.Highs()
         h.setOptionValue("output_flag", False)
         if threads is not None:
@@ -249,21 +265,39 @@ def cover_lp(D, R, C, ce, T, allowed, y_lb, y_ub, *, levels=1, max_levels=4,
         h.run()
         st = h.getModelStatus()
         S = hs.HighsModelStatus
-        if st == S.kInfeasible:
+        if st == S.kInfeasible and lumps:
             return CoverLP("infeasible", math.inf, time.perf_counter() - t0, L)
-        if st != S.kOptimal:
+        if st not in (S.kOptimal, S.kInfeasible):
             return CoverLP("time_limit" if st == S.kTimeLimit else "error", -math.inf,
                            time.perf_counter() - t0, L)
+        if st == S.kInfeasible:   # without lumps: they may be needed
+            lumps = True
+            continue
         sol = h.getSolution()
         x = np.asarray(sol.col_value)
-        if W == 0 or float(x[M + V:].sum()) <= 1e-6 or L >= max_levels:
-            break
-        L += 1
-    d = np.asarray(sol.col_dual)
+        d = np.asarray(sol.col_dual)
+        if not lumps:   # price the lumps with the duals of the LP without them
+            row_dual = np.asarray(sol.row_dual)
+            at_ub = x[vcols] >= 1 - 1e-9
+            dev_dual = np.zeros(N)   # a device row's dual: min(0, d_z) for z at its bound
+            dev_dual[lv.dev[explicit]] = np.where(at_ub, np.minimum(0.0, d[vcols]), 0.0)
+            x_w = np.zeros(lump.size)
+            d_w = (lv.cost[lump] - row_dual[part] - D[lv.dev[lump]] * row_dual[capr]
+                   - dev_dual[lv.dev[lump]])
+            if lump.size and d_w.min() < -1e-9:
+                lumps = True
+                continue
+            d_v = np.where(at_ub, 0.0, d[vcols])
+        else:
+            x_w, d_w = x[wcols], d[wcols]
+            d_v = d[vcols]
+            if W and float(x_w.sum()) > 1e-6 and L < max_levels:
+                L += 1
+                continue
+        break
     return CoverLP("optimal", float(h.getInfo().objective_function_value),
                    time.perf_counter() - t0, L, x[:M].copy(), d[:M].copy(), lv, explicit,
-                   x[vcols], d[vcols], lump, x[wcols], d[wcols],
-                   int(h.getInfo().simplex_iteration_count))
+                   x[vcols], d_v, lump, x_w, d_w, int(h.getInfo().simplex_iteration_count))
 
 
 # --------------------------------------------------------------------------- stages 3-4
@@ -294,7 +328,7 @@ def capacity_hosts(D, R, allowed, open_ok) -> np.ndarray:
 
 def solve_reduced(D, R, C, ce, T, allowed, y_lb, y_ub, *, capacity=True, cutoff=math.inf,
                   integral=False, count_cut=None, time_limit=None, threads=None,
-                  mip_rel_gap=1e-4, verbose=False) -> Reduced:
+                  mip_rel_gap=1e-4, verbose=False, highs_options=None) -> Reduced:
     """Stages 3 and 4: the merged level model as a MIP on the pairs ``allowed`` and hosts
     ``y_lb <= y <= y_ub``.
 
@@ -405,8 +439,15 @@ def solve_reduced(D, R, C, ce, T, allowed, y_lb, y_ub, *, capacity=True, cutoff=
         h.setOptionValue("threads", int(threads))
     if time_limit is not None:
         h.setOptionValue("time_limit", max(0.05, float(time_limit)))
-    # the incumbent comes from the heuristics: HiGHS's own are rarely worth their time here
-    h.setOptionValue("mip_heuristic_effort", 0.0 if math.isfinite(cutoff) else 0.05)
+    if math.isfinite(cutoff):
+        # the incumbent comes from our heuristics and only better plans are sought: HiGHS's
+        # primal heuristics (sub-MIPs, feasibility jump) took a third of the time for nothing
+        for key in ("mip_heuristic_run_feasibility_jump", "mip_heuristic_run_rins",
+                    "mip_heuristic_run_rens", "mip_heuristic_run_root_reduced_cost"):
+            h.setOptionValue(key, False)
+        h.setOptionValue("mip_heuristic_effort", 0.0)
+    for key, value in (highs_options or {}).items():
+        h.setOptionValue(key, value)
     h.passModel(ncol, r, Amat.nnz, 1, 1, 0.0, cost,
                 np.concatenate([np.asarray(y_lb, float), np.zeros(Kx + nL)]),
                 np.concatenate([np.asarray(y_ub, float), n[xi], n[Lg]]),
