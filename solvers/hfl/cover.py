@@ -182,7 +182,8 @@ def cover_lp(D, R, C, ce, T, allowed, y_lb, y_ub, *, levels=1, max_levels=4,
     Columns ``y_j`` and one ``z`` per explicit level (the ``levels`` cheapest of each
     device) plus one lump per device for its remaining pairs at the next level's cost,
     unlinked (a relaxation). Rows: ``z_v <= sum_{j in v} y_j``; ``sum_v z_v <= 1`` per
-    device; ``sum z >= T``; ``sum_i D_i z <= sum_j R_j y_j``; the host-count cuts. When
+    device; ``sum z >= T``; ``sum_i D_i z <= sum_j R'_j y_j`` with ``R'_j`` the smaller of
+    ``R_j`` and the workload of the devices that may join ``j``; the host-count cuts. When
     the LP uses a lump, the next level is made explicit and the LP re-solved (up to
     ``max_levels``).
 
@@ -198,6 +199,8 @@ def cover_lp(D, R, C, ce, T, allowed, y_lb, y_ub, *, levels=1, max_levels=4,
     N, M = C.shape
     lv = levels_of(C, allowed)
     inf = hs.kHighsInf
+    # a host never carries more than the workload of the devices that may join it
+    R = np.minimum(R, D @ np.asarray(allowed, float))
     L = max(1, int(levels))
     lumps = L > 1
     while True:
@@ -446,6 +449,10 @@ def solve_reduced(D, R, C, ce, T, allowed, y_lb, y_ub, *, capacity=True, cutoff=
                     "mip_heuristic_run_rens", "mip_heuristic_run_root_reduced_cost"):
             h.setOptionValue(key, False)
         h.setOptionValue("mip_heuristic_effort", 0.0)
+    # cuts at the root only: node separation doubled the CPU of the hardest reduced MIP
+    # seen (runtime 1,000 x 50 seed 1: 13 s, 729 nodes -> 6.4 s, 515 nodes) and did not help
+    # elsewhere
+    h.setOptionValue("mip_allow_cut_separation_at_nodes", False)
     for key, value in (highs_options or {}).items():
         h.setOptionValue(key, value)
     h.passModel(ncol, r, Amat.nnz, 1, 1, 0.0, cost,
