@@ -82,7 +82,11 @@ def cplex_table(args) -> int:
     rows = []
     print(f"# HFLOP vs the source's CPLEX table on {platform.node()}; "
           f"timings on a possibly shared machine", flush=True)
-    for n, m in CPLEX_TABLE:
+    cells = CPLEX_TABLE
+    if args.sizes:
+        want = {tuple(int(v) for v in c.lower().split("x")) for c in args.sizes.split(",")}
+        cells = {k: v for k, v in CPLEX_TABLE.items() if k in want}
+    for n, m in cells:
         spent = 0.0
         for seed in range(1, args.instances + 1):
             if seed > args.min_instances and spent > args.cell_budget:
@@ -121,10 +125,10 @@ def cplex_table(args) -> int:
                            "display.max_colwidth", 60):
         print(df[[c for c in cols if c in df]].to_string(
             index=False, float_format=lambda v: f"{v:.4g}"))
-    cells = []
-    for (n, m), cplex in CPLEX_TABLE.items():
+    table = []
+    for (n, m), cplex in cells.items():
         part = df[(df["N"] == n) & (df["M"] == m)]
-        cells.append({"N x M": f"{n:,} x {m}", "instances": len(part),
+        table.append({"N x M": f"{n:,} x {m}", "instances": len(part),
                       "CPLEX mean s": cplex, "jointopt mean s": part["time_s"].mean(),
                       "jointopt max s": part["time_s"].max(),
                       "CPLEX/jointopt": cplex / part["time_s"].mean(),
@@ -132,7 +136,7 @@ def cplex_table(args) -> int:
                       "heuristic max gap %": part["heur_gap_%"].max(),
                       "heuristic mean s": part["heur_s"].mean()})
     print()
-    print(pd.DataFrame(cells).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(pd.DataFrame(table).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(args.out, index=False)
@@ -142,7 +146,8 @@ def cplex_table(args) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny grid, for the tests")
-    ap.add_argument("--sizes", help="comma list NxM (default: the full grid)")
+    ap.add_argument("--sizes", help="comma list NxM (default: the full grid; with "
+                                    "--cplex-table: a subset of its cells)")
     ap.add_argument("--seeds", type=int, default=1, help="instances per cell (default 1)")
     ap.add_argument("--time-limit", type=float, default=120.0, help="per exact solve (s)")
     ap.add_argument("--pyomo-max-n", type=int, default=1_000, help="largest N for Pyomo")

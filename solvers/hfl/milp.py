@@ -586,8 +586,8 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
     """Matrix path with reductions: the stages of :mod:`jointopt.solvers.hfl.cover`, each
     a lower bound; the first that proves the incumbent optimal ends the solve, the exact
     reduced MIP ends it in any case (``info["proved_by"]``, ``info["bounds"]``).
-    ``exact=False`` (the heuristic method) stops after the bounds: the status is then
-    "feasible" unless a bound proves the incumbent optimal."""
+    ``exact=False`` (the heuristic method): a plan not proven optimal within the time is
+    "feasible" rather than "time_limit"."""
     from jointopt.solvers.hfl import cover
 
     D = prob.workload
@@ -676,12 +676,12 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
                 threads=threads, mip_rel_gap=mip_rel_gap, verbose=verbose)
     capr = cover.capacity_hosts(D, R, allowed, y_ub > 0.5) if finite_R else np.zeros(M, bool)
     # stage 3: the cover MIP without capacities (exact itself when no capacity can bind)
-    if cover_mip and (capr.any() or not exact) and not clock.out:
+    if cover_mip and capr.any() and not clock.out:
         limit = clock.cap()
         with Timer() as t:
             r3 = cover.solve_reduced(D, R, C, ce, T, allowed, y_lb, y_ub, capacity=False,
                                      cutoff=cutoff(), time_limit=None if limit is None
-                                     else (0.5 if exact else 1.0) * limit, **opts)
+                                     else 0.5 * limit, **opts)
         times["mip_s"] += t.seconds
         info["cover_mip"] = {"status": r3.status, "groups": r3.groups, "nodes": r3.nodes}
         if r3.status == "infeasible":
@@ -715,7 +715,7 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
             bounds["uncapacitated cover MIP"] = r3.bound
             if proves(r3.bound):
                 return done("optimal", "uncapacitated cover MIP")
-    if clock.out or not exact:
+    if clock.out:
         return done(unproved)
     # stage 4: exact on the reduced set
     with Timer() as t:
@@ -746,7 +746,7 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
             bounds["exact reduced MIP"] = r4.bound
             if proves(r4.bound):
                 return done("optimal", "exact reduced MIP")
-        return done("time_limit")
+        return done(unproved)
     raise SolverError(f"HiGHS failed on hfl problem {prob.name!r} ({r4.status})")
 
 
@@ -922,11 +922,13 @@ def _pick(d, keys):
 
 def run_heuristic(prob, *, time_limit=10.0, uncapacitated=False, bound=True, threads=None,
                   heuristic_time=None) -> HFLOutcome:
-    """Heuristic method: H2/H1 + H3 and the host-set moves, then the bounds of the staged
-    pipeline (host count, cover LP, cover MIP without capacities; no exact MIP) within
-    ``time_limit`` seconds in all. The status is "optimal" when a bound proves the plan,
-    "feasible" otherwise, and "infeasible" when fewer than ``T`` devices were placed
-    (``infeasibility`` says whether the cover LP proved that no plan exists)."""
+    """Heuristic method: H2/H1 + H3 and the host-set moves, then the lower bounds of the
+    staged pipeline (host count, cover LP, cover MIP without capacities, and the exact
+    reduced MIP's bound) as far as ``time_limit`` seconds in all allow (None: no limit, the
+    bounds run to the end). The status is "optimal" when a bound proves the plan (or the
+    reduced MIP found and proved a better one), "feasible" otherwise, and "infeasible" when
+    fewer than ``T`` devices were placed (``infeasibility`` says whether the cover LP proved
+    that no plan exists). Refuses the latency extension (it would be ignored)."""
     from jointopt.solvers.hfl import cover
 
     clock = Clock(time_limit)

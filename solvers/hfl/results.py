@@ -80,7 +80,7 @@ def package(prob, method, out, seconds, options) -> HFLResult:
     diag = {
         "participants": ev.participants, "required": prob.T, "feasible": ev.feasible,
         "load": ev.loads, "capacity": prob.capacities, "overload": ev.overload,
-        "device_cost": dev_cost, "times": {k: tidy(v) for k, v in out.times.items()},
+        "device_cost": dev_cost, "times": {k: round(float(v), 6) for k, v in out.times.items()},
         "method": method,
         **{k: v for k, v in out.info.items() if k != "history"},
     }
