@@ -229,40 +229,13 @@ def _cmd_validate(args) -> int:
 
 def _cmd_bench(args) -> int:
     """``jointopt bench density``: the HFL cost-vs-edge-density study (F1 data)."""
-    from pathlib import Path
-
     from jointopt import hfl
 
-    try:
-        xs = [int(v) for v in args.x.split(",") if v]
-    except ValueError:
-        raise ValidationError("--x", f"expects X1,X2,... (integers), got {args.x!r}") from None
-    if not xs or min(xs) < 1:
-        raise ValidationError("--x", f"needs integers >= 1, got {args.x!r}")
-    if args.seeds < 1:
-        raise ValidationError("--seeds", f"must be >= 1, got {args.seeds}")
-    if args.devices < 1:
-        raise ValidationError("--devices", f"must be >= 1, got {args.devices}")
-    study = hfl.density_study(xs, range(args.seeds), n=args.devices,
-                              progress=sys.stderr.isatty() and not args.no_progress)
-    summary = hfl.density_summary(study, n=args.devices)
-    written = []
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        written = [out / "density.csv", out / "density_summary.csv"]
-        study.to_csv(written[0], index=False)
-        summary.to_csv(written[1], index=False)
-        written.append(hfl.plot_density(summary, out / "density.png"))
+    doc, text = hfl.density_command(args)
     if args.json:
-        rows = summary.round(6).to_dict("records")
-        _print_json({"study": "density", "devices": args.devices, "seeds": args.seeds,
-                     "summary": [{k: (v.item() if hasattr(v, "item") else v)
-                                  for k, v in r.items()} for r in rows]})
+        _print_json(doc)
     else:
-        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        for path in written:
-            print(f"wrote {path}")
+        print(text)
     return 0
 
 

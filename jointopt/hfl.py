@@ -126,11 +126,7 @@ def plot_density(summary: pd.DataFrame, path: str | Path) -> Path:
            title="communication-cost savings vs flat FL")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def simulate(problem: HFLProblem, configs=("flat", "proximity", "hflop"), *,
@@ -237,11 +233,7 @@ def plot_solution(result, problem: HFLProblem, path: str | Path) -> Path:
     ax.set(xlabel="edge host", ylabel="inference load (req/s)",
            title=f"{result.scenario}: objective {result.objective:.4g} ({result.status})")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_latency(samples: pd.DataFrame, path: str | Path) -> Path:
@@ -260,11 +252,7 @@ def plot_latency(samples: pd.DataFrame, path: str | Path) -> Path:
                    tick_labels=cfgs, showfliers=False)
         ax.set(title=f"workload x{k:g}", ylabel="end-to-end latency (ms)")
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def simulate_command(problem: HFLProblem, args) -> tuple[dict, str]:
@@ -296,14 +284,9 @@ def simulate_command(problem: HFLProblem, args) -> tuple[dict, str]:
                                   cloud_scale=1.0 - args.cloud_increase / 100.0)
                          for k in mults], ignore_index=True)
     summary = latency_summary(samples)
-    written = []
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        written = [out / "samples.csv", out / "summary.csv"]
-        samples.to_csv(written[0], index=False)
-        summary.to_csv(written[1], index=False)
-        written.append(plot_latency(samples, out / "latency.png"))
+    written = _write_tables(args.out, {"samples.csv": samples, "summary.csv": summary},
+                            lambda d: plot_latency(samples, d / "latency.png")
+                            ) if args.out else []
     doc = {"scenario": problem.name, "rounds": rounds, "seed": args.seed,
            "proc_scale": args.proc_scale, "cloud_increase_pct": args.cloud_increase,
            "overflow": args.overflow,
@@ -318,3 +301,56 @@ def _json_value(v):
     """A plain JSON value; floats to 6 decimals (ms and counts: finer is noise)."""
     v = v.item() if isinstance(v, np.generic) else v
     return round(v, 6) if isinstance(v, float) else v
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG (110 dpi) and close ``fig``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _write_tables(out: str | Path, frames: dict, plot) -> list[Path]:
+    """``frames`` (file name -> DataFrame) as CSV under ``out`` and the figure ``plot(dir)``
+    writes; the paths written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in frames.items():
+        frame.to_csv(out / name, index=False)
+        written.append(out / name)
+    written.append(plot(out))
+    return written
+
+
+def density_command(args) -> tuple[dict, str]:
+    """``jointopt bench density``: the cost-vs-edge-density study (F1 data);
+    ``(JSON object, text table)``."""
+    import sys
+
+    try:
+        xs = [int(v) for v in args.x.split(",") if v]
+    except ValueError:
+        raise ValidationError("--x", f"expects X1,X2,... (integers), got {args.x!r}") from None
+    if not xs or min(xs) < 1:
+        raise ValidationError("--x", f"needs integers >= 1, got {args.x!r}")
+    if args.seeds < 1:
+        raise ValidationError("--seeds", f"must be >= 1, got {args.seeds}")
+    if args.devices < 1:
+        raise ValidationError("--devices", f"must be >= 1, got {args.devices}")
+    study = density_study(xs, range(args.seeds), n=args.devices,
+                          progress=sys.stderr.isatty() and not args.no_progress)
+    summary = density_summary(study, n=args.devices)
+    written = _write_tables(args.out, {"density.csv": study, "density_summary.csv": summary},
+                            lambda d: plot_density(summary, d / "density.png")
+                            ) if args.out else []
+    doc = {"study": "density", "devices": args.devices, "seeds": args.seeds,
+           "summary": [{k: _json_value(v) for k, v in r.items()}
+                       for r in summary.to_dict("records")]}
+    lines = [summary.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+    lines += [f"wrote {p}" for p in written]
+    return doc, "\n".join(lines)

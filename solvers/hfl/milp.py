@@ -46,6 +46,7 @@ from jointopt.models import hfl as hm
 from jointopt.models.errors import InfeasibleError, SolverError, ValidationError
 from jointopt.solvers.base import Timer
 from jointopt.solvers.hfl.heuristics import solve_heuristic
+from jointopt.solvers.hfl.rows import Rows
 
 # --------------------------------------------------------------------------- model data
 
@@ -111,20 +112,12 @@ def build_model(prob, allowed: np.ndarray, y_ub: np.ndarray, *, uncapacitated=Fa
     lat = prob.latency
     n_cols = M + K + (M if lat is not None else 0)
     D = prob.workload
-    rows, cols, vals, lo, hi = [], [], [], [], []
+    rows = Rows()
     families = {}
-    r0 = 0
     xcol = M + np.arange(K)
 
     def add(name, r, c, v, rlo, rhi):
-        nonlocal r0
-        rows.append(np.asarray(r, np.int64) + r0)
-        cols.append(np.asarray(c, np.int64))
-        vals.append(np.asarray(v, float))
-        lo.append(np.asarray(rlo, float))
-        hi.append(np.asarray(rhi, float))
-        families[name] = slice(r0, r0 + len(rlo))
-        r0 += len(rlo)
+        families[name] = rows.add(r, c, v, rlo, rhi)
 
     cap = prob.capacities if lat is None else prob.load_cap
     if not uncapacitated:   # C1
@@ -169,10 +162,9 @@ def build_model(prob, allowed: np.ndarray, y_ub: np.ndarray, *, uncapacitated=Fa
             add("latency", np.zeros(K + M), np.concatenate([xcol, M + K + np.arange(M)]),
                 np.concatenate([D[pi] * (prob.delay[pi, pj] - lat.cloud_delay), np.ones(M)]),
                 [-np.inf], [Dtot * (lat.max_latency - lat.cloud_delay)])
-    A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(r0, n_cols))
-    return Model(N, M, pi, pj, y_ub.astype(float), cost, lb, ub, integer, A,
-                 np.concatenate(lo), np.concatenate(hi), offset, lat is not None, families)
+    return Model(N, M, pi, pj, y_ub.astype(float), cost, lb, ub, integer,
+                 rows.matrix(n_cols, "csr"), rows.lo, rows.hi, offset, lat is not None,
+                 families)
 
 
 def cut_rows(model: Model, prob, hosts, points):
@@ -610,6 +602,20 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
     def better(val):
         return best_a is None or val < best - 1e-9 * max(1.0, abs(best))
 
+    def restart(opened, tag) -> bool:
+        """H4/H5: the heuristics again on the hosts ``opened`` only (pairs still allowed);
+        True when that beat the incumbent."""
+        nonlocal best_a, best
+        with Timer() as t:
+            h = solve_heuristic(D, R, C, ce, T, allowed=allowed & opened[None, :],
+                                time_limit=clock.cap(heuristic_time / 2))
+        times["heuristic_s"] += t.seconds
+        if not (h.feasible and better(h.objective)):
+            return False
+        best_a, best = h.assignment, h.objective
+        info["heuristic"] = f"{info.get('heuristic', '')}+{tag}".lstrip("+")
+        return True
+
     def proves(lb):
         if not math.isfinite(best) or not math.isfinite(lb):
             return math.isinf(lb) and lb > 0 and math.isfinite(best)
@@ -657,16 +663,8 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
         return done("optimal", "cover LP")
     if lp_fixing and inc is not None and not clock.out:
         # H4: the heuristics again on the hosts the LP opens
-        with Timer() as t4:
-            opened = cl.y > 1e-6
-            h4 = solve_heuristic(D, R, C, ce, T, allowed=allowed & opened[None, :],
-                                 time_limit=clock.cap(heuristic_time / 2))
-        times["heuristic_s"] += t4.seconds
-        if h4.feasible and better(h4.objective):
-            best_a, best = h4.assignment, h4.objective
-            info["heuristic"] = f"{info.get('heuristic', '')}+H4".lstrip("+")
-            if proves(cl.bound):
-                return done("optimal", "cover LP")
+        if restart(cl.y > 1e-6, "H4") and proves(cl.bound):
+            return done("optimal", "cover LP")
     if lp_fixing:
         allowed, y_lb, y_ub = cl.fix(allowed, y_lb, y_ub, cutoff())
     info["pairs_left"] = int(allowed.sum())
@@ -683,7 +681,8 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
                                      cutoff=cutoff(), time_limit=None if limit is None
                                      else 0.5 * limit, **opts)
         times["mip_s"] += t.seconds
-        info["cover_mip"] = {"status": r3.status, "groups": r3.groups, "nodes": r3.nodes}
+        info["cover_mip"] = {"status": r3.status, "groups": r3.groups, "nodes": r3.nodes,
+                             "hosts_probed": r3.probed}
         if r3.status == "infeasible":
             if best_a is None:
                 raise prob.infeasible_by_solver()
@@ -701,16 +700,9 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
                 return done("optimal", "uncapacitated cover MIP")
             if a is not None and heuristic_time > 0 and not clock.out:
                 # H5: the heuristics on the hosts the relaxation opens, capacities kept
-                with Timer() as t5:
-                    opened = hm.used_hosts(a, M) | (y_lb > 0.5)
-                    h5 = solve_heuristic(D, R, C, ce, T, allowed=allowed & opened[None, :],
-                                         time_limit=clock.cap(heuristic_time / 2))
-                times["heuristic_s"] += t5.seconds
-                if h5.feasible and better(h5.objective):
-                    best_a, best = h5.assignment, h5.objective
-                    info["heuristic"] = f"{info.get('heuristic', '')}+H5".lstrip("+")
-                    if proves(r3.objective):
-                        return done("optimal", "uncapacitated cover MIP")
+                if (restart(hm.used_hosts(a, M) | (y_lb > 0.5), "H5")
+                        and proves(r3.objective)):
+                    return done("optimal", "uncapacitated cover MIP")
         elif math.isfinite(r3.bound):
             bounds["uncapacitated cover MIP"] = r3.bound
             if proves(r3.bound):
@@ -724,7 +716,7 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
     times["mip_s"] += t.seconds
     info["exact_mip"] = {"status": r4.status, "groups": r4.groups, "nodes": r4.nodes,
                          "capacity_hosts": r4.capacity_hosts, "columns": r4.columns,
-                         "rows": r4.rows}
+                         "rows": r4.rows, "hosts_probed": r4.probed}
     info["nodes"] = r4.nodes
     if r4.assignment is not None:
         ev = prob.evaluate(r4.assignment) if finite_R else None
