@@ -84,7 +84,8 @@ def density_study(xs=(2, 4, 8, 16, 32, 64), seeds=range(50), *, n=200,
 def density_summary(study: pd.DataFrame, *, n=200) -> pd.DataFrame:
     """Per density: mean savings of uncapacitated HFLOP and HFLOP with 95% half-widths
     (normal with >= 30 samples, else Student t; infeasible HFLOP instances skipped and
-    counted) and the closed form of §11 T6 for the uncapacitated case."""
+    counted) and the closed form for the uncapacitated case, ``1 - (R_g/R_FL) E[M_used]/N``
+    with ``E[M_used] = M (1 - (1 - 1/M)^N)``."""
     from scipy import stats
 
     def ci(values):
@@ -256,7 +257,7 @@ def plot_latency(samples: pd.DataFrame, path: str | Path) -> Path:
 
 
 def simulate_command(problem: HFLProblem, args) -> tuple[dict, str]:
-    """``jointopt simulate`` for hfl scenarios: the testbed latency simulator (§9) for the
+    """``jointopt simulate`` for hfl scenarios: the testbed latency simulator for the
     chosen configurations and workload multipliers; ``(JSON object, text table)``. The
     ``hflop`` configuration uses the HFLOP optimum at multiplier 1."""
     if args.policy is not None:

@@ -16,7 +16,7 @@ from jointopt.solvers.hfl import generators as gen
 from jointopt.solvers.hfl.brute import all_assignments, brute_force
 from jointopt.solvers.hfl.problem import HFLProblem
 
-from jointopt.errors import ValidationError
+from jointopt.errors import InfeasibleError, ValidationError
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -78,6 +78,11 @@ def test_reduced_models_match_brute_force(prob):
     relaxed = cover.solve_reduced(D, R, C, ce, T, allowed, lb, ub, capacity=False)
     unc, _ = brute_force(prob, uncapacitated=True)
     assert relaxed.status == "optimal" and relaxed.objective == pytest.approx(unc)
+    try:   # the staged path without an incumbent: no cutoff, no fixing
+        r = prob.solve(heuristics=False)
+        assert r.status == "optimal" and r.objective == pytest.approx(best)
+    except InfeasibleError:
+        assert math.isinf(best)
     if math.isfinite(best) and prob.integral_costs():   # with the cutoff row: nothing better
         cut = cover.solve_reduced(D, R, C, ce, T, allowed, lb, ub, cutoff=best - 1,
                                   integral=True)

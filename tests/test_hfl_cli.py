@@ -1,4 +1,4 @@
-"""HFL entry points of the command line and the latency simulator's options (spec §9)."""
+"""HFL entry points of the command line and the latency simulator's options."""
 
 from __future__ import annotations
 

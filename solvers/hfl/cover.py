@@ -1,5 +1,5 @@
 """Bounds and a reduced exact model for HFLOP that scale with the number of hosts, not pairs
-(spec §7) [project choice].
+[project choice].
 
 On the large random instances of the runtime experiments the optimum opens a dozen cheap
 hosts and joins every participant at association cost 0: the problem is a partial *cover*

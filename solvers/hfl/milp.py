@@ -471,7 +471,7 @@ def solve_hflop(prob, backend="highs", *, heuristics=True, reductions=True, lp_f
                 cover_mip=True, time_limit=None, mip_rel_gap=1e-4, threads=None,
                 uncapacitated=False, linking=None, cap_times_y=None, heuristic_time=5.0,
                 verbose=False) -> HFLOutcome:
-    """Exact HFLOP (spec §3, §7) on ``backend`` ("highs" matrix path or "pyomo").
+    """Exact HFLOP on ``backend`` ("highs" matrix path or "pyomo").
 
     ``time_limit`` bounds the whole solve (heuristics, bounds, MIP). With the matrix path
     and ``reductions`` the staged pipeline of :mod:`jointopt.solvers.hfl.cover` runs (host
@@ -512,7 +512,7 @@ def solve_hflop(prob, backend="highs", *, heuristics=True, reductions=True, lp_f
         return _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info,
                        lp_fixing=lp_fixing, cover_mip=cover_mip, threads=threads,
                        mip_rel_gap=mip_rel_gap, heuristic_time=heuristic_time,
-                       uncapacitated=uncapacitated, verbose=verbose)
+                       verbose=verbose)
     return _full(prob, backend, inc, allowed, y_ub, clock, times, info, linking=linking,
                  cap_times_y=cap_times_y, mip_rel_gap=mip_rel_gap, threads=threads,
                  uncapacitated=uncapacitated, verbose=verbose)
@@ -573,8 +573,7 @@ def _full(prob, backend, inc, allowed, y_ub, clock, times, info, *, linking, cap
 
 
 def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing, cover_mip,
-            threads, mip_rel_gap, heuristic_time, uncapacitated, verbose,
-            exact=True) -> HFLOutcome:
+            threads, mip_rel_gap, heuristic_time, verbose, exact=True) -> HFLOutcome:
     """Matrix path with reductions: the stages of :mod:`jointopt.solvers.hfl.cover`, each
     a lower bound; the first that proves the incumbent optimal ends the solve, the exact
     reduced MIP ends it in any case (``info["proved_by"]``, ``info["bounds"]``).
@@ -594,7 +593,6 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
     info["bounds"] = bounds
     times.setdefault("lp_s", 0.0)
     times.setdefault("mip_s", 0.0)
-    times["build_s"] = 0.0
 
     def cutoff():
         return best - delta if math.isfinite(best) else math.inf
@@ -897,7 +895,7 @@ def solve_problem(prob, method: str, **options):
 
 
 def proximity_plan(prob) -> HFLOutcome:
-    """The proximity baseline (spec §4.1): every device joins its cheapest host, all ``N``
+    """The proximity baseline: every device joins its cheapest host, all ``N``
     take part, capacities ignored; "feasible" when every host holds its load, else
     "overloaded" (the per-host overload is in the diagnostics)."""
     a = hm.proximity_assignment(prob.cd)
@@ -956,5 +954,4 @@ def run_heuristic(prob, *, time_limit=10.0, uncapacitated=False, bound=True, thr
     info["pairs"] = int(allowed.sum())
     return _staged(prob, h, delta, allowed, y_ub, R, clock, times, info, lp_fixing=True,
                    cover_mip=True, threads=threads, mip_rel_gap=1e-4,
-                   heuristic_time=0.2 * (time_limit or 10.0), uncapacitated=uncapacitated,
-                   verbose=False, exact=False)
+                   heuristic_time=0.2 * (time_limit or 10.0), verbose=False, exact=False)

@@ -93,13 +93,13 @@ class HFLProblem(ProblemBase):
     Methods: ``highs`` (default; matrix-built MILP through highspy with heuristic incumbent,
     exact reductions and staged bounds), ``pyomo`` (the readable Pyomo model, HiGHS via
     appsi), ``heuristic`` (greedy + local search, with the staged lower bounds), and the
-    baselines of spec §4: ``uncapacitated`` (inference-unaware HFLOP: C1 dropped, solved
+    cost baselines: ``uncapacitated`` (inference-unaware HFLOP: C1 dropped, solved
     exactly) and ``proximity`` (every device joins its cheapest host; capacities ignored,
     status "overloaded" when a host is over its capacity)."""
 
     kind = "hfl"
     methods = ("highs", "pyomo", "heuristic", "uncapacitated", "proximity")
-    simulator = "jointopt.hfl:simulate_command"   # testbed latency simulator (spec §9)
+    simulator = "jointopt.hfl:simulate_command"   # testbed latency simulator
     takes_time_limit = True
 
     name: str = "unnamed"
@@ -336,8 +336,8 @@ class HFLProblem(ProblemBase):
         ``lp_fixing`` (bool, fixing by the cover LP and the LP-guided H4), ``cover_mip``
         (bool, the uncapacitated cover MIP stage), ``linking`` / ``cap_times_y`` (the
         formulation of the full pair model), ``threads``, ``heuristic_time`` (s),
-        ``verbose``, ``uncapacitated`` (drop C1: inference-unaware HFLOP, §4.1). With
-        ``[latency]`` the exact methods run the tangent-cut loop of §5 (``time_limit``,
+        ``verbose``, ``uncapacitated`` (drop C1: inference-unaware HFLOP). With
+        ``[latency]`` the exact methods run the tangent-cut loop (``time_limit``,
         ``threads``); the heuristic method and the baselines refuse it. ``solver`` is
         accepted for CLI symmetry and must be ``highs`` or None."""
         if solver not in (None, "highs", "HIGHS"):

@@ -32,7 +32,7 @@ def tidy(value):
 
 def baselines(prob, assignment=None) -> dict:
     """Flat FL, proximity HFL and (when given) the assignment's costs per round and in total,
-    with the savings vs flat FL (spec §4). Pass no assignment for a plan that does not
+    with the savings vs flat FL. Pass no assignment for a plan that does not
     exist (an infeasible heuristic result): then no totals or savings are reported."""
     acc = prob.accounting
     kw = dict(model_size_mb=acc.model_size_mb, unit_costs=acc.unit_costs)
@@ -63,7 +63,7 @@ def baselines(prob, assignment=None) -> dict:
 
 
 def package(prob, method, out, seconds, options) -> HFLResult:
-    """The result object of spec §3. A result without a plan (status ``infeasible``: fewer
+    """The result object. A result without a plan (status ``infeasible``: fewer
     than ``T`` devices placed) carries the partial association and why, but no objective,
     bound, gap, totals or savings."""
     a = out.assignment
@@ -102,7 +102,7 @@ def package(prob, method, out, seconds, options) -> HFLResult:
                      "history": out.info.get("history", [])})
     return HFLResult(
         kind=prob.kind, scenario=prob.name, status=out.status, objective=tidy(float(ub)),
-        solver=SOLVER_NAMES[method], solve_time_s=float(seconds),
+        solver=SOLVER_NAMES[method], solve_time_s=round(float(seconds), 6),
         iterations=int(out.info.get("iterations", out.info.get("nodes", 0)) or 0),
         decisions={"association": a.astype(np.int64), "placement": used.astype(np.int64)},
         diagnostics=diag)
