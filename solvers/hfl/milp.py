@@ -671,8 +671,9 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
     opts = dict(integral=integral, count_cut=count_cut if finite_R else None,
                 threads=threads, mip_rel_gap=mip_rel_gap, verbose=verbose)
     capr = cover.capacity_hosts(D, R, allowed, y_ub > 0.5) if finite_R else np.zeros(M, bool)
-    # stage 3: the cover MIP without capacities (exact itself when no capacity can bind)
-    if cover_mip and capr.any() and not clock.out:
+    # stage 3: the cover MIP without capacities (exact itself when no capacity can bind);
+    # a MIP stage needs a second at least: building its model is not interruptible
+    if cover_mip and capr.any() and clock.left() >= 1.0:
         limit = clock.cap()
         with Timer() as t:
             r3 = cover.solve_reduced(D, R, C, ce, T, allowed, y_lb, y_ub, capacity=False,
@@ -705,7 +706,7 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
             bounds["uncapacitated cover MIP"] = r3.bound
             if proves(r3.bound):
                 return done("optimal", "uncapacitated cover MIP")
-    if clock.out:
+    if clock.left() < 1.0:
         return done(unproved)
     # stage 4: exact on the reduced set
     with Timer() as t:
