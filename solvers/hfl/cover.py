@@ -178,7 +178,7 @@ class CoverLP:
         keep = ~fixed[lv.of_pair] & ~closed[lv.pj]
         left = np.zeros_like(allowed)
         left[lv.pi[keep], lv.pj[keep]] = True
-        return left, forced.astype(float), (~closed).astype(float)
+        return left & allowed, forced.astype(float), (~closed).astype(float)
 
 
 def cover_lp(D, R, C, ce, T, allowed, y_lb, y_ub, *, levels=1, max_levels=4,

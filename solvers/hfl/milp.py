@@ -45,7 +45,7 @@ import scipy.sparse as sp
 from jointopt.models import hfl as hm
 from jointopt.models.errors import InfeasibleError, SolverError, ValidationError
 from jointopt.solvers.base import Timer
-from jointopt.solvers.hfl.heuristics import solve_heuristic
+from jointopt.solvers.hfl.heuristics import lp_assign, solve_heuristic
 from jointopt.solvers.hfl.rows import Rows
 
 # --------------------------------------------------------------------------- model data
@@ -601,16 +601,24 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
         return best_a is None or val < best - 1e-9 * max(1.0, abs(best))
 
     def restart(opened, tag) -> bool:
-        """H4/H5: the heuristics again on the hosts ``opened`` only (pairs still allowed);
-        True when that beat the incumbent."""
+        """H4/H5: the heuristics again on the hosts ``opened`` only (pairs still allowed),
+        and the assignment LP on them rounded (the better of the two); True when that beat
+        the incumbent."""
         nonlocal best_a, best
         with Timer() as t:
-            h = solve_heuristic(D, R, C, ce, T, allowed=allowed & opened[None, :],
+            ok = allowed & opened[None, :]
+            h = solve_heuristic(D, R, C, ce, T, allowed=ok,
                                 time_limit=clock.cap(heuristic_time / 2))
+            a, val = (h.assignment, h.objective) if h.feasible else (None, math.inf)
+            b = lp_assign(opened, D, R, np.where(ok, C, np.inf), ce, T, cheapest_only=False)
+            if b is not None and int((b >= 0).sum()) >= T and prob.evaluate(b).feasible:
+                vb = prob_objective(prob, b)
+                if vb < val:
+                    a, val = b, vb
         times["heuristic_s"] += t.seconds
-        if not (h.feasible and better(h.objective)):
+        if a is None or not better(val):
             return False
-        best_a, best = h.assignment, h.objective
+        best_a, best = a, val
         info["heuristic"] = f"{info.get('heuristic', '')}+{tag}".lstrip("+")
         return True
 
@@ -663,8 +671,9 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
         # H4: the heuristics again on the hosts the LP opens
         if restart(cl.y > 1e-6, "H4") and proves(cl.bound):
             return done("optimal", "cover LP")
+    fixed_at = cutoff()
     if lp_fixing:
-        allowed, y_lb, y_ub = cl.fix(allowed, y_lb, y_ub, cutoff())
+        allowed, y_lb, y_ub = cl.fix(allowed, y_lb, y_ub, fixed_at)
     info["pairs_left"] = int(allowed.sum())
     info["hosts_left"] = int((y_ub > 0.5).sum() - (y_lb > 0.5).sum())
     info["hosts_forced"] = int((y_lb > 0.5).sum())
@@ -708,6 +717,9 @@ def _staged(prob, inc, delta, allowed, y_ub, R, clock, times, info, *, lp_fixing
                 return done("optimal", "uncapacitated cover MIP")
     if clock.left() < 1.0:
         return done(unproved)
+    if lp_fixing and cutoff() < fixed_at:   # H5 found a better plan: fix against it
+        allowed, y_lb, y_ub = cl.fix(allowed, y_lb, y_ub, cutoff())
+        info["pairs_left"] = int(allowed.sum())
     # stage 4: exact on the reduced set
     with Timer() as t:
         r4 = cover.solve_reduced(D, R, C, ce, T, allowed, y_lb, y_ub, capacity=finite_R,
