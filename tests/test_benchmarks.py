@@ -104,6 +104,7 @@ def test_hfl_cplex_table_mode(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "CPLEX/jointopt" in proc.stdout and "proved_by" in proc.stdout
+    assert "Targets: every instance proven optimal" in proc.stdout
     df = pd.read_csv(out)
     assert len(df) == 1 and df["status"].iloc[0] == "optimal"
     assert df["heur_objective"].iloc[0] >= df["objective"].iloc[0]
