@@ -21,7 +21,9 @@ Instances: the authors' runtime preset (``rho = 0.7``, ``l = 4``, ``c ~ U{0..10}
 instances a cell, mean seconds) with the matrix path and the heuristic method: 10
 instances a cell while the cell's time allows (``--cell-budget``), at least 3, and prints
 per instance time (wall, and the process's CPU time, which a contended machine inflates
-less), status, the proving stage and the heuristic's own gap, then per cell the authors'
+less), status, the cover LP's bound, the hosts fixed by LP probing before the
+uncapacitated cover MIP / the exact reduced MIP (``-``: the stage did not run), the
+proving stage and the heuristic's own gap, then per cell the authors'
 CPLEX mean beside jointopt's mean and max and their ratio. Different machines
 and instances (the authors' seeds were wall-clock based): the ratio is indicative.
 
@@ -101,6 +103,8 @@ def cplex_table(args) -> int:
                 ex = {"status": r.status, "objective": r.objective, "LB": d["lower_bound"],
                       "proved_by": d.get("proved_by") or "",
                       "cover_LP": d.get("bounds", {}).get("cover LP", float("nan")),
+                      "probed": "/".join(str(d.get(k, {}).get("hosts_probed", "-"))
+                                         for k in ("cover_mip", "exact_mip")),
                       "time_s": time.perf_counter() - t0,
                       "cpu_s": time.process_time() - c0}
             except Exception as exc:  # noqa: BLE001 - recorded in the table, never fatal
@@ -125,8 +129,8 @@ def cplex_table(args) -> int:
                   f"{row.get('heur_objective', '')} gap {row.get('heur_gap_%', float('nan')):.3g}% "
                   f"in {row['heur_s']:.1f} s", file=sys.stderr, flush=True)
     df = pd.DataFrame(rows)
-    cols = ["N", "M", "seed", "status", "objective", "LB", "cover_LP", "time_s", "cpu_s",
-            "proved_by", "heur_objective", "heur_gap_%", "heur_proved_by", "heur_s"]
+    cols = ["N", "M", "seed", "status", "objective", "LB", "cover_LP", "probed", "time_s",
+            "cpu_s", "proved_by", "heur_objective", "heur_gap_%", "heur_proved_by", "heur_s"]
     with pd.option_context("display.width", 220, "display.max_columns", 30,
                            "display.max_colwidth", 60):
         print(df[[c for c in cols if c in df]].to_string(
