@@ -14,7 +14,7 @@ siloed plan and every iterate (placement = hfl, serving = split_learning per hos
 weights = cis_early_exit, allocation = joint_training_inference, evaluation), the whole
 plan's wall time, and the joint and siloed plans' timely accuracy, edge overload and
 training communication; the placement's method (hfl's exact ``highs`` up to
-``placement.exact_limit`` device-host pairs, its heuristic with a Lagrangian bound beyond),
+``placement.exact_limit`` device-host pairs, its heuristic with its staged lower bounds beyond),
 its status and the relative gap to its bound (``pl_gap``). Targets on 2 cores: 1,000 x 20
 under 30 s, 10,000 x 50 under 5 minutes; the script prints PASS / MISS and never fails on
 speed. Timings on a shared machine are inflated by the other load: say so when reporting

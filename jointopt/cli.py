@@ -16,7 +16,7 @@ import sys
 from jointopt import report, scenarios
 from jointopt.errors import JointoptError, ValidationError
 from jointopt.solvers import PROBLEM_KINDS
-from jointopt.solvers.base import LIMITS, check_seed, check_size, finite_or_none
+from jointopt.solvers.base import LIMITS, check_seed, check_size
 
 _json_docs: list[dict] = []
 
@@ -99,6 +99,12 @@ def _cmd_solve(args) -> int:
     problem = scenarios.load(args.scenario)
     problem.check_solver(args.method, args.solver, field="--solver")
     options = {"solver": args.solver} if args.solver else {}
+    if args.time_limit is not None:
+        if not type(problem).takes_time_limit:
+            raise ValidationError("--time-limit", f"{problem.kind} problems take no time limit")
+        if not args.time_limit > 0:
+            raise ValidationError("--time-limit", f"must be > 0 seconds, got {args.time_limit}")
+        options["time_limit"] = args.time_limit
     result = solve(problem, method=args.method, **options)
     written = report.write_outputs(result, problem, args.out) if args.out else []
     if args.json:
@@ -111,65 +117,22 @@ def _cmd_solve(args) -> int:
 
 
 def _cmd_simulate(args) -> int:
+    """Run the simulator of the scenario's kind (its ``simulator`` entry point)."""
+    import importlib
+
     problem = scenarios.load(args.scenario)
-    run = SIMULATORS.get(problem.kind)
-    if run is None:
+    entry = type(problem).simulator
+    if entry is None:
+        kinds = [k for k, cls in PROBLEM_KINDS.items() if cls.simulator]
         raise ValidationError("scenario", f"simulate takes a scenario of kind "
-                                          f"{' or '.join(SIMULATORS)}, got kind {problem.kind!r}")
-    return run(problem, args)
-
-
-def _simulate_allocation(problem, args) -> int:
-    """The allocation policies in the surrogate (joint_training_inference)."""
-    from jointopt.policies import POLICIES
-    from jointopt.surrogate import compare, summary_frame
-
-    names = list(POLICIES) if args.policy == "all" else [args.policy]
-    progress = sys.stderr.isatty() and not args.no_progress
-    results = compare(problem, names, rounds=args.rounds, seed=args.seed, progress=progress)
-    written = report.write_simulation(results, args.out) if args.out else []
+                                          f"{', '.join(kinds)}; got kind {problem.kind!r}")
+    module, _, name = entry.partition(":")
+    doc, text = getattr(importlib.import_module(module), name)(problem, args)
     if args.json:
-        _print_json({"scenario": problem.name, "rounds": results[0].summary["rounds"],
-                     "seed": args.seed,
-                     "summary": {r.policy: finite_or_none(r.summary) for r in results}})
+        _print_json(doc)
     else:
-        cols = ["policy", "avg_timely_accuracy", "mean_aom", "avg_resource_use", "budget",
-                "mean_backlog", "mean_K"]
-        print(summary_frame(results)[cols].to_string(index=False, float_format="{:.4f}".format))
-        for path in written:
-            print(f"wrote {path}")
+        print(text)
     return 0
-
-
-def _simulate_system(problem, args) -> int:
-    """The edge system's joint and siloed plans run online (edge_system)."""
-    from jointopt.policies import POLICIES
-    from jointopt.system import simulate, simulation_summary, write_simulation
-
-    names = list(POLICIES) if args.policy == "all" else [args.policy]
-    progress = sys.stderr.isatty() and not args.no_progress
-    runs = simulate(problem, policies=names, rounds=args.rounds, seed=args.seed,
-                    progress=progress)
-    written = write_simulation(runs, args.out) if args.out else []
-    if args.json:
-        plans: dict = {}
-        for r in runs:
-            plans.setdefault(r.plan, {})[r.policy] = finite_or_none(r.summary)
-        _print_json({"scenario": problem.name, "rounds": runs[0].summary["rounds"],
-                     "seed": args.seed, "plans": plans})
-    else:
-        cols = ["plan", "policy", "avg_timely_accuracy", "edge_on_time", "device_on_time",
-                "max_host_utilisation", "max_host_backlog", "mean_K", "avg_resource_use"]
-        print(simulation_summary(runs)[cols].to_string(index=False,
-                                                       float_format="{:.4f}".format))
-        for path in written:
-            print(f"wrote {path}")
-    return 0
-
-
-#: ``kind -> run(problem, args) -> exit code``: what ``simulate`` does with each kind
-SIMULATORS = {"joint_training_inference": _simulate_allocation,
-              "edge_system": _simulate_system}
 
 
 def _cmd_sweep(args) -> int:
@@ -304,6 +267,18 @@ def _cmd_validate(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    """``jointopt bench density``: the HFL cost-vs-edge-density study (F1 data)."""
+    from jointopt import hfl
+
+    doc, text = hfl.density_command(args)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(text)
+    return 0
+
+
 def _cmd_plan(args) -> int:
     import time
 
@@ -399,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "default (" + "; ".join(
                                         f"{kind}: {', '.join(cls.methods)}"
                                         for kind, cls in PROBLEM_KINDS.items()) + ")")
+    p.add_argument("--time-limit", type=float, metavar="S",
+                   help="wall-clock limit of the whole solve in seconds (" + ", ".join(
+                       kind for kind, cls in PROBLEM_KINDS.items() if cls.takes_time_limit)
+                   + "); refused by other kinds")
     p.add_argument("--solver", help="solver of a method that takes one (" + "; ".join(
         f"{kind} {', '.join(cls.solver_methods)}" for kind, cls in PROBLEM_KINDS.items()
         if cls.solver_methods) + "); refused with any other method")
@@ -406,20 +385,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     from jointopt.policies import POLICIES
 
-    p = sub.add_parser("simulate", help="run policies in the surrogate for many rounds")
+    p = sub.add_parser("simulate", help="simulate a scenario: policies in the surrogate "
+                                        "(joint_training_inference), the testbed latency "
+                                        "(hfl), both plans online (edge_system)")
     p.add_argument("scenario", nargs="?", default="default",
                    help="built-in scenario name or a .toml/.yaml path (default: %(default)s)")
-    p.add_argument("--policy", default="online", choices=[*POLICIES, "all"],
-                   help="policy to run, or 'all' on the same seed (default: %(default)s)")
+    p.add_argument("--policy", choices=[*POLICIES, "all"],
+                   help="policy to run, or 'all' on the same seed (default: online)")
     p.add_argument("--rounds", action=_Checked, check=_count("rounds"),
-                   help="rounds to simulate (default: the scenario's)")
+                   help="rounds to simulate (default: the scenario's; hfl: 100)")
     p.add_argument("--seed", action=_Checked, check=check_seed, default=0,
                    help="random seed (default: %(default)s)")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object with the summary keyed by policy")
+                   help="print one JSON object with the summary (keyed by policy or "
+                        "configuration)")
     p.add_argument("--out", metavar="DIR",
-                   help="write rounds.csv, summary.csv, aom.csv and simulation.png")
+                   help="write the samples, the summary and a figure")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g = p.add_argument_group("hfl (latency simulator)")
+    g.add_argument("--config", action="append", metavar="NAME,...",
+                   help="flat, proximity, hflop (default: all three)")
+    g.add_argument("--multiplier", metavar="X,...", default="1",
+                   help="workload multipliers, e.g. 1,10,100 (default: %(default)s)")
+    g.add_argument("--proc-scale", type=float, default=1.0,
+                   help="processing times multiplied by this factor (default: %(default)s)")
+    g.add_argument("--cloud-increase", type=float, default=0.0, metavar="S",
+                   help="cloud compute increase in %%: cloud processing times x (1 - S/100) "
+                        "(default: %(default)s)")
+    g.add_argument("--overflow", choices=("scaled", "base"), default="scaled",
+                   help="proximity devices sent to the cloud: by the overflow rule at the "
+                        "simulated load (scaled) or pinned to those at multiplier 1 (base)")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("sweep", help="run a parameter sweep; resumable, on a pool or Dask")
@@ -479,6 +474,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "calibration.json and validation.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_validate)
+    p = sub.add_parser("bench", help="studies over generated instances (density: HFL "
+                                     "savings vs edge density, the source's F1)")
+    p.add_argument("study", choices=("density",), help="which study")
+    p.add_argument("--x", default="2,4,8,16,32,64",
+                   help="densities 1:x, devices per host (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=50, help="instances per density "
+                                                         "(default: %(default)s)")
+    p.add_argument("--devices", type=int, default=200, help="devices N (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--out", metavar="DIR", help="write density.csv, density_summary.csv, "
+                                                "density.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("plan", help="deployment planner: go / no-go, time and cost of "
                                     "cross-device FL (Markdown + JSON + PNG report)")
     p.add_argument("scenario", nargs="?", default="planner_example",

@@ -34,6 +34,10 @@ def headline(result: SolveResult) -> list[tuple[str, str]]:
         if {"lower_bound", "mip_gap"} <= diag.keys():
             rows.append(("bound / gap",
                          f"{diag['lower_bound']:.6g} / {100 * diag['mip_gap']:.3g} %"))
+        if diag.get("proved_by"):
+            rows.append(("proved by", diag["proved_by"]))
+        if diag.get("infeasibility"):
+            rows.append(("infeasibility", diag["infeasibility"]))
         if "saving_pct" in diag:
             rows.append(("saving vs flat FL", f"{diag['saving_pct']:.1f} % of training traffic"))
     return rows

@@ -160,3 +160,31 @@ def summary_frame(results: list[SimulationResult]) -> pd.DataFrame:
     """One row per (scenario, policy, seed) with the summary numbers."""
     return pd.DataFrame([{"scenario": r.scenario, "policy": r.policy, **r.summary}
                          for r in results])
+
+
+def simulate_command(problem: JointTrainingInferenceProblem, args) -> tuple[dict, str]:
+    """``jointopt simulate`` for this kind: the policies (``--policy``, default ``online``)
+    in the surrogate on one seed; ``(JSON object, text table)``."""
+    import sys
+
+    from jointopt import report
+    from jointopt.errors import ValidationError
+    from jointopt.solvers.base import finite_or_none
+
+    policy = args.policy or "online"
+    if policy != "all" and policy not in POLICIES:
+        raise ValidationError("--policy", f"unknown policy {policy!r}; choose from "
+                                          f"{', '.join(POLICIES)} or all")
+    names = list(POLICIES) if policy == "all" else [policy]
+    if args.rounds is not None and args.rounds < 1:
+        raise ValidationError("--rounds", f"must be >= 1, got {args.rounds}")
+    progress = sys.stderr.isatty() and not args.no_progress
+    results = compare(problem, names, rounds=args.rounds, seed=args.seed, progress=progress)
+    written = report.write_simulation(results, args.out) if args.out else []
+    doc = {"scenario": problem.name, "rounds": results[0].summary["rounds"], "seed": args.seed,
+           "summary": {r.policy: finite_or_none(r.summary) for r in results}}
+    cols = ["policy", "avg_timely_accuracy", "mean_aom", "avg_resource_use", "budget",
+            "mean_backlog", "mean_K"]
+    lines = [summary_frame(results)[cols].to_string(index=False, float_format="{:.4f}".format)]
+    lines += [f"wrote {path}" for path in written]
+    return doc, "\n".join(lines)

@@ -617,3 +617,29 @@ def write_simulation(runs: list[SystemSimulation], out) -> list:
     simulation_summary(runs).to_csv(paths[1], index=False)
     paths.append(plot_simulation(runs, out / "simulation.png"))
     return paths
+
+
+def simulate_command(problem, args) -> tuple[dict, str]:
+    """``jointopt simulate`` for this kind: the joint and siloed plans run online under the
+    policies (``--policy``, default ``online``); ``(JSON object, text table)``."""
+    import sys
+
+    from jointopt.policies import POLICIES
+    from jointopt.solvers.base import finite_or_none
+
+    policy = args.policy or "online"
+    names = list(POLICIES) if policy == "all" else [policy]
+    progress = sys.stderr.isatty() and not args.no_progress
+    runs = simulate(problem, policies=names, rounds=args.rounds, seed=args.seed,
+                    progress=progress)
+    written = write_simulation(runs, args.out) if args.out else []
+    plans: dict = {}
+    for r in runs:
+        plans.setdefault(r.plan, {})[r.policy] = finite_or_none(r.summary)
+    doc = {"scenario": problem.name, "rounds": runs[0].summary["rounds"], "seed": args.seed,
+           "plans": plans}
+    cols = ["plan", "policy", "avg_timely_accuracy", "edge_on_time", "device_on_time",
+            "max_host_utilisation", "max_host_backlog", "mean_K", "avg_resource_use"]
+    lines = [simulation_summary(runs)[cols].to_string(index=False, float_format="{:.4f}".format)]
+    lines += [f"wrote {path}" for path in written]
+    return doc, "\n".join(lines)

@@ -286,7 +286,8 @@ def simulate_latency(workload, capacities, homes, config: str = "hflop", *, assi
                      multiplier: float = 1.0, rounds: int = 100, seed=0,
                      fwd_ms: float = 0.27, sigma: float = 0.3, speed: float = 1.0,
                      cloud_scale: float = 1.0, kappa: float = 1.0, fifo: bool = False,
-                     overflow_order: str = "index") -> dict[str, np.ndarray]:
+                     overflow_order: str = "index", proc_scale: float = 1.0,
+                     overflow=None) -> dict[str, np.ndarray]:
     """End-to-end latency samples of the testbed protocol.
 
     Protocol [authors' code]: each client draws its network delay once per run; each round it
@@ -297,8 +298,13 @@ def simulate_latency(workload, capacities, homes, config: str = "hflop", *, assi
     1, ``sigma``), times ``kappa`` at the edge and ``cloud_scale`` (= 1 - s/100) at the cloud;
     ``fifo=True`` (P2) adds waiting behind earlier bursts at the same server in the round.
 
-    ``config``: ``flat`` (all at the cloud), ``proximity`` (home hosts + overflow rule),
-    ``hflop`` (``assignment`` required; -1 = cloud; an overloaded assignment is accepted).
+    ``proc_scale`` multiplies every processing time (the authors also analysed the x10 run
+    with processing times x10).
+
+    ``config``: ``flat`` (all at the cloud), ``proximity`` (home hosts + overflow rule at
+    the simulated load, or the devices in ``overflow`` pinned to the cloud: e.g. those that
+    overflow at multiplier 1, as the source kept them at x10), ``hflop`` (``assignment``
+    required; -1 = cloud; an overloaded assignment is accepted).
     Returns arrays ``client, round, where (0 edge, 1 cloud, 2 overflow), net_ms, proc_ms,
     total_ms`` of length ``N * rounds`` (client-major)."""
     D = np.asarray(workload, float) * multiplier
@@ -309,7 +315,11 @@ def simulate_latency(workload, capacities, homes, config: str = "hflop", *, assi
         served = np.full(n, -1)
         where = np.ones(n, dtype=np.int64)
     elif config == "proximity":
-        served = overflow_rule(D, capacities, h, order=overflow_order)
+        if overflow is None:
+            served = overflow_rule(D, capacities, h, order=overflow_order)
+        else:
+            served = h.copy()
+            served[np.asarray(overflow, dtype=np.int64)] = -1
         where = np.where(served >= 0, 0, 2)
     elif config == "hflop":
         if assignment is None:
@@ -324,7 +334,7 @@ def simulate_latency(workload, capacities, homes, config: str = "hflop", *, assi
     n_fwd = np.floor(D / speed)
     eps = rng.lognormal(0.0, sigma, (n, rounds))
     scale = np.where(where == 0, kappa, cloud_scale)
-    proc = (n_fwd * fwd_ms * scale)[:, None] * eps
+    proc = (n_fwd * fwd_ms * scale * proc_scale)[:, None] * eps
     if fifo:  # bursts at the same server queue in client order within a round
         server = np.where(where == 0, served, -1)
         wait = np.zeros_like(proc)

@@ -55,6 +55,14 @@ class ProblemBase(pydantic.BaseModel):
     methods: ClassVar[tuple[str, ...]] = ()
     #: The methods that take a ``solver=`` option (``jointopt solve --solver``).
     solver_methods: ClassVar[tuple[str, ...]] = ()
+    #: What ``jointopt simulate`` runs for this kind: ``"module:function"``, called as
+    #: ``function(problem, args)`` with the parsed command line and returning ``(doc,
+    #: text)``: the JSON object for ``--json`` and the text printed otherwise. None: the
+    #: kind has no simulator.
+    simulator: ClassVar[str | None] = None
+    #: Whether ``solve`` takes ``time_limit`` (seconds, every stage included;
+    #: ``jointopt solve --time-limit``).
+    takes_time_limit: ClassVar[bool] = False
 
     def solve(self, *, method: str | None = None, **options) -> SolveResult:
         """Solve this problem; each kind implements it (``method`` from :attr:`methods`)."""

@@ -1,8 +1,11 @@
-"""Random, always-feasible joint training-inference instances for the tests."""
+"""Random instances for the tests: always-feasible joint training-inference problems and
+tiny HFLOP instances for brute force."""
 
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import strategies as st
+from jointopt.solvers.hfl.problem import HFLProblem
 from jointopt.solvers.jti import JointTrainingInferenceProblem, RoundState
 
 
@@ -50,3 +53,21 @@ def random_problem(n: int, seed: int, *, deadlines: bool = True, caps: bool = Tr
 
 def state_of(problem) -> RoundState:
     return RoundState.initial(problem)
+
+
+@st.composite
+def tiny_hfl(draw, max_n=5, max_m=3):
+    """HFLOP instances small enough to enumerate, zero costs, demands and capacities
+    included; costs integral or halves (then ``Delta = 0``)."""
+    n = draw(st.integers(1, max_n))
+    m = draw(st.integers(1, max_m))
+    ints = st.integers(0, 3)
+    scale = draw(st.sampled_from([1.0, 0.5]))
+    return HFLProblem.from_dict({
+        "workload": draw(st.lists(st.integers(0, 6), min_size=n, max_size=n)),
+        "capacities": draw(st.lists(st.integers(0, 12), min_size=m, max_size=m)),
+        "device_costs": [[scale * draw(ints) for _ in range(m)] for _ in range(n)],
+        "edge_costs": [scale * draw(ints) for _ in range(m)],
+        "local_to_global_ratio": draw(st.sampled_from([1.0, 2.0, 4.0])),
+        "participation_ratio": draw(st.sampled_from([0.0, 0.5, 0.7, 1.0])),
+    })

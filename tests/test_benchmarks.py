@@ -95,6 +95,21 @@ def test_hfl_benchmark_runs_quick(tmp_path):
     assert (exact.groupby(["N", "M"])["objective"].nunique() == 1).all()   # paths agree
 
 
+def test_hfl_cplex_table_mode(tmp_path):
+    """``--cplex-table`` on one cell, one instance: per-instance rows and the ratio table."""
+    out = tmp_path / "cplex.csv"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_hfl.py"),
+                           "--cplex-table", "--sizes", "1000x100", "--instances", "1",
+                           "--min-instances", "1", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "CPLEX/jointopt" in proc.stdout and "proved_by" in proc.stdout
+    assert "Targets: every instance proven optimal" in proc.stdout
+    df = pd.read_csv(out)
+    assert len(df) == 1 and df["status"].iloc[0] == "optimal"
+    assert df["heur_objective"].iloc[0] >= df["objective"].iloc[0]
+
+
 def test_cis_training_benchmark_runs_quick():
     """The CIS early-exit training benchmark runs end to end (needs the train extra)."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cis_training.py"),

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from instances import tiny_hfl
 from jointopt.models import hfl as hm
 from jointopt.solvers.hfl import generators as gen
 from jointopt.solvers.hfl import heuristics as H
@@ -19,20 +19,7 @@ from jointopt.errors import InfeasibleError
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@st.composite
-def tiny(draw, max_n=5, max_m=3):
-    n = draw(st.integers(1, max_n))
-    m = draw(st.integers(1, max_m))
-    ints = st.integers(0, 3)
-    scale = draw(st.sampled_from([1.0, 0.5]))   # 0.5: non-integral costs (Delta = 0)
-    return HFLProblem.from_dict({
-        "workload": draw(st.lists(st.integers(0, 6), min_size=n, max_size=n)),
-        "capacities": draw(st.lists(st.integers(0, 12), min_size=m, max_size=m)),
-        "device_costs": [[scale * draw(ints) for _ in range(m)] for _ in range(n)],
-        "edge_costs": [scale * draw(ints) for _ in range(m)],
-        "local_to_global_ratio": draw(st.sampled_from([1.0, 2.0, 4.0])),
-        "participation_ratio": draw(st.sampled_from([0.0, 0.5, 0.7, 1.0])),
-    })
+tiny = tiny_hfl
 
 
 def solve_or_inf(prob, **kw):

@@ -349,7 +349,7 @@ def test_out_writes_result_tables_report_and_figure(tmp_path):
 
 def test_the_result_reports_the_placement_method_and_its_gap():
     """placement.method = 'auto' runs hfl's exact MILP up to placement.exact_limit
-    device-host pairs and its heuristic (with a Lagrangian bound) beyond; the result says
+    device-host pairs and its heuristic (with its staged lower bounds) beyond; the result says
     which ran, why, its status, bound and gap."""
     def placement(**section):
         problem = EdgeSystemProblem.from_dict(system(6, 2, seed=3, placement=section))

@@ -592,9 +592,11 @@ def host_search(a, D, R, C, ce, T, *, allowed=None, time_limit: float = 2.0,
 
 
 
-def lp_assign(mask, D, R, C, ce, T, *, max_pairs: int = 400_000) -> np.ndarray | None:
+def lp_assign(mask, D, R, C, ce, T, *, max_pairs: int = 400_000,
+              cheapest_only: bool = True) -> np.ndarray | None:
     """Capacitated assignment of ``T`` devices to the open hosts ``mask`` [project choice]:
-    each device may use only its cheapest open hosts (ties kept), and the LP ``min sum_ij
+    each device may use only its cheapest open hosts (ties kept; ``cheapest_only=False``:
+    any open host, for plans that pay association costs), and the LP ``min sum_ij
     (C_ij - eps) x_ij`` s.t. ``sum_j x_ij <= 1``, ``sum_i D_i x_ij <= R_j``, ``sum x >= T``
     (``eps`` half the smallest positive cost: as many cheapest devices as fit, even beyond
     ``T``, so that rounding keeps ``T``) is solved by HiGHS; its integral
@@ -612,8 +614,8 @@ def lp_assign(mask, D, R, C, ce, T, *, max_pairs: int = 400_000) -> np.ndarray |
         return None
     sub = C[:, hosts]
     best = sub.min(1)
-    pi, pk = np.nonzero((sub <= best[:, None] + TOL) & np.isfinite(sub)
-                        & (R[hosts][None, :] >= D[:, None] - TOL))
+    cheap = (sub <= best[:, None] + TOL) if cheapest_only else True
+    pi, pk = np.nonzero(cheap & np.isfinite(sub) & (R[hosts][None, :] >= D[:, None] - TOL))
     K = pi.size
     if K == 0 or K > max_pairs:
         return None

@@ -90,13 +90,18 @@ class HFLProblem(ProblemBase):
     """HFLOP: open edge aggregators (``y``) and associate devices (``x``) at least cost per
     global round, within each host's inference capacity.
 
-    Methods: ``highs`` (default; matrix-built MILP through highspy with heuristic incumbent
-    and exact reductions), ``pyomo`` (the readable Pyomo model, HiGHS via appsi),
-    ``heuristic`` (greedy + local search, with a Lagrangian lower bound)."""
+    Methods: ``highs`` (default; matrix-built MILP through highspy with heuristic incumbent,
+    exact reductions and staged bounds), ``pyomo`` (the readable Pyomo model, HiGHS via
+    appsi), ``heuristic`` (greedy + local search, with the staged lower bounds), and the
+    cost baselines: ``uncapacitated`` (inference-unaware HFLOP: C1 dropped, solved
+    exactly) and ``proximity`` (every device joins its cheapest host; capacities ignored,
+    status "overloaded" when a host is over its capacity)."""
 
     kind = "hfl"
-    methods = ("highs", "pyomo", "heuristic")
+    methods = ("highs", "pyomo", "heuristic", "uncapacitated", "proximity")
     solver_methods = ("highs", "pyomo")
+    simulator = "jointopt.hfl:simulate_command"   # testbed latency simulator
+    takes_time_limit = True
 
     name: str = "unnamed"
     description: str = ""
@@ -327,13 +332,17 @@ class HFLProblem(ProblemBase):
     def solve(self, *, method: str | None = None, solver: str | None = None,
               **options) -> SolveResult:
         """Solve. ``method``: ``highs`` (default), ``pyomo``,
-        ``heuristic``. Options (all optional): ``time_limit`` (s), ``mip_rel_gap``,
-        ``heuristics`` (bool, incumbent for the exact paths), ``reductions`` (bool, R1-R2),
-        ``lp_fixing`` (bool, R3/R4 and the LP-guided H4), ``linking`` / ``cap_times_y``
-        (override the formulation), ``threads``, ``heuristic_time`` (s), ``verbose``,
-        ``uncapacitated`` (drop C1: inference-unaware HFLOP). With ``[latency]`` the
-        exact methods run the tangent-cut loop (``time_limit``, ``threads``).
-        ``solver`` is accepted for CLI symmetry and must be ``highs`` or None."""
+        ``heuristic``, ``uncapacitated``, ``proximity``. Options (all optional):
+        ``time_limit`` (s, every stage included), ``mip_rel_gap``, ``heuristics`` (bool,
+        incumbent for the exact paths), ``reductions`` (bool: R1-R2 and, on the matrix
+        path, the staged bounds and the reduced model; False solves the full pair model),
+        ``lp_fixing`` (bool, fixing by the cover LP and the LP-guided H4), ``cover_mip``
+        (bool, the uncapacitated cover MIP stage), ``linking`` / ``cap_times_y`` (the
+        formulation of the full pair model), ``threads``, ``heuristic_time`` (s),
+        ``verbose``, ``uncapacitated`` (drop C1: inference-unaware HFLOP). With
+        ``[latency]`` the exact methods run the tangent-cut loop (``time_limit``,
+        ``threads``); the heuristic method and the baselines refuse it. ``solver`` is
+        accepted for CLI symmetry and must be ``highs`` or None."""
         if solver not in (None, "highs", "HIGHS"):
             raise ValidationError("solver", f"hfl problems are solved by HiGHS, got {solver!r}")
         method = self.check_method(method)

@@ -287,6 +287,7 @@ class JointTrainingInferenceProblem(ProblemBase):
 
     methods = ("fast", "numpy", "cvxpy")
     solver_methods = ("cvxpy",)
+    simulator = "jointopt.surrogate:simulate_command"   # policies in the surrogate
 
     def solve(self, *, method: str | None = None, solver: str | None = None,
               state=None, warm=None, threads: int | None = None) -> SolveResult:

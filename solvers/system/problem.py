@@ -332,7 +332,7 @@ class Training(Section):
 class Placement(Section):
     """The placement stage: ``method`` of the hfl kind (``auto``, the default: hfl's exact
     MILP ``highs`` up to ``exact_limit`` (5,000) device-host pairs, its ``heuristic`` with a
-    Lagrangian lower bound beyond; ``highs`` or ``heuristic`` force one), ``time_limit`` (s)
+    staged lower bounds beyond; ``highs`` or ``heuristic`` force one), ``time_limit`` (s)
     per solve (an exact solve stopped there keeps its incumbent and reports its gap),
     ``beta`` > 0 switches on hfl's latency-aware objective, ``association`` fixes the
     association (one host index or -1 per device) instead of solving it. The result reports
@@ -498,6 +498,7 @@ class EdgeSystemProblem(ProblemBase):
 
     kind = "edge_system"
     methods = ("joint", "siloed")
+    simulator = "jointopt.system:simulate_command"   # both plans run online
 
     name: str = "unnamed"
     description: str = ""

@@ -453,7 +453,7 @@ def run_allocation(ctx: Context, association, offload, log: StageLog, *,
 
 def placement_report(problem, result) -> dict:
     """What the placement of a plan used and how good it is: ``method`` (``highs``: exact;
-    ``heuristic``: hfl's heuristic with a Lagrangian bound; ``given``: the user's
+    ``heuristic``: hfl's heuristic with its staged lower bounds; ``given``: the user's
     association), the ``rule`` that chose it, the hfl ``status`` (``optimal``,
     ``time_limit``, ``heuristic`` ...), its per-round communication ``objective``, the
     ``lower_bound`` and the relative ``gap`` between them (0 when proved optimal)."""
