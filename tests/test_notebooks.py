@@ -1,7 +1,10 @@
-"""Every notebook in notebooks/ runs end to end (quick mode) and is committed without outputs.
+"""Every notebook in notebooks/ runs end to end (quick mode), shows every figure it saves, and
+is committed without outputs.
 
 The notebooks read ``JOINTOPT_QUICK=1`` to shrink their grids; ``JOINTOPT_FIG_DIR`` sends their
-figures to a temporary folder so a test run does not overwrite the full-mode figures.
+figures to a temporary folder so a test run does not overwrite the full-mode figures. The kernel
+runs with Jupyter's inline backend (``MPLBACKEND`` unset), as in JupyterLab, so a figure that is
+only saved, or closed before the cell ends, shows up as a missing image.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def test_notebooks_exist():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("JOINTOPT_QUICK", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # ipykernel then picks the inline backend
     monkeypatch.setenv("JOINTOPT_FIG_DIR", str(tmp_path / "figures"))
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, km=_kernel_manager(tmp_path), timeout=CELL_TIMEOUT_S,
@@ -53,6 +56,13 @@ def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
     errors = [out for cell in nb.cells if cell.cell_type == "code"
               for out in cell.get("outputs", []) if out.get("output_type") == "error"]
     assert not errors, errors
+    shown = [out for cell in nb.cells if cell.cell_type == "code"
+             for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
+    saved = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert saved, f"{path.name} saved no figure"
+    assert len(shown) == len(saved), (f"{path.name}: {len(shown)} figure(s) shown inline, "
+                                      f"{len(saved)} saved ({', '.join(saved)}): every figure "
+                                      f"is both shown and saved")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
