@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,20 @@ def test_split_training_benchmark_runs_quick(tmp_path):
     frame = pd.read_csv(tmp_path / "split_accuracy_vs_p.csv")
     assert set(frame["method"]) == {"local", "fedavg", "multi_exit", "splitgp"}
     assert (tmp_path / "split_accuracy_vs_p.png").stat().st_size > 0
+
+
+def test_splitgp_claim_exploration_runs_quick(tmp_path):
+    """The SplitGP claim exploration (``--quick``) prints its three tables and writes the CSV."""
+    out = tmp_path / "claim.csv"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "explore_splitgp_claim.py"),
+                           "--quick", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "where SplitGP is at or above both baselines" in proc.stdout
+    frame = pd.read_csv(out)
+    assert len(frame) == len((0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
+    np.testing.assert_allclose(frame["margin_headline"], frame["splitgp_headline"]
+                               - frame[["local", "fedavg"]].max(axis=1))
 
 
 def test_hfl_benchmark_runs_quick(tmp_path):

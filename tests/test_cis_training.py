@@ -23,7 +23,13 @@ pytest.importorskip("sklearn")
 
 from jointopt.harness import cis_surrogate as s3  # noqa: E402
 from jointopt.harness import early_exit as ee  # noqa: E402
-from jointopt.harness.cis_grid import advantage, run_grid, weights_table  # noqa: E402
+from jointopt.harness.cis_grid import (  # noqa: E402
+    advantage,
+    claim_verdicts,
+    config_key,
+    run_grid,
+    weights_table,
+)
 
 TINY = ee.with_config(ee.FAST, rounds=2, local_steps=3, batch_size=8)
 S3_TINY = s3.SurrogateConfig(rounds=2, local_steps=3)
@@ -377,6 +383,46 @@ def test_grid_resumes_and_advantage_pairs_by_seed(tmp_path):
     assert list(adv["share"]) == ["0.05", "0.80"] and (adv["n_seeds"] == 2).all()
     one = again[(again.share == "0.80")].pivot(index="seed", columns="rule", values="acc_cis")
     assert adv.loc[1, "delta_mean"] == pytest.approx((one.serving_rate - one.equal).mean())
+
+
+def test_grid_cache_is_keyed_on_the_training_config(tmp_path):
+    """A cached row is reused only under the configuration that produced it: a 1-round
+    config after a 2-round one trains afresh, and an old CSV without config keys is moved
+    aside instead of being trusted."""
+    csv = tmp_path / "grid.csv"
+    kw = dict(splits=["eq"], shares=["0.80"], seeds=[0], backend="surrogate", csv=csv)
+    two = run_grid(config=s3.SurrogateConfig(rounds=2, local_steps=1), **kw)
+    one = run_grid(config=s3.SurrogateConfig(rounds=1, local_steps=1), **kw)
+    assert len(pd.read_csv(csv)) == 4 and one["config"].nunique() == 1
+    assert set(one["config"]) != set(two["config"])
+    fresh = run_grid(config=s3.SurrogateConfig(rounds=1, local_steps=1), splits=["eq"],
+                     shares=["0.80"], seeds=[0], backend="surrogate")
+    pd.testing.assert_series_equal(one["acc_cis"], fresh["acc_cis"])
+    assert config_key(S3_TINY) == config_key(s3.SurrogateConfig(rounds=2, local_steps=3))
+    assert config_key(S3_TINY) != config_key(S3_TINY, estimate_variance=False)
+    old = tmp_path / "old.csv"
+    two.drop(columns="config").to_csv(old, index=False)
+    again = run_grid(config=s3.SurrogateConfig(rounds=2, local_steps=1), **{**kw, "csv": old})
+    assert (tmp_path / "old.stale.csv").exists() and len(pd.read_csv(old)) == len(again) == 2
+
+
+def _adv(split, deltas, ci):
+    shares = ["0.05", "0.33", "0.80"] if len(deltas) == 3 else \
+        ["0.05", "0.10", "0.20", "0.33", "0.60", "0.80"]
+    return pd.DataFrame({"backend": "torch", "nodes": 7, "split": split, "share": shares,
+                         "pi": "p0", "delta_mean": deltas, "ci95": ci})
+
+
+@pytest.mark.parametrize("deltas, ci, verdict", [
+    ([0.00, 0.02, 0.05], 0.01, "holds"),
+    ([0.05, 0.02, 0.00], 0.01, "fails"),
+    ([0.00, 0.01, 0.02], 0.10, "inconclusive"),     # positive trend, interval contains 0
+    ([0.02, 0.01, -0.03], 0.10, "inconclusive"),    # negative trend, interval contains 0
+    ([0.02, 0.05, 0.06, 0.07, 0.08, 0.01], 0.001, "inconclusive"),  # drop against the ranks
+])
+def test_claim_verdicts_one_rule_for_both_signs(deltas, ci, verdict):
+    v = claim_verdicts(_adv("eq", deltas, ci))
+    assert list(v["verdict"]) == [verdict]
 
 
 def test_weights_table_rules_on_simplex():

@@ -1,10 +1,13 @@
-"""Every notebook in notebooks/ runs end to end (quick mode) and is committed without outputs.
+"""Every notebook in notebooks/ runs end to end (quick mode), shows every figure it saves, and
+is committed without outputs.
 
 The notebooks read ``JOINTOPT_QUICK=1`` to shrink their grids. They are executed once per test
 run, by the docs build (the ``docs_build`` fixture: ``sphinx-build -W`` fails on the first
 failing cell); these tests read the executed notebooks it leaves in ``jupyter_execute/`` and
 the figures each saved in ``notebook_figures/<name>/`` of the build folder, so a test run does
-not overwrite the committed full-mode figures.
+not overwrite the committed full-mode figures. The kernel runs with Jupyter's
+inline backend, as in JupyterLab, so a figure that is only saved, or closed before the cell
+ends, shows up as a missing image.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ def test_notebook_executes(path: Path, docs_build: Path):
     saved = sorted(p.name for p in (docs_build / "notebook_figures" / path.stem).glob("*.png"))
     assert shown, f"{path.name} shows no figure"
     assert saved, f"{path.name} saved no figure"
+    assert len(shown) == len(saved), (f"{path.name}: {len(shown)} figure(s) shown inline, "
+                                      f"{len(saved)} saved ({', '.join(saved)}): every figure "
+                                      f"is both shown and saved")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -253,6 +253,27 @@ def test_threshold_extremes(runs):
     assert np.all(runs["fedavg"].offload_rates(0.5, -1.0) == 0.0)  # on device
 
 
+def test_detection_rates_split_the_offload_rate(runs):
+    """The offload rates among OOD and main-class samples recombine into each client's offload
+    rate; the extremes offload everything / nothing; on-device methods offload nothing."""
+    run = runs["splitgp"]
+    for e in (-1.0, 0.4, 1.6, LN10):
+        ood, main = run.detection_rates(0.6, e)
+        per = [run.records(k, 0.6, "test") for k in range(run.n_clients)]
+        q_ood = np.array([sm.offloads(r["h"][r["is_ood"]], e).mean() for r in per])
+        q_main = np.array([sm.offloads(r["h"][~r["is_ood"]], e).mean() for r in per])
+        assert (ood, main) == pytest.approx((q_ood.mean(), q_main.mean()), abs=1e-12)
+        n_ood = np.array([r["is_ood"].sum() for r in per])
+        n = np.array([r["is_ood"].size for r in per])
+        np.testing.assert_allclose(run.offload_rates(0.6, e),
+                                   (n_ood * q_ood + (n - n_ood) * q_main) / n, atol=1e-12)
+    assert run.detection_rates(0.6, -1.0) == (1.0, 1.0)
+    assert run.detection_rates(0.6, LN10) == (0.0, 0.0)
+    assert runs["fedavg"].detection_rates(1.0, -1.0) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="p must be > 0"):
+        run.detection_rates(0.0, 0.4)
+
+
 @settings(max_examples=30, deadline=None)
 @given(e=st.lists(st.floats(-1.0, 2.5), min_size=2, max_size=6), p=st.sampled_from(sg.P_GRID))
 def test_offload_rate_monotone_in_threshold(runs, e, p):

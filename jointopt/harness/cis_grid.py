@@ -1,9 +1,11 @@
 """Grid runs of CIS early-exit training and the serving-rate advantage table.
 
 Documented in ``docs/kinds/cis_early_exit.md`` [project choice]. One tidy row per run
-(backend, nodes, data split, device share, pi, rule, seed) with the system accuracy, the
-served accuracy per tier, the plain accuracy of each exit and the weights used. A CSV path
-makes the grid resumable: rows already there are not run again.
+(backend, nodes, data split, device share, pi, rule, seed, config) with the system accuracy,
+the served accuracy per tier, the plain accuracy of each exit and the weights used. A CSV path
+makes the grid resumable: rows already there are not run again. ``config`` is a fingerprint
+of the training configuration (every field) and of the variance-estimation switch, so a row
+is reused only for the very settings that produced it (see :func:`config_key`).
 
 :func:`advantage` pairs runs by seed and reports ``Delta = Acc_CIS(serving_rate) -
 Acc_CIS(equal)`` per (split, share): mean, standard deviation and 95% t half-width.
@@ -11,6 +13,10 @@ Acc_CIS(equal)`` per (split, share): mean, standard deviation and 95% t half-wid
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,7 +26,18 @@ import pandas as pd
 
 from jointopt.models.cis import DEVICE_SHARES
 
-KEYS = ["backend", "nodes", "split", "share", "pi", "rule", "seed"]
+KEYS = ["backend", "nodes", "split", "share", "pi", "rule", "seed", "config"]
+
+
+def config_key(config, **options) -> str:
+    """A short, stable fingerprint of a training configuration (a dataclass: its type and
+    every field) and of further ``options`` that change a run's result. Two runs with the
+    same grid keys and the same fingerprint give the same numbers (same code), so a cached
+    row is reused only under the same fingerprint. Changes to the code itself are not
+    fingerprinted: delete the CSV after changing the training code."""
+    payload = {"type": type(config).__name__, **dataclasses.asdict(config), **options}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def run_grid(*, nodes: int = 7, splits: Iterable[str] = ("eq", "2x", "tiny"),
@@ -51,9 +68,16 @@ def run_grid(*, nodes: int = 7, splits: Iterable[str] = ("eq", "2x", "tiny"),
     else:
         raise ValueError(f"backend must be 'torch' or 'surrogate', got {backend!r}")
     splits, shares, rules, seeds = list(splits), list(shares), list(rules), list(seeds)
+    ckey = config_key(cfg, estimate_variance=bool(estimate_variance))
     done = pd.DataFrame()
     if csv is not None and Path(csv).exists():
-        done = pd.read_csv(csv, dtype={"share": str, "split": str, "pi": str})
+        done = pd.read_csv(csv, dtype={"share": str, "split": str, "pi": str, "config": str})
+        if "config" not in done.columns:  # written before configs were fingerprinted
+            stale = Path(csv).with_suffix(".stale.csv")
+            Path(csv).replace(stale)
+            print(f"run_grid: {csv} has no config column; its rows cannot be matched to a "
+                  f"training configuration, moved to {stale}", file=sys.stderr)
+            done = pd.DataFrame()
     have = set(map(tuple, done[KEYS].astype(str).values)) if len(done) else set()
     variance_rules = {"inverse_variance", "inverse_sqrt_variance", "balanced", "convex"}
     rows = []
@@ -64,8 +88,8 @@ def run_grid(*, nodes: int = 7, splits: Iterable[str] = ("eq", "2x", "tiny"),
             problem = CooperativeInferenceProblem.three_tier(nodes, share, split, pi=pi)
             for rule in rules:
                 if (rule in variance_rules and backend == "torch" and estimate_variance
-                        and not all(tuple(map(str, (backend, nodes, split, share, pi, rule, s)))
-                                    in have for s in seeds)):
+                        and not all(tuple(map(str, (backend, nodes, split, share, pi, rule, s,
+                                                    ckey))) in have for s in seeds)):
                     if sigma2 is None:
                         data = data or early_exit.partition(problem, cfg.data_seed)
                         sigma2 = early_exit.estimate_sigma2(problem, config=cfg, data=data)
@@ -73,7 +97,7 @@ def run_grid(*, nodes: int = 7, splits: Iterable[str] = ("eq", "2x", "tiny"),
                 else:
                     problem_r = problem
                 for seed in seeds:
-                    key = (backend, nodes, split, share, pi, rule, seed)
+                    key = (backend, nodes, split, share, pi, rule, seed, ckey)
                     if tuple(map(str, key)) in have:
                         continue
                     if data is None:
@@ -92,7 +116,7 @@ def run_grid(*, nodes: int = 7, splits: Iterable[str] = ("eq", "2x", "tiny"),
     out = pd.concat([done, new], ignore_index=True) if len(done) else new
     if not len(out):
         return out
-    wanted = {tuple(map(str, (backend, nodes, split, share, pi, rule, seed)))
+    wanted = {tuple(map(str, (backend, nodes, split, share, pi, rule, seed, ckey)))
               for split in splits for share in shares for rule in rules for seed in seeds}
     keep = [tuple(k) in wanted for k in out[KEYS].astype(str).values]
     out = out[keep].drop_duplicates(KEYS).reset_index(drop=True)
@@ -176,19 +200,21 @@ def weights_table(nodes: int = 7, splits: Iterable[str] = ("eq", "2x", "tiny"),
     return pd.DataFrame(rows)
 
 
-
-
 def claim_verdicts(adv: pd.DataFrame, high_shares=("0.60", "0.80")) -> pd.DataFrame:
     """Verdicts on the source paper's qualitative claim from an :func:`advantage` table of one
     backend [rules: the source paper's claim; thresholds: project choice].
 
-    (i) per split: the advantage grows with the device share: *holds* when the Spearman
-    correlation of share and mean Delta is > 0 and Delta at the largest share minus Delta at
-    the smallest exceeds the pooled 95% half-width ``sqrt(ci_a^2 + ci_b^2)``; *fails* when
-    that difference is below minus the half-width, or the correlation is <= 0 with a
-    non-positive difference; *inconclusive* otherwise (or with fewer than 2 seeds).
+    One rule for both signs: a difference counts only when its pooled 95% interval excludes
+    zero; an interval containing zero is *inconclusive*, whatever the sign of the estimate.
+
+    (i) per split: the advantage grows with the device share. ``diff`` = Delta at the largest
+    share minus Delta at the smallest, ``half`` = the pooled 95% half-width
+    ``sqrt(ci_a^2 + ci_b^2)``, ``rho`` = the Spearman correlation of share and mean Delta.
+    *holds* when ``diff > half`` and ``rho > 0``; *fails* (it shrinks) when ``diff < -half``
+    and ``rho < 0``; *inconclusive* otherwise (also with fewer than 2 seeds).
     (ii) the mean Delta over ``high_shares`` is larger on ``2x`` (and on ``tiny``, with
-    whatever pi the table holds) than on ``eq``, judged with the same pooled half-width.
+    whatever pi the table holds) than on ``eq``: *holds* when the difference exceeds the
+    pooled half-width, *fails* when it is below minus it, *inconclusive* otherwise.
     """
     from scipy import stats
 
@@ -203,9 +229,9 @@ def claim_verdicts(adv: pd.DataFrame, high_shares=("0.60", "0.80")) -> pd.DataFr
         half = float(np.hypot(g["ci95"].iloc[-1], g["ci95"].iloc[0]))
         if not np.isfinite(half) or not np.isfinite(rho):
             verdict = "inconclusive"
-        elif rho > 0 and diff > half:
+        elif diff > half and rho > 0:
             verdict = "holds"
-        elif diff < -half or (rho <= 0 and diff <= 0):
+        elif diff < -half and rho < 0:
             verdict = "fails"
         else:
             verdict = "inconclusive"
@@ -230,4 +256,5 @@ def claim_verdicts(adv: pd.DataFrame, high_shares=("0.60", "0.80")) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-__all__ = ["KEYS", "advantage", "claim_verdicts", "run_grid", "summarize", "weights_table"]
+__all__ = ["KEYS", "advantage", "claim_verdicts", "config_key", "run_grid", "summarize",
+           "weights_table"]

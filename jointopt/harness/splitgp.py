@@ -366,6 +366,21 @@ class SplitRun:
         return np.array([np.mean(sm.offloads(self.records(k, p, split)["h"], e_th))
                          for k in range(self.n_clients)])
 
+    def detection_rates(self, p: float, e_th: float, split: str = "test") -> tuple[float, float]:
+        """How well the entropy rule finds the OOD samples: the offload rate among the OOD
+        samples and among the main-class samples of the mixtures at ``p`` (mean over
+        clients; an ideal detector gives 1 and 0). ``p`` must be > 0."""
+        if p <= 0:
+            raise ValueError(f"p must be > 0 (the mixture needs OOD samples), got {p}")
+        ood, main = [], []
+        for k in range(self.n_clients):
+            rec = self.records(k, p, split)
+            off = sm.offloads(rec["h"], e_th) if self.inference == "offload" \
+                else np.zeros(rec["h"].size, bool)
+            ood.append(off[rec["is_ood"]].mean())
+            main.append(off[~rec["is_ood"]].mean())
+        return float(np.mean(ood)), float(np.mean(main))
+
     def client_accuracy(self, p: float, e_th: float | None = None,
                         split: str = "test") -> np.ndarray:
         """Per-client accuracy on the mixture: on-device methods answer with the full
