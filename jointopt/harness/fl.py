@@ -266,6 +266,14 @@ class FederatedHarness:
         self._yt = torch.from_numpy(data.y_test)
         self._test_stock = np.bincount(data.y_test, minlength=data.n_classes)
 
+    def __enter__(self) -> FederatedHarness:
+        """Harnesses are context managers (:class:`jointopt.flower.FlowerHarness` keeps its
+        engine up across the runs of a with-block); this one holds nothing."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
     def build_model(self, seed: int) -> FlatModel:
         """The MLP at its seeded initialisation (the same for every policy of a seed)."""
         return FlatModel(mlp(self.data.n_features, self.config.hidden, self.data.n_classes,
