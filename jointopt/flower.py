@@ -625,12 +625,14 @@ class FlowerHarness(FederatedHarness):
 
     Used in a with-block, its runs share one :class:`Simulation` (Ray starts once);
     outside one, each run starts its own. ``queues``: what the online controller's virtual
-    queues are charged (see :class:`JointStrategy`); ``cpus``: Ray workers (default: every
-    core).
+    queues are charged (see :class:`JointStrategy`); ``"planned"`` by default, as in the
+    in-house harness and the surrogate, so that validation compares one controller on
+    three engines (a deployment charges the measured use, :class:`JointStrategy`'s
+    default). ``cpus``: Ray workers (default: every core).
     """
 
     def __init__(self, problem, config: HarnessConfig | None = None, *,
-                 queues: str = "measured", cpus: int | None = None, verbose: bool = False):
+                 queues: str = "planned", cpus: int | None = None, verbose: bool = False):
         super().__init__(problem, config)
         self.queues = queues
         self.simulation = Simulation(problem.clients.count, digits_task(problem, self.config),
