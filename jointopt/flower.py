@@ -399,15 +399,19 @@ class DigitsTask(ClientTask):
 
 
 @functools.lru_cache(maxsize=4)
-def _digits_task(problem_json: str, config: HarnessConfig) -> DigitsTask:
+def _cached_digits_task(problem_json: str, config: HarnessConfig) -> DigitsTask:
     from jointopt import scenarios
 
     return DigitsTask(scenarios.from_dict(json.loads(problem_json)), config)
 
 
-def digits_task(problem, config: HarnessConfig | None = None) -> Callable[[], DigitsTask]:
-    """A picklable factory of :class:`DigitsTask` for :func:`client_app`: each process
-    (each Ray worker) builds the task once and reuses it."""
+def _digits_task(problem_json: str, config: HarnessConfig, context=None) -> DigitsTask:
+    return _cached_digits_task(problem_json, config)
+
+
+def digits_task(problem, config: HarnessConfig | None = None) -> Callable[..., DigitsTask]:
+    """A picklable factory of :class:`DigitsTask` for :func:`client_app` (it ignores the
+    node's context): each process (each Ray worker) builds the task once and reuses it."""
     return functools.partial(_digits_task, json.dumps(problem.to_dict()),
                              config or HarnessConfig())
 
@@ -424,11 +428,12 @@ def _client_index(context: Context, count: int) -> int:
     return client
 
 
-def client_app(make_task: Callable[[], ClientTask]) -> ClientApp:
+def client_app(make_task: Callable[[Context], ClientTask]) -> ClientApp:
     """The ``ClientApp`` of :class:`JointStrategy`'s nodes.
 
-    ``make_task()`` returns the node's :class:`ClientTask` (called on every message: cache
-    it, as :func:`digits_task` does). Handlers: ``query.identify`` (the handshake: the
+    ``make_task(context)`` returns the node's :class:`ClientTask` (from the run's
+    ``context.run_config``, say; called on every message: cache it, as :func:`digits_task`
+    does). Handlers: ``query.identify`` (the handshake: the
     node's client index, and the initial model as its held copy), ``train`` (local
     training from the sent global model; the held copy is left alone), ``evaluate.serve``
     (take the download if one came, then serve the slot's requests; metrics ``requests``,
@@ -438,7 +443,7 @@ def client_app(make_task: Callable[[], ClientTask]) -> ClientApp:
 
     @app.query("identify")
     def identify(msg: Message, context: Context) -> Message:
-        task = make_task()
+        task = make_task(context)
         client = _client_index(context, task.problem.clients.count)
         context.state[STATE_MODEL] = msg.content["arrays"]
         context.state[STATE_NODE] = ConfigRecord({
@@ -449,7 +454,7 @@ def client_app(make_task: Callable[[], ClientTask]) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        task, node = make_task(), context.state[STATE_NODE]
+        task, node = make_task(context), context.state[STATE_NODE]
         t = int(msg.content["config"]["server-round"]) - 1
         client = int(node["client"])
         arrays, examples = task.train(client, msg.content["arrays"],
@@ -460,7 +465,7 @@ def client_app(make_task: Callable[[], ClientTask]) -> ClientApp:
 
     @app.evaluate("serve")
     def serve(msg: Message, context: Context) -> Message:
-        task, node = make_task(), context.state[STATE_NODE]
+        task, node = make_task(context), context.state[STATE_NODE]
         cfg = msg.content["config"]
         t, mu = int(cfg["server-round"]) - 1, float(cfg["mu"])
         if "arrays" in msg.content:
@@ -531,7 +536,10 @@ class Simulation:
     nodes' state (held copy, queue). ``cpus``: Ray workers (default: every core).
     """
 
-    def __init__(self, nodes: int, make_task: Callable[[], ClientTask], *,
+    _active = 0   # simulations up in this process (Ray allows one: a second would wait
+    #               forever for the cores the first one's workers hold, then shut both down)
+
+    def __init__(self, nodes: int, make_task: Callable[[Context], ClientTask], *,
                  cpus: int | None = None, verbose: bool = False):
         self.nodes, self.make_task, self.cpus, self.verbose = int(nodes), make_task, cpus, verbose
         self._thread = None
@@ -541,6 +549,12 @@ class Simulation:
         import threading
 
         from flwr.simulation import run_simulation
+
+        if Simulation._active:
+            raise RuntimeError("a Flower simulation is already up in this process (one at a "
+                               "time: Ray runs one cluster per process); run inside it or "
+                               "leave its with-block first")
+        Simulation._active += 1
 
         self._jobs: queue.Queue = queue.Queue()
         self._done: queue.Queue = queue.Queue()
@@ -572,7 +586,13 @@ class Simulation:
         self._quiet.__enter__()
         self._thread = threading.Thread(target=engine, name="flower-simulation", daemon=True)
         self._thread.start()
-        self._expect("ready")
+        try:
+            self._expect("ready")
+        except BaseException:
+            self._thread = None
+            Simulation._active -= 1
+            self._quiet.__exit__(None, None, None)
+            raise
         return self
 
     def _expect(self, kind: str):
@@ -586,11 +606,11 @@ class Simulation:
     def run(self, strategy: JointStrategy, initial_arrays: ArrayRecord,
             rounds: int) -> JointStrategy:
         """``rounds`` rounds of ``strategy``; returns it (its records hold the run)."""
-        if self._thread is None:
-            raise RuntimeError("use the simulation in a with-block")
         if strategy.problem.clients.count != self.nodes:
             raise ValidationError("problem.clients.count", f"must be {self.nodes} (the "
                                   f"simulation's nodes), got {strategy.problem.clients.count}")
+        if self._thread is None:
+            raise RuntimeError("use the simulation in a with-block")
         self._jobs.put((strategy, initial_arrays, int(rounds)))
         self._expect("done")
         if len(strategy._rows) != rounds:
@@ -606,10 +626,11 @@ class Simulation:
             self._thread.join(timeout=60)
         finally:
             self._thread = None
+            Simulation._active -= 1
             self._quiet.__exit__(None, None, None)
 
 
-def run_simulation(strategy: JointStrategy, make_task: Callable[[], ClientTask],
+def run_simulation(strategy: JointStrategy, make_task: Callable[[Context], ClientTask],
                    initial_arrays: ArrayRecord, rounds: int, *, cpus: int | None = None,
                    verbose: bool = False) -> JointStrategy:
     """``rounds`` rounds of ``strategy`` with one Flower node per client on the Simulation
