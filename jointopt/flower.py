@@ -536,8 +536,8 @@ class Simulation:
     nodes' state (held copy, queue). ``cpus``: Ray workers (default: every core).
     """
 
-    _active = 0   # simulations up in this process (Ray allows one: a second would wait
-    #               forever for the cores the first one's workers hold, then shut both down)
+    current: Simulation | None = None   # the one up in this process (Ray allows one: a
+    # second would wait forever for the cores the first one's workers hold)
 
     def __init__(self, nodes: int, make_task: Callable[[Context], ClientTask], *,
                  cpus: int | None = None, verbose: bool = False):
@@ -550,11 +550,11 @@ class Simulation:
 
         from flwr.simulation import run_simulation
 
-        if Simulation._active:
+        if Simulation.current is not None:
             raise RuntimeError("a Flower simulation is already up in this process (one at a "
                                "time: Ray runs one cluster per process); run inside it or "
                                "leave its with-block first")
-        Simulation._active += 1
+        Simulation.current = self
 
         self._jobs: queue.Queue = queue.Queue()
         self._done: queue.Queue = queue.Queue()
@@ -590,7 +590,7 @@ class Simulation:
             self._expect("ready")
         except BaseException:
             self._thread = None
-            Simulation._active -= 1
+            Simulation.current = None
             self._quiet.__exit__(None, None, None)
             raise
         return self
@@ -626,7 +626,7 @@ class Simulation:
             self._thread.join(timeout=60)
         finally:
             self._thread = None
-            Simulation._active -= 1
+            Simulation.current = None
             self._quiet.__exit__(None, None, None)
 
 
@@ -640,12 +640,20 @@ def run_simulation(strategy: JointStrategy, make_task: Callable[[Context], Clien
         return sim.run(strategy, initial_arrays, rounds)
 
 
+def _same_task(a: Simulation, b: Simulation) -> bool:
+    fa, fb = a.make_task, b.make_task
+    return (a.nodes == b.nodes and isinstance(fa, functools.partial)
+            and isinstance(fb, functools.partial) and fa.func is fb.func
+            and fa.args == fb.args and fa.keywords == fb.keywords)
+
+
 class FlowerHarness(FederatedHarness):
     """:class:`~jointopt.harness.fl.FederatedHarness` whose runs train on Flower's
     Simulation Engine (same data split, model, measurements and result).
 
-    Used in a with-block, its runs share one :class:`Simulation` (Ray starts once);
-    outside one, each run starts its own. ``queues``: what the online controller's virtual
+    Used in a with-block, its runs share one :class:`Simulation` (Ray starts once; a
+    simulation of the same clients and task already up in the process is reused); outside
+    one, each run starts its own. ``queues``: what the online controller's virtual
     queues are charged (see :class:`JointStrategy`); ``"planned"`` by default, as in the
     in-house harness and the surrogate, so that validation compares one controller on
     three engines (a deployment charges the measured use, :class:`JointStrategy`'s
@@ -659,16 +667,24 @@ class FlowerHarness(FederatedHarness):
         self.simulation = Simulation(problem.clients.count, digits_task(problem, self.config),
                                      cpus=cpus, verbose=verbose)
         self._depth = 0
+        self._own = False
 
     def __enter__(self) -> FlowerHarness:
         if self._depth == 0:
-            self.simulation.__enter__()
+            # a simulation of the same nodes and task already up in this process (another
+            # FlowerHarness's with-block) serves this one's runs too
+            up = Simulation.current
+            if up is not None and _same_task(up, self.simulation):
+                self.simulation, self._own = up, False
+            else:
+                self.simulation.__enter__()
+                self._own = True
         self._depth += 1
         return self
 
     def __exit__(self, *exc) -> None:
         self._depth -= 1
-        if self._depth == 0:
+        if self._depth == 0 and self._own:
             self.simulation.__exit__(*exc)
 
     def run(self, policy: Policy | str = "online", *, problem=None, rounds: int | None = None,

@@ -1,13 +1,13 @@
 """Flower: the jointopt strategy on Flower's Simulation Engine (one shared simulation).
 
 Ray's start-up is the cost (tens of seconds on a loaded machine), so one
-:class:`~jointopt.flower.Simulation` of 4 nodes serves every run of this module (the CLI
-test, which starts its own, is in ``test_flower_cli.py``: one simulation per process at a
-time).
+:class:`~jointopt.flower.Simulation` of 4 nodes serves every run of this module, the
+``validate --engine flower`` command's included.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -176,6 +176,18 @@ def test_simulation_rejects_a_problem_with_other_clients_and_a_second_simulation
     with pytest.raises(RuntimeError, match="already up"):
         with Simulation(3, engine.simulation.make_task):
             pass
+
+
+def test_validate_cli_on_flower_engine(engine, capsys):
+    """``jointopt validate --engine flower`` (pilots and policies on Flower; the module's
+    simulation of the same 4 clients serves it)."""
+    rc = cli.main(["validate", "--engine", "flower", "--clients", "4", "--rounds", "3",
+                   "--policies", "equal_split,static", "--surrogate-seeds", "2", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["engine"] == "flower" and set(out["policies"]) == {"equal_split", "static"}
+    for row in out["policies"].values():
+        assert 0.0 <= row["measured"] <= 1.0
 
 
 def test_bad_engine_and_flwr_not_imported_by_jointopt(capsys):
