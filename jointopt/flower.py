@@ -140,8 +140,14 @@ class JointStrategy(Strategy):
     training or validation loss), called once per version; ``seed``: the participation
     and download draws, and the nodes' draws; ``queues``: ``"measured"`` charges the
     policy's virtual queues the resources actually used, ``"planned"`` leaves them charged
-    the decision's expected use (as the in-house harness does); ``on_round``: called with
-    each round's record.
+    the decision's expected use (as the in-house harness does); ``connect_timeout``: how
+    long the first round waits for every node to connect and answer the handshake (Ray's
+    workers start then); ``on_round``: called with each round's record.
+
+    Determinism: the records depend only on the scenario, the policy and ``seed``, except
+    for ``node_id`` (Flower draws node ids afresh in each simulation or deployment) and for
+    replies that never come (a node that fails to train counts as not having trained, one
+    that fails to serve keeps the copy it reported last; ``missing_replies`` counts them).
 
     After :meth:`start`: :meth:`rounds_frame` (one row per round: ``K``, participation,
     ``mean_aom``, timely accuracy, resource use, backlog) and :meth:`clients_frame` (one row
@@ -153,7 +159,7 @@ class JointStrategy(Strategy):
     def __init__(self, problem, policy: Policy | str = "online", *,
                  global_error: Callable[[ArrayRecord], float], seed: int = 0,
                  server_lr: float = 1.0, queues: str = "measured",
-                 connect_timeout: float = 120.0,
+                 connect_timeout: float = 600.0,
                  on_round: Callable[[dict], None] | None = None):
         if queues not in ("measured", "planned"):
             raise ValidationError("queues", f"must be 'measured' or 'planned', got {queues!r}")
@@ -179,7 +185,7 @@ class JointStrategy(Strategy):
             self.queues, self.seed)
 
     # the handshake --------------------------------------------------------------------
-    def _connect(self, grid: Grid, arrays: ArrayRecord, timeout: float | None) -> None:
+    def _connect(self, grid: Grid, arrays: ArrayRecord) -> None:
         import time
 
         n = self.problem.clients.count
@@ -193,7 +199,7 @@ class JointStrategy(Strategy):
                               "config": ConfigRecord({"seed": self.seed})})
         replies = grid.send_and_receive(
             [Message(content, dst_node_id=node, message_type=IDENTIFY) for node in nodes],
-            timeout=timeout)
+            timeout=max(deadline - time.monotonic(), 1.0))
         node_of: list[int | None] = [None] * n
         replies = list(replies)
         for msg in replies:
@@ -222,7 +228,7 @@ class JointStrategy(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         if self.node_of is None:
-            self._connect(grid, arrays, timeout=None)
+            self._connect(grid, arrays)
         t = server_round - 1
         K = np.asarray(self.K)
         x = self.policy.decide(Observation(t, self.K[-1], K[self.held_version],
@@ -472,11 +478,10 @@ def client_app(make_task: Callable[[Context], ClientTask]) -> ClientApp:
             context.state[STATE_MODEL] = msg.content["arrays"]
             node["held-version"] = int(cfg["version"])
         held = context.state[STATE_MODEL]
-        client = int(node["client"])
-        c, i = task.problem.clients, [int(node["client"])]
+        client, c = int(node["client"]), task.problem.clients
         rng = _rng(node["seed"], client, t, 1)
         arrivals, _, on_time, free = serve_fifo(
-            rng, c.arrival_rate[i], np.array([mu]), c.deadline[i],
+            rng, c.arrival_rate[[client]], np.array([mu]), c.deadline[[client]],
             task.problem.simulation.slot, t, np.array([float(node["free"])]))
         node["free"] = float(free[0])
         right = task.answer(client, held, int(arrivals[0]), rng) if arrivals[0] else on_time
