@@ -184,6 +184,17 @@ class JointStrategy(Strategy):
         log(logging.INFO, "\t└──> queues charged the %s resource use, seed %d",
             self.queues, self.seed)
 
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
+              timeout: float = 3600, train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None, evaluate_fn=None):
+        """Flower's round loop (``Strategy.start``), after the handshake: every node is
+        matched to its client and handed ``initial_arrays``, and the policy is reset. Each
+        call is a fresh run (the records start empty)."""
+        self._rows, self._client_rows = [], []
+        self._connect(grid, initial_arrays)
+        return super().start(grid, initial_arrays, num_rounds, timeout, train_config,
+                             evaluate_config, evaluate_fn)
+
     # the handshake --------------------------------------------------------------------
     def _connect(self, grid: Grid, arrays: ArrayRecord) -> None:
         import time
@@ -227,8 +238,6 @@ class JointStrategy(Strategy):
     # Flower's round -------------------------------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        if self.node_of is None:
-            self._connect(grid, arrays)
         t = server_round - 1
         K = np.asarray(self.K)
         x = self.policy.decide(Observation(t, self.K[-1], K[self.held_version],
