@@ -96,6 +96,7 @@ from jointopt.models.queueing import on_time_fraction
 from jointopt.policies import Observation, Policy, make_policy
 
 IDENTIFY = f"{MessageType.QUERY}.identify"   # node -> client handshake, initial model
+PING = f"{MessageType.QUERY}.ping"           # is the node up (Simulation start-up)
 SERVE = f"{MessageType.EVALUATE}.serve"      # serving slot, with the download if any
 TRAIN = MessageType.TRAIN
 STATE_MODEL = "jointopt.held"                # Context.state keys on a node
@@ -448,13 +449,18 @@ def client_app(make_task: Callable[[Context], ClientTask]) -> ClientApp:
 
     ``make_task(context)`` returns the node's :class:`ClientTask` (from the run's
     ``context.run_config``, say; called on every message: cache it, as :func:`digits_task`
-    does). Handlers: ``query.identify`` (the handshake: the
+    does). Handlers: ``query.ping`` (is the node up), ``query.identify`` (the handshake: the
     node's client index, and the initial model as its held copy), ``train`` (local
     training from the sent global model; the held copy is left alone), ``evaluate.serve``
     (take the download if one came, then serve the slot's requests; metrics ``requests``,
     ``on-time``, ``correct``, ``use``, ``held-version``, ``held-norm``).
     """
     app = ClientApp()
+
+    @app.query("ping")
+    def ping(msg: Message, context: Context) -> Message:
+        make_task(context)   # load the task now, not in the first run
+        return Message(RecordDict(), reply_to=msg)
 
     @app.query("identify")
     def identify(msg: Message, context: Context) -> Message:
@@ -541,80 +547,104 @@ def backend_config(cpus: int | None = None, object_store_mb: int = 256) -> dict:
 
 class Simulation:
     """Flower's Simulation Engine kept up across runs: Ray and one node per client start
-    once (the slow part: tens of seconds on a loaded 2-core machine), then any number of
-    :class:`JointStrategy` runs go through it in turn.
+    once (the slow part: tens of seconds to minutes on a loaded 2-core machine), then any
+    number of :class:`JointStrategy` runs go through it in turn.
 
     ``with Simulation(nodes, make_task) as sim: sim.run(strategy, initial_arrays, rounds)``.
     The engine runs in a background thread of this process (Flower's ``run_simulation``:
-    the ServerApp in a thread, the nodes in Ray workers); each run's handshake resets the
-    nodes' state (held copy, queue). ``cpus``: Ray workers (default: every core).
+    the ServerApp in a thread, the nodes in Ray workers). Entering waits until every node
+    has answered a ``ping`` (Ray and its workers are up); Ray gives its node 30 s to
+    register, which a loaded machine can miss, so a failed start is retried ``retries``
+    times. Each run's handshake resets the nodes' state (held copy, queue). ``cpus``: Ray
+    workers (default: every core).
     """
 
     current: Simulation | None = None   # the one up in this process (Ray allows one: a
     # second would wait forever for the cores the first one's workers hold)
 
     def __init__(self, nodes: int, make_task: Callable[[Context], ClientTask], *,
-                 cpus: int | None = None, verbose: bool = False):
+                 cpus: int | None = None, verbose: bool = False, retries: int = 2,
+                 start_timeout: float = 900.0):
         self.nodes, self.make_task, self.cpus, self.verbose = int(nodes), make_task, cpus, verbose
+        self.retries, self.start_timeout = int(retries), float(start_timeout)
         self._thread = None
 
     def __enter__(self) -> Simulation:
+        if Simulation.current is not None:
+            raise RuntimeError("a Flower simulation is already up in this process (one at a "
+                               "time: Ray runs one cluster per process); run inside it or "
+                               "leave its with-block first")
+        # Ray's notice about a future default for accelerator variables (no GPUs here)
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+        self._quiet = _quiet_flower(self.verbose)
+        self._quiet.__enter__()
+        Simulation.current = self
+        try:
+            for attempt in range(self.retries + 1):
+                try:
+                    self._start()
+                    return self
+                except Exception as exc:
+                    self._abandon()
+                    if attempt == self.retries:
+                        raise
+                    print(f"jointopt.flower: the simulation did not start ({exc}; "
+                          f"{exc.__cause__ or ''}), retrying", file=sys.stderr)
+        except BaseException:
+            Simulation.current = None
+            self._quiet.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        """One attempt: the engine thread, then a ping to every node."""
         import queue
         import threading
 
         from flwr.simulation import run_simulation
 
-        if Simulation.current is not None:
-            raise RuntimeError("a Flower simulation is already up in this process (one at a "
-                               "time: Ray runs one cluster per process); run inside it or "
-                               "leave its with-block first")
-        Simulation.current = self
-
-        self._jobs: queue.Queue = queue.Queue()
-        self._done: queue.Queue = queue.Queue()
+        jobs: queue.Queue = queue.Queue()
+        done: queue.Queue = queue.Queue()
+        self._jobs, self._done = jobs, done     # this attempt's (a failed one keeps its own)
         server = ServerApp()
 
         @server.main()
         def main(grid: Grid, context: Context) -> None:
-            self._done.put(("ready", None))
-            while (job := self._jobs.get()) is not None:
-                strategy, initial, rounds = job
+            while (job := jobs.get()) is not None:
                 try:
-                    strategy.start(grid, initial, num_rounds=rounds)
-                    self._done.put(("done", strategy))
+                    done.put(("done", job(grid)))
                 except Exception as exc:  # handed to the caller of run()
-                    self._done.put(("error", exc))
+                    done.put(("error", exc))
 
         def engine() -> None:
             try:
                 run_simulation(server_app=server, client_app=client_app(self.make_task),
                                num_supernodes=self.nodes, backend_config=backend_config(self.cpus),
                                verbose_logging=self.verbose)
-                self._done.put(("stopped", None))
+                done.put(("stopped", None))
             except BaseException as exc:
-                self._done.put(("error", exc))
+                done.put(("error", exc))
 
-        # Ray's notice about a future default for accelerator variables (no GPUs here)
-        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-        self._quiet = _quiet_flower(self.verbose)
-        self._quiet.__enter__()
         self._thread = threading.Thread(target=engine, name="flower-simulation", daemon=True)
         self._thread.start()
-        try:
-            self._expect("ready")
-        except BaseException:
-            self._thread = None
-            Simulation.current = None
-            self._quiet.__exit__(None, None, None)
-            raise
-        return self
+        self._call(functools.partial(_ping, nodes=self.nodes, timeout=self.start_timeout))
 
-    def _expect(self, kind: str):
+    def _abandon(self) -> None:
+        """Give up a failed attempt: its threads end on their own; Ray goes down."""
+        import ray
+
+        self._jobs.put(None)
+        self._thread = None
+        ray.shutdown()
+
+    def _call(self, job: Callable[[Grid], object]):
+        """Run ``job(grid)`` in the ServerApp's thread and return its result."""
+        self._jobs.put(job)
         got, payload = self._done.get()
         if got == "error":
             raise payload
-        if got != kind:
-            raise RuntimeError(f"Flower's simulation {got} (expected {kind})")
+        if got != "done":
+            raise RuntimeError(f"Flower's simulation {got} during a run")
         return payload
 
     def run(self, strategy: JointStrategy, initial_arrays: ArrayRecord,
@@ -625,23 +655,44 @@ class Simulation:
                                   f"simulation's nodes), got {strategy.problem.clients.count}")
         if self._thread is None:
             raise RuntimeError("use the simulation in a with-block")
-        self._jobs.put((strategy, initial_arrays, int(rounds)))
-        self._expect("done")
+        self._call(lambda grid: strategy.start(grid, initial_arrays, num_rounds=int(rounds)))
         if len(strategy._rows) != rounds:
             raise RuntimeError(f"the Flower run stopped after {len(strategy._rows)} of "
                                f"{rounds} rounds")
         return strategy
 
     def __exit__(self, *exc) -> None:
-        self._jobs.put(None)
         try:
-            if exc[0] is None:
-                self._expect("stopped")
-            self._thread.join(timeout=60)
+            if self._thread is not None:
+                self._jobs.put(None)
+                if exc[0] is None:
+                    got, payload = self._done.get()
+                    if got == "error":
+                        raise payload
+                self._thread.join(timeout=60)
         finally:
             self._thread = None
             Simulation.current = None
             self._quiet.__exit__(None, None, None)
+
+
+def _ping(grid: Grid, nodes: int, timeout: float) -> None:
+    """Wait for ``nodes`` nodes, then for each one's answer to a ``ping`` query (the first
+    answers wait for Ray's workers to start)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while len(ids := list(grid.get_node_ids())) < nodes:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(ids)} of {nodes} Flower nodes connected in {timeout:g} s")
+        time.sleep(0.2)
+    replies = list(grid.send_and_receive(
+        [Message(RecordDict(), dst_node_id=node, message_type=PING) for node in ids],
+        timeout=max(deadline - time.monotonic(), 1.0)))
+    failed = [m.error.reason for m in replies if m.has_error()]
+    if len(replies) < nodes or failed:
+        raise RuntimeError(f"{len(replies) - len(failed)} of {nodes} Flower nodes answered "
+                           f"in {timeout:g} s" + (f" ({failed[0]})" if failed else ""))
 
 
 def run_simulation(strategy: JointStrategy, make_task: Callable[[Context], ClientTask],
