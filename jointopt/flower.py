@@ -557,6 +557,13 @@ class Simulation:
     register, which a loaded machine can miss, so a failed start is retried ``retries``
     times. Each run's handshake resets the nodes' state (held copy, queue). ``cpus``: Ray
     workers (default: every core).
+
+    Nothing waits forever: a start attempt that has no answer from every node within
+    ``start_timeout`` seconds fails (and is retried), and each exchange of a run (the
+    handshake, a round's training, a round's serving) waits at most ``round_timeout``
+    seconds for its replies (missing ones are recorded, see :class:`JointStrategy`). A run
+    whose engine stops answering altogether fails with a :class:`TimeoutError` after its
+    whole allowance, and the simulation is shut down (later runs raise).
     """
 
     current: Simulation | None = None   # the one up in this process (Ray allows one: a
@@ -564,10 +571,15 @@ class Simulation:
 
     def __init__(self, nodes: int, make_task: Callable[[Context], ClientTask], *,
                  cpus: int | None = None, verbose: bool = False, retries: int = 2,
-                 start_timeout: float = 900.0):
+                 start_timeout: float = 900.0, round_timeout: float = 600.0):
         self.nodes, self.make_task, self.cpus, self.verbose = int(nodes), make_task, cpus, verbose
         self.retries, self.start_timeout = int(retries), float(start_timeout)
+        self.round_timeout = float(round_timeout)
+        for name in ("start_timeout", "round_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValidationError(name, f"must be > 0 seconds, got {getattr(self, name)}")
         self._thread = None
+        self._failed: str | None = None
 
     def __enter__(self) -> Simulation:
         if Simulation.current is not None:
@@ -579,6 +591,7 @@ class Simulation:
         self._quiet = _quiet_flower(self.verbose)
         self._quiet.__enter__()
         Simulation.current = self
+        self._failed = None
         try:
             for attempt in range(self.retries + 1):
                 try:
@@ -603,6 +616,7 @@ class Simulation:
 
         from flwr.simulation import run_simulation
 
+        self._failed = None
         jobs: queue.Queue = queue.Queue()
         done: queue.Queue = queue.Queue()
         self._jobs, self._done = jobs, done     # this attempt's (a failed one keeps its own)
@@ -627,7 +641,8 @@ class Simulation:
 
         self._thread = threading.Thread(target=engine, name="flower-simulation", daemon=True)
         self._thread.start()
-        self._call(functools.partial(_ping, nodes=self.nodes, timeout=self.start_timeout))
+        self._call(functools.partial(_ping, nodes=self.nodes, timeout=self.start_timeout),
+                   self.start_timeout + 30.0, "to start")
 
     def _abandon(self) -> None:
         """Give up a failed attempt: its threads end on their own; Ray goes down."""
@@ -637,10 +652,19 @@ class Simulation:
         self._thread = None
         ray.shutdown()
 
-    def _call(self, job: Callable[[Grid], object]):
-        """Run ``job(grid)`` in the ServerApp's thread and return its result."""
+    def _call(self, job: Callable[[Grid], object], timeout: float, what: str):
+        """Run ``job(grid)`` in the ServerApp's thread and return its result; a job with no
+        result within ``timeout`` seconds fails the simulation (Ray went down or stalled)."""
+        import queue
+
         self._jobs.put(job)
-        got, payload = self._done.get()
+        try:
+            got, payload = self._done.get(timeout=timeout)
+        except queue.Empty:
+            self._failed = (f"Flower's simulation of {self.nodes} nodes did not answer in "
+                            f"{timeout:g} s {what} (Ray stalled or went down)")
+            self._abandon()
+            raise TimeoutError(self._failed) from None
         if got == "error":
             raise payload
         if got != "done":
@@ -653,23 +677,38 @@ class Simulation:
         if strategy.problem.clients.count != self.nodes:
             raise ValidationError("problem.clients.count", f"must be {self.nodes} (the "
                                   f"simulation's nodes), got {strategy.problem.clients.count}")
+        if self._failed is not None:
+            raise RuntimeError(self._failed)
         if self._thread is None:
             raise RuntimeError("use the simulation in a with-block")
-        self._call(lambda grid: strategy.start(grid, initial_arrays, num_rounds=int(rounds)))
+        rounds = int(rounds)
+        # the handshake, two exchanges per round (training, serving), each bounded, and
+        # one more exchange's time for the server's own work
+        allowance = strategy.connect_timeout + (2 * rounds + 1) * self.round_timeout
+        self._call(lambda grid: strategy.start(grid, initial_arrays, num_rounds=rounds,
+                                               timeout=self.round_timeout),
+                   allowance, f"to {rounds} rounds of {strategy.policy.name}")
         if len(strategy._rows) != rounds:
             raise RuntimeError(f"the Flower run stopped after {len(strategy._rows)} of "
                                f"{rounds} rounds")
         return strategy
 
     def __exit__(self, *exc) -> None:
+        import queue
+
         try:
             if self._thread is not None:
                 self._jobs.put(None)
                 if exc[0] is None:
-                    got, payload = self._done.get()
+                    try:
+                        got, payload = self._done.get(timeout=60)
+                    except queue.Empty:     # the engine did not stop: take Ray down
+                        self._abandon()
+                        got, payload = "stopped", None
                     if got == "error":
                         raise payload
-                self._thread.join(timeout=60)
+                if self._thread is not None:
+                    self._thread.join(timeout=60)
         finally:
             self._thread = None
             Simulation.current = None
@@ -722,15 +761,17 @@ class FlowerHarness(FederatedHarness):
     queues are charged (see :class:`JointStrategy`); ``"planned"`` by default, as in the
     in-house harness and the surrogate, so that validation compares one controller on
     three engines (a deployment charges the measured use, :class:`JointStrategy`'s
-    default). ``cpus``: Ray workers (default: every core).
+    default). ``cpus``: Ray workers (default: every core); other keywords
+    (``start_timeout``, ``round_timeout``, ``retries``) go to :class:`Simulation`.
     """
 
     def __init__(self, problem, config: HarnessConfig | None = None, *,
-                 queues: str = "planned", cpus: int | None = None, verbose: bool = False):
+                 queues: str = "planned", cpus: int | None = None, verbose: bool = False,
+                 **simulation):
         super().__init__(problem, config)
         self.queues = queues
         self.simulation = Simulation(problem.clients.count, digits_task(problem, self.config),
-                                     cpus=cpus, verbose=verbose)
+                                     cpus=cpus, verbose=verbose, **simulation)
         self._depth = 0
         self._own = False
 

@@ -47,7 +47,9 @@ def problem():
 
 @pytest.fixture(scope="module")
 def engine(problem):
-    with FlowerHarness(problem) as h:
+    # bounded waits: a Ray that never comes up or stalls fails the module with a
+    # TimeoutError naming the wait (at most 2 starts of 5 min) instead of hanging
+    with FlowerHarness(problem, start_timeout=300, round_timeout=120, retries=1) as h:
         yield h
 
 
@@ -176,6 +178,28 @@ def test_simulation_rejects_a_problem_with_other_clients_and_a_second_simulation
     with pytest.raises(RuntimeError, match="already up"):
         with Simulation(3, engine.simulation.make_task):
             pass
+
+
+def test_a_simulation_that_stops_answering_fails_clearly(problem, monkeypatch):
+    """No wait is unbounded: a job the engine never answers raises a TimeoutError naming
+    the wait, the simulation is taken down, and later runs say why they cannot run
+    (queues stand in for the engine; Ray is not touched)."""
+    import queue
+
+    sim = Simulation(4, None, start_timeout=5, round_timeout=0.05)
+    downs = []
+    monkeypatch.setattr(sim, "_abandon", lambda: downs.append(True))
+    sim._jobs, sim._done, sim._thread = queue.Queue(), queue.Queue(), object()
+    strategy = JointStrategy(problem, "equal_split", global_error=lambda arrays: 1.0,
+                             connect_timeout=0.05)
+    with pytest.raises(TimeoutError, match=r"4 nodes did not answer in 0.2 s to 1 rounds of "
+                                           r"equal_split"):
+        sim.run(strategy, None, 1)
+    assert downs == [True] and sim._jobs.qsize() == 1     # the job was handed over
+    with pytest.raises(RuntimeError, match="did not answer"):
+        sim.run(strategy, None, 1)
+    with pytest.raises(ValidationError, match="round_timeout"):
+        Simulation(4, None, round_timeout=0)
 
 
 def test_validate_cli_on_flower_engine(engine, capsys):
