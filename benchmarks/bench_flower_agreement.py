@@ -86,31 +86,35 @@ def direct(problem, policies, seeds, rounds, surrogate_seeds, done, tables, runs
     from jointopt.flower import FlowerHarness
     from jointopt.harness.fl import FederatedHarness
 
+    todo = [(policy, seed, name) for policy in policies for seed in seeds
+            for name in ("harness", "flower")
+            if not _done(done, rounds, seed=seed, engine=name, policy=policy)]
+    if not todo:
+        return tables
     engines = {"harness": FederatedHarness(problem), "flower": FlowerHarness(problem)}
     start = time.perf_counter()
     with engines["flower"]:
-        for policy in policies:
-            if budget_s is not None and time.perf_counter() - start > budget_s:
+        for policy in dict.fromkeys(p for p, _, _ in todo):
+            if budget_s is not None and policy != todo[0][0] \
+                    and time.perf_counter() - start > budget_s:
                 print(f"budget of {budget_s:g} s spent: policies from {policy} on not run",
                       file=sys.stderr, flush=True)
                 break
-            for seed in seeds:
-                for name, harness in engines.items():
-                    if _done(done, rounds, seed=seed, engine=name, policy=policy):
-                        continue
-                    t0 = time.perf_counter()
-                    s = harness.run(policy, rounds=rounds, seed=seed).summary
-                    wall = time.perf_counter() - t0
-                    tables.append(pd.DataFrame([{
-                        "scenario": problem.name, "policy": policy, "seed": seed,
-                        "rounds": rounds, "engine": name,
-                        "measured": s["avg_timely_accuracy"],
-                        "measured_expected": s["expected_timely_accuracy"],
-                        "measured_mean_aom": s["mean_aom"], "measured_mean_K": s["mean_K"],
-                        "wall_s": wall}]))
-                    print(f"seed {seed} {policy:>15} {name:>7}: {wall:6.1f} s, timely "
-                          f"accuracy {s['avg_timely_accuracy']:.4f}", flush=True)
-                    _save(tables, runs_csv)
+            for _, seed, name in (job for job in todo if job[0] == policy):
+                harness = engines[name]
+                t0 = time.perf_counter()
+                s = harness.run(policy, rounds=rounds, seed=seed).summary
+                wall = time.perf_counter() - t0
+                tables.append(pd.DataFrame([{
+                    "scenario": problem.name, "policy": policy, "seed": seed,
+                    "rounds": rounds, "engine": name,
+                    "measured": s["avg_timely_accuracy"],
+                    "measured_expected": s["expected_timely_accuracy"],
+                    "measured_mean_aom": s["mean_aom"], "measured_mean_K": s["mean_K"],
+                    "wall_s": wall}]))
+                print(f"seed {seed} {policy:>15} {name:>7}: {wall:6.1f} s, timely "
+                      f"accuracy {s['avg_timely_accuracy']:.4f}", flush=True)
+                _save(tables, runs_csv)
     return tables
 
 
