@@ -246,11 +246,18 @@ def _cmd_validate(args) -> int:
     except ImportError as exc:
         raise ValidationError("validate", f"needs the train extra (torch, scikit-learn): "
                                           f"pip install -e \".[train]\" ({exc})") from None
+    if args.engine == "flower":
+        try:
+            import jointopt.flower  # noqa: F401
+        except ImportError as exc:
+            raise ValidationError("--engine", f"flower needs the flower extra: pip install -e "
+                                              f"\".[flower]\" ({exc})") from None
     if args.clients is not None:
         problem = resize(problem, args.clients)
     progress = sys.stderr.isatty() and not args.no_progress
     result = validate(problem, names, rounds=args.rounds, seed=args.seed,
-                      surrogate_seeds=args.surrogate_seeds, progress=progress)
+                      surrogate_seeds=args.surrogate_seeds, progress=progress,
+                      engine=args.engine)
     written = write_validation(result, args.out) if args.out else []
     if args.json:
         _print_json(result.to_dict())
@@ -258,7 +265,8 @@ def _cmd_validate(args) -> int:
         cols = ["policy", "predicted", "measured", "abs_error"]
         print(result.table[cols].to_string(index=False, float_format="{:.4f}".format))
         print(f"spearman {result.spearman:.3f}  mae {result.mae:.4f}  "
-              f"({len(names)} policies, {result.rounds_run} rounds, seed {args.seed})")
+              f"({len(names)} policies, {result.rounds_run} rounds, seed {args.seed}, "
+              f"engine {args.engine})")
         conv, acc = result.calibration["convergence"], result.calibration["accuracy"]
         print(f"calibration: a={conv['a']:.4g} b={conv['b']:.4g} c={conv['c']:.4g} "
               f"(r2 {conv['r2']:.3f}); accuracy map r2 {acc['r2']:.3f}")
@@ -472,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one JSON object (policies: predicted, measured; spearman)")
     p.add_argument("--out", metavar="DIR", help="write validation.csv, validation_rounds.csv, "
                                                 "calibration.json and validation.png")
+    p.add_argument("--engine", choices=("harness", "flower"), default="harness",
+                   help="real training on the in-house vmap FedAvg harness, or on Flower's "
+                        "Simulation Engine (needs the flower extra) (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_validate)
     p = sub.add_parser("bench", help="studies over generated instances (density: HFL "

@@ -41,6 +41,7 @@ class DriftPlusPenalty:
     def step(self, observation: Any) -> Any:
         """Solve one slot at the current prices, then update the virtual queues."""
         decision, use = self.solve_slot(observation, self.Z, self.warm)
+        self._Z_before = self.Z
         slack = np.where(self._finite, np.asarray(use) - np.where(self._finite, self.budgets, 0.0),
                          -np.inf)
         self.Z = np.maximum(self.Z + slack, 0.0)
@@ -52,3 +53,17 @@ class DriftPlusPenalty:
     def backlog(self) -> float:
         """Mean virtual-queue backlog over the entities."""
         return float(self.Z.mean())
+
+    def settle(self, use: np.ndarray) -> None:
+        """Redo the last slot's queue update with the use measured after the fact.
+
+        :meth:`step` charges the queues the decision's planned use; where the decision is
+        a probability (train with probability ``q``) the resources actually spent differ,
+        and ``Z <- max(Z_before + use - budget, 0)`` makes the long-run average budget hold
+        for what was spent. Call it at most once per :meth:`step`.
+        """
+        if self.slots == 0:
+            raise RuntimeError("settle() needs a step() first")
+        slack = np.where(self._finite, np.asarray(use, dtype=float)
+                         - np.where(self._finite, self.budgets, 0.0), -np.inf)
+        self.Z = np.maximum(self._Z_before + slack, 0.0)

@@ -47,6 +47,12 @@ class Policy:
         """Mean virtual-queue backlog (0 for policies without queues)."""
         return 0.0
 
+    def settle(self, use: np.ndarray) -> None:
+        """The resources the last decision actually used, per client (measured after the
+        round: sampled participation and downloads instead of their probabilities).
+        Policies with virtual queues charge them this instead of the planned use; the
+        others ignore it."""
+
 
 def allotment(problem: JointTrainingInferenceProblem) -> np.ndarray:
     """Per-round resource a static rule may spend: ``min(cap, budget)``, else the full use."""
@@ -203,6 +209,9 @@ class Online(Policy):
     @property
     def backlog(self):
         return self.controller.backlog
+
+    def settle(self, use):
+        self.controller.settle(use)
 
 
 class AoMUnaware(Online):

@@ -65,6 +65,13 @@ def test_dirichlet_partition_covers_every_index_once(data, alpha):
         assert np.median(dist.max(axis=1)) > 0.4
 
 
+def test_dirichlet_partition_leaves_no_client_empty_with_about_one_sample_each(data):
+    n = 1000                                # 1257 training samples
+    parts = dirichlet_partition(data.y_train, n, 0.5, rng=0)
+    sizes = np.array([len(p) for p in parts])
+    assert (sizes > 0).all() and sizes.sum() == len(data.y_train)
+
+
 def test_dirichlet_partition_is_deterministic(data):
     a = dirichlet_partition(data.y_train, 8, 0.5, rng=1)
     b = dirichlet_partition(data.y_train, 8, 0.5, rng=1)

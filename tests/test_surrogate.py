@@ -97,6 +97,21 @@ def test_virtual_queues_follow_the_update_rule():
     np.testing.assert_allclose(ctrl.Z, [3.0, 0.0, 0.0])
 
 
+def test_settle_recharges_the_queues_with_the_measured_use():
+    def slot(obs, Z, warm):
+        return obs, np.array([3.0, 1.0, 5.0])   # planned use
+
+    ctrl = DriftPlusPenalty(slot, budgets=np.array([2.0, 2.0, np.inf]), Z0=1.0)
+    with pytest.raises(RuntimeError):
+        ctrl.settle(np.zeros(3))
+    ctrl.step(None)
+    np.testing.assert_allclose(ctrl.Z, [2.0, 0.0, 0.0])
+    ctrl.settle(np.array([0.0, 4.0, 9.0]))    # measured: from Z = 1 before the step
+    np.testing.assert_allclose(ctrl.Z, [0.0, 3.0, 0.0])
+    ctrl.step(None)                           # the next step starts from the settled Z
+    np.testing.assert_allclose(ctrl.Z, [1.0, 2.0, 0.0])
+
+
 def test_larger_V_gives_higher_accuracy_and_larger_backlog(default):
     """Oracle 8, in expectation (averaged over seeds), from V = 10 up.
 

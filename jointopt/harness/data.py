@@ -106,10 +106,13 @@ def dirichlet_partition(labels: np.ndarray, n_clients: int, alpha: float = 0.5, 
         C *= (stock / C.sum(axis=0))[None, :]
         C *= (sizes / C.sum(axis=1))[:, None]
     counts = np.stack([_largest_remainder(int(s), C[:, j]) for j, s in enumerate(stock)], axis=1)
-    # no client left empty: move one sample from the largest client of some label
+    # no client left empty: move one sample from the largest client of some label, among
+    # the clients that keep one (with about as many clients as samples, the largest count
+    # of every label may be a client's only sample)
     for n in np.flatnonzero(counts.sum(axis=1) == 0):
-        j = int(np.argmax(counts.max(axis=0)))
-        counts[int(np.argmax(counts[:, j])), j] -= 1
+        donors = counts * (counts.sum(axis=1) >= 2)[:, None]
+        j = int(np.argmax(donors.max(axis=0)))
+        counts[int(np.argmax(donors[:, j])), j] -= 1
         counts[n, j] += 1
     parts: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
     for j, cls in enumerate(classes):

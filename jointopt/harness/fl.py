@@ -30,7 +30,10 @@ policy, seed and configuration give the same numbers.
 Reusable pieces (``docs/kinds/cis_early_exit.md``, ``docs/kinds/split_learning.md``):
 :class:`FlatModel` (a
 module's parameters as one flat vector, batched forward over stacked copies),
-:func:`local_sgd`, :func:`aggregate_unbiased`, :func:`evaluate`.
+:func:`local_sgd`, :func:`aggregate_unbiased` (with :func:`unbiased_weights` and
+:func:`aggregation_spread`), :func:`evaluate`, :func:`serve_fifo` (the
+serving queue, one slot for any set of clients; :mod:`jointopt.flower` runs it on each
+Flower node).
 """
 
 from __future__ import annotations
@@ -124,8 +127,61 @@ def aggregate_unbiased(w: torch.Tensor, local: torch.Tensor, p: np.ndarray, q: n
     who = np.flatnonzero(trained)
     if len(who) == 0:
         return w.clone()
-    coef = torch.as_tensor(np.asarray(p)[who] / np.asarray(q)[who], dtype=w.dtype)
+    coef = torch.as_tensor(unbiased_weights(p, q, trained)[who], dtype=w.dtype)
     return w + server_lr * (coef[:, None] * (local - w[None, :])).sum(dim=0)
+
+
+def unbiased_weights(p: np.ndarray, q: np.ndarray, trained: np.ndarray) -> np.ndarray:
+    """Inverse-probability aggregation weights ``p_n B_n / q_n`` (0 for clients that did not
+    train): each participant's update counts ``1 / q_n`` times its data weight, so the
+    aggregate is unbiased for full participation."""
+    trained = np.asarray(trained, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(trained, np.asarray(p) / np.asarray(q), 0.0)
+
+
+def aggregation_spread(p: np.ndarray, q: np.ndarray, trained: np.ndarray) -> float:
+    """The round's sampled aggregation spread ``sum_n p_n^2 (B_n / q_n - 1)^2`` (its
+    expectation is ``sum_n p_n^2 (1 - q_n) / q_n``, the convergence model's variance term)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.sum(p * p * np.where(trained, 1.0 / q - 1.0, -1.0) ** 2))
+
+
+def serve_fifo(rng: np.random.Generator, lam: np.ndarray, mu: np.ndarray,
+               deadline: np.ndarray, slot: float, t: int, free: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One slot of every client's FIFO request queue: Poisson arrivals, exponential service.
+
+    Client n gets ``Poisson(lam_n * slot)`` requests at uniform times in slot ``t``
+    (``[t slot, (t + 1) slot)``), served in arrival order at rate ``mu_n``; its server is
+    busy until ``free_n`` (the queue carries over between slots: Lindley recursion
+    ``start = max(arrival, previous finish)``). A request is on time when its sojourn
+    (wait + service) is within ``deadline_n``.
+
+    Returns ``(arrivals, who, on_time, free)``: requests per client, the client of each
+    request and whether it was on time (flat, client by client in arrival order), and when
+    each client's server is next idle. Draws, in order: the counts, the arrival times, the
+    service times.
+    """
+    n = len(lam)
+    arrivals = rng.poisson(lam * slot)
+    amax = int(arrivals.max()) if n else 0
+    who = np.repeat(np.arange(n), arrivals)
+    if not amax:
+        return arrivals, who, np.zeros(0, dtype=bool), free
+    times = rng.random((n, amax)) * slot
+    valid = np.arange(amax)[None, :] < arrivals[:, None]
+    times = np.sort(np.where(valid, times, np.inf), axis=1) + t * slot
+    service = rng.exponential(1.0, (n, amax)) / mu[:, None]
+    ok = np.zeros((n, amax), dtype=bool)
+    for k in range(amax):
+        v = valid[:, k]
+        start = np.maximum(times[:, k], free)
+        finish = start + service[:, k]
+        with np.errstate(invalid="ignore"):
+            ok[:, k] = v & (finish - times[:, k] <= deadline)
+        free = np.where(v, finish, free)
+    return arrivals, who, ok[valid], free   # ok[valid] is row-major: client by client
 
 
 @torch.no_grad()
@@ -210,6 +266,14 @@ class FederatedHarness:
         self._Xt = torch.from_numpy(data.X_test)
         self._yt = torch.from_numpy(data.y_test)
         self._test_stock = np.bincount(data.y_test, minlength=data.n_classes)
+
+    def __enter__(self) -> FederatedHarness:
+        """Harnesses are context managers (:class:`jointopt.flower.FlowerHarness` keeps its
+        engine up across the runs of a with-block); this one holds nothing."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
 
     def build_model(self, seed: int) -> FlatModel:
         """The MLP at its seeded initialisation (the same for every policy of a seed)."""
@@ -300,34 +364,20 @@ class FederatedHarness:
             age = np.where(refreshed, 0, age + 1)
 
             # serving: Poisson arrivals over the slot, FIFO queue at rate mu (Lindley)
-            arrivals = rng_req.poisson(lam * slot)
-            amax = int(arrivals.max()) if n else 0
+            arrivals, who_req, on_time_flat, free = serve_fifo(
+                rng_req, lam, x.mu, c.deadline, slot, t, free)
             on_time_n = np.zeros(n)
             correct_n = np.zeros(n)
-            if amax:
-                times = rng_req.random((n, amax)) * slot
-                valid = np.arange(amax)[None, :] < arrivals[:, None]
-                times = np.sort(np.where(valid, times, np.inf), axis=1) + t * slot
-                service = rng_req.exponential(1.0, (n, amax)) / x.mu[:, None]
-                who_req = np.repeat(np.arange(n), arrivals)
+            if len(who_req):
                 sample = sample_requests(self.data.y_test, self.dist, who_req, rng_req)
                 right = (np.stack(preds)[held[who_req], sample] == self.data.y_test[sample])
-                ok = np.zeros((n, amax), dtype=bool)
-                for k in range(amax):
-                    v = valid[:, k]
-                    start = np.maximum(times[:, k], free)
-                    finish = start + service[:, k]
-                    with np.errstate(invalid="ignore"):
-                        ok[:, k] = v & (finish - times[:, k] <= c.deadline)
-                    free = np.where(v, finish, free)
-                on_time_flat = ok[valid]       # row-major: client by client, as who_req
                 on_time_n = np.bincount(who_req, weights=on_time_flat, minlength=n)
                 correct_n = np.bincount(who_req, weights=on_time_flat & right, minlength=n)
             P = on_time_fraction(lam, x.mu, c.deadline)
             acc_held = np.stack(client_acc)[held, np.arange(n)]
             use = cost[0] * x.q + cost[1] * x.d + cost[2] * x.mu
             cols["K"][t] = K
-            cols["V"][t] = float(np.sum(p * p * np.where(trained, 1.0 / x.q - 1.0, -1.0) ** 2))
+            cols["V"][t] = aggregation_spread(p, x.q, trained)
             cols["mean_aom"][t] = age.mean()
             cols["requests"][t] = arrivals.sum()
             cols["on_time"][t] = on_time_n.sum()

@@ -71,6 +71,7 @@ class ValidationResult:
     rounds: pd.DataFrame = field(repr=False)
     calibration: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
+    engine: str = "harness"
 
     @property
     def spearman(self) -> float:
@@ -91,19 +92,35 @@ class ValidationResult:
                                       "measured_expected": row.measured_expected}
                          for row in self.table.itertuples()},
             "spearman": self.spearman, "mae": self.mae,
-            "calibration": self.calibration, "elapsed_s": self.elapsed_s})
+            "calibration": self.calibration, "elapsed_s": self.elapsed_s,
+            "engine": self.engine})
+
+
+ENGINES = ("harness", "flower")
+
+
+def make_harness(problem, config=None, engine: str = "harness"):
+    """The real-training engine: ``"harness"`` (in-house vmap FedAvg,
+    :class:`~jointopt.harness.fl.FederatedHarness`) or ``"flower"`` (the same runs on
+    Flower's Simulation Engine, :class:`jointopt.flower.FlowerHarness`; ``flower`` extra)."""
+    if engine == "harness":
+        from jointopt.harness.fl import FederatedHarness
+
+        return FederatedHarness(problem, config)
+    if engine == "flower":
+        from jointopt.flower import FlowerHarness
+
+        return FlowerHarness(problem, config)
+    from jointopt.errors import ValidationError
+
+    raise ValidationError("engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
 def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, seed: int = 0,
              surrogate_seeds: int = 20, config=None, pilots=(1.0, 0.5, 0.2, "uniform"),
-             progress: bool = False) -> ValidationResult:
-    """Calibrate on pilot runs, then run every policy in the surrogate and for real."""
-    from jointopt.harness.calibrate import calibrate
-    from jointopt.harness.fl import FederatedHarness
-    from jointopt.policies import make_policy
-    from jointopt.surrogate import simulate
-
-    start = time.perf_counter()
+             progress: bool = False, engine: str = "harness") -> ValidationResult:
+    """Calibrate on pilot runs, then run every policy in the surrogate and for real
+    (training on ``engine``, see :func:`make_harness`; pilots and policies alike)."""
     from jointopt.errors import ValidationError
     from jointopt.solvers.base import check_seed, check_size
 
@@ -115,7 +132,18 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
     if surrogate_seeds < 1:
         raise ValidationError("surrogate_seeds", f"must be >= 1, got {surrogate_seeds}")
     check_size("surrogate_seeds", surrogate_seeds, "seeds")
-    harness = FederatedHarness(problem, config)
+    with make_harness(problem, config, engine) as harness:
+        return _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots,
+                         progress, engine)
+
+
+def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, progress,
+              engine) -> ValidationResult:
+    from jointopt.harness.calibrate import calibrate
+    from jointopt.policies import make_policy
+    from jointopt.surrogate import simulate
+
+    start = time.perf_counter()
     calib = calibrate(harness, rounds=T, seed=seed, pilots=pilots, progress=progress)
     tuned = calib.apply(problem)
     rows, frames = [], []
@@ -127,7 +155,7 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
         predicted = float(np.mean([r.summary["avg_timely_accuracy"] for r in sims]))
         measured = real.summary["avg_timely_accuracy"]
         rows.append({
-            "scenario": problem.name, "policy": name, "seed": seed, "rounds": T,
+            "scenario": problem.name, "policy": name, "seed": seed, "rounds": T, "engine": engine,
             "predicted": predicted, "measured": measured,
             "abs_error": abs(predicted - measured),
             "predicted_expected": float(np.mean([r.summary["expected_timely_accuracy"]
@@ -151,7 +179,7 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
         both.insert(0, "policy", name)
         frames.append(both)
     return ValidationResult(problem.name, seed, T, pd.DataFrame(rows), pd.concat(frames),
-                            calib.to_dict(), time.perf_counter() - start)
+                            calib.to_dict(), time.perf_counter() - start, engine)
 
 
 def plot_validation(tables, path) -> Path:

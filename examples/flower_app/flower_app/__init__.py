@@ -1,0 +1,1 @@
+"""A Flower App whose participation, downloads and service rates come from jointopt."""
