@@ -83,13 +83,31 @@ def fill(problem, spare, order, q=None, d=None, mu=None) -> Allocation:
 
 
 class TrainingFirst(Policy):
-    """``q = 1``, ``d = 1``, the rest of the allotment to the service rate."""
+    """``q = 1`` and ``d = 1`` first, the rest of the allotment to the service rate.
+
+    Where the allotment cannot pay for ``q = 1`` and ``d = 1`` together, training and the
+    download of what was trained are raised together, at one level ``q = d = s`` (project
+    choice: a participant downloads the model it helped train; raising ``q`` alone first
+    would leave ``d = 0``, so that no client ever serves with a trained model). ``s`` is
+    the largest level the spare resource pays for (``q`` never below ``q_min``); whatever
+    is left after ``q = d = 1`` goes to ``mu``.
+    """
 
     name = "training_first"
 
     def reset(self, problem):
         super().reset(problem)
-        self.x = fill(problem, allotment(problem) - problem.min_use, ("q", "d", "mu"))
+        c = problem.clients
+        spare = np.maximum(allotment(problem) - problem.min_use, 0.0)
+        # cost of raising both to level s >= q_min: c_tr (s - q_min) + c_dl s, piecewise for
+        # s < q_min (only d moves)
+        below = _div(spare, c.cost_download)          # d alone up to q_min
+        level = np.where(below <= c.q_min, below,
+                         _div(spare + c.cost_train * c.q_min, c.cost_train + c.cost_download))
+        level = np.clip(level, 0.0, 1.0)
+        q = np.maximum(level, c.q_min)
+        used = c.cost_train * (q - c.q_min) + c.cost_download * level
+        self.x = fill(problem, spare - used, ("mu",), q=q, d=level)
 
     def decide(self, obs):
         return self.x

@@ -75,6 +75,27 @@ def test_static_baselines_meet_the_budget_every_round(default):
         assert res.table["resource_use"].max() <= default.clients.budget.mean() + 1e-9
 
 
+def test_training_first_trains_and_downloads_together_before_serving(default):
+    """q = d = 1 first (raised together where the allotment cannot pay for both), then mu."""
+    from jointopt.policies import TrainingFirst, allotment
+
+    for problem in (default, random_problem(30, 5)):
+        policy = TrainingFirst()
+        policy.reset(problem)
+        x, c = policy.x, problem.clients
+        use = c.cost_train * x.q + c.cost_download * x.d + c.cost_service * x.mu
+        np.testing.assert_allclose(use, np.maximum(allotment(problem), problem.min_use))
+        short = x.d < 1.0
+        # where training and downloads are not both full, serving gets only its least rate
+        # and the download keeps up with training (q exceeds d only at q_min)
+        np.testing.assert_allclose(x.mu[short], problem.mu_lo[short])
+        np.testing.assert_allclose(x.q[short], np.maximum(x.d[short], c.q_min[short]))
+        assert (x.q[~short] == 1.0).all()
+    policy = TrainingFirst()
+    policy.reset(default)
+    assert (policy.x.d > 0.4).all()  # the budget of 3 pays for q = d ~ 0.5 on default
+
+
 # -- the online controller -------------------------------------------------------------
 def test_online_average_use_converges_to_the_budget(default):
     res = simulate(default, "online", rounds=400, seed=3)
