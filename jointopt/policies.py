@@ -197,7 +197,10 @@ class Online(Policy):
     def reset(self, problem):
         super().reset(problem)
         self.solver = RoundSolver(self._slot_problem(problem), self.method)
-        self.controller = DriftPlusPenalty(self._solve_slot, problem.clients.budget, problem.Z)
+        c = problem.clients
+        top = np.minimum(c.cap, c.cost_train + c.cost_download + c.cost_service * c.mu_max)
+        self.controller = DriftPlusPenalty(self._solve_slot, c.budget, problem.Z,
+                                           pricing=problem.controller.pricing, max_use=top)
 
     def _solve_slot(self, obs: Observation, Z, warm):
         result = self.solver.solve(RoundState(obs.K, obs.held_error, Z), warm,

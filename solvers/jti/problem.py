@@ -197,9 +197,17 @@ class AccuracySpec(Section):
 
 
 class ControllerSpec(Section):
-    """Drift-plus-penalty and block-coordinate-ascent settings."""
+    """Drift-plus-penalty and block-coordinate-ascent settings.
+
+    ``pricing``: ``"exact"`` (default) prices each client's resource at the virtual-queue
+    backlog its decision leaves, ``max(Z + use - budget, 0)`` (the exact one-round drift; a
+    few round solves a round, smooth spend at every ``V``); ``"backlog"`` at the backlog
+    ``Z`` itself (the textbook linear bound; one solve a round, bang-bang below ``V ~ 10``
+    on the default scenario). See :mod:`jointopt.controller`.
+    """
 
     V: float = 1.0
+    pricing: Literal["backlog", "exact"] = "exact"
     service_margin: float = 0.01
     refresh: Literal["download", "download_or_train"] = "download"
     horizon: float | Literal["auto"] = "auto"
