@@ -17,18 +17,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jointopt.closed_loop import ClosedLoop, Feedback
 from jointopt.controller import DriftPlusPenalty
 from jointopt.solvers.jti import Allocation, JointTrainingInferenceProblem, RoundSolver, RoundState
 
 
 @dataclass(frozen=True)
 class Observation:
-    """What a policy sees at the start of round ``t``."""
+    """What a policy sees at the start of round ``t`` (``feedback``: what the last round
+    reported, :class:`~jointopt.closed_loop.Feedback`; None in round 0 or where the
+    environment reports nothing)."""
 
     t: int
     K: float                  # convergence-error proxy of the newest global model
     held_error: np.ndarray    # error proxy of the copy each client serves with
     age: np.ndarray           # age of model of each client's copy (rounds)
+    feedback: Feedback | None = None
 
 
 class Policy:
@@ -46,6 +50,11 @@ class Policy:
     def backlog(self) -> float:
         """Mean virtual-queue backlog (0 for policies without queues)."""
         return 0.0
+
+    @property
+    def estimates(self) -> dict:
+        """The model estimates the policy plans with now (empty for open-loop policies)."""
+        return {}
 
 
 def allotment(problem: JointTrainingInferenceProblem) -> np.ndarray:
@@ -184,12 +193,18 @@ class Fixed(Policy):
 
 
 class Online(Policy):
-    """The proposed policy: drift-plus-penalty over the per-round solver (spec §4)."""
+    """The proposed policy: drift-plus-penalty over the per-round solver (spec §4).
+
+    ``closed_loop`` (default: the problem's ``controller.closed_loop``): re-estimate the
+    convergence constants and the accuracy map every round from the observation's feedback
+    and plan with the estimate (:class:`~jointopt.closed_loop.ClosedLoop`).
+    """
 
     name = "online"
 
-    def __init__(self, method: str = "fast"):
+    def __init__(self, method: str = "fast", closed_loop: bool | None = None):
         self.method = method
+        self.closed_loop = closed_loop
 
     def _slot_problem(self, problem):
         return problem
@@ -197,6 +212,9 @@ class Online(Policy):
     def reset(self, problem):
         super().reset(problem)
         self.solver = RoundSolver(self._slot_problem(problem), self.method)
+        on = problem.controller.closed_loop if self.closed_loop is None else self.closed_loop
+        self.loop = (ClosedLoop(problem, forgetting=problem.controller.forgetting) if on
+                     else None)
         c = problem.clients
         top = np.minimum(c.cap, c.cost_train + c.cost_download + c.cost_service * c.mu_max)
         self.controller = DriftPlusPenalty(self._solve_slot, c.budget, problem.Z,
@@ -209,7 +227,14 @@ class Online(Policy):
         return x, self.solver.use(x)
 
     def decide(self, obs):
+        if self.loop is not None:
+            self.loop.observe(obs.t, obs.K, obs.feedback)
+            self.solver.retune(self.loop.convergence, self.loop.accuracy)
         return self.controller.step(obs)
+
+    @property
+    def estimates(self) -> dict:
+        return {} if self.loop is None else self.loop.estimates
 
     def _sweeps(self, warm) -> int | None:
         """``controller.sweeps_per_round`` once warm (None: ascend to convergence).
@@ -237,6 +262,9 @@ class AoMUnaware(Online):
     """
 
     name = "aom_unaware"
+
+    def __init__(self, method: str = "fast"):
+        super().__init__(method, closed_loop=False)  # the closed loop is online's option
 
     def _slot_problem(self, problem):
         c = problem.clients
