@@ -11,8 +11,10 @@ Provenance: **project choice** (spec ``joint_training_inference.md`` §3 and §6
    the newest model (error ``K_{t+1}``, age 0); the others keep theirs (age + 1);
 5. requests arrive ``Poisson(lambda_n * slot)``, each finishes on time independently with
    the M/M/1 probability ``1 - exp(-(mu_n - lambda_n) tau_n)`` (the stationary sojourn law;
-   correlation between consecutive sojourns is ignored) and is answered correctly with
-   probability ``acc(error of the copy it is served by)``;
+   correlation between consecutive sojourns is ignored; with ``simulation.queue = "fifo"``
+   each client's FIFO queue is simulated instead, request by request and carried over
+   between rounds: :func:`~jointopt.models.queueing.fifo_round`) and is answered correctly
+   with probability ``acc(error of the copy it is served by)``;
 6. under drift (the problem's ``[drift]`` section, :class:`~jointopt.models.drift.DriftModel`)
    the data then moves: the global model and every held copy gain the next round's shock
    ``growth + jump_error * [t + 1 in jumps]``.
@@ -34,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from jointopt.closed_loop import Feedback
-from jointopt.models.queueing import on_time_fraction
+from jointopt.models.queueing import fifo_round, on_time_fraction
 from jointopt.policies import POLICIES, Observation, Policy, make_policy
 from jointopt.solvers.jti import JointTrainingInferenceProblem
 
@@ -76,6 +78,8 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
     cost = (c.cost_train, c.cost_download, c.cost_service)
 
     drift = problem.drift.model
+    fifo = problem.simulation.queue == "fifo"
+    free = np.zeros(n)  # fifo: when each client's server is next idle
     policy.reset(problem)
     feedback = None
     estimates = []
@@ -109,7 +113,11 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
         P = on_time_fraction(lam, x.mu, c.deadline)
         a_now = acc(held)
         arrivals = rng.poisson(lam * slot)
-        on_time = rng.binomial(arrivals, P)
+        if fifo:
+            ok, _, free = fifo_round(arrivals, x.mu, c.deadline, free, t * slot, slot, rng)
+            on_time = ok.sum(axis=1)
+        else:
+            on_time = rng.binomial(arrivals, P)
         correct = rng.binomial(on_time, a_now)
         use = cost[0] * x.q + cost[1] * x.d + cost[2] * x.mu
         sampled_spread = float(np.sum(p2 * spread * spread))

@@ -68,7 +68,7 @@ from jointopt.harness.data import (
     window_mixes,
 )
 from jointopt.harness.nets import mlp
-from jointopt.models.queueing import on_time_fraction
+from jointopt.models.queueing import fifo_round, on_time_fraction
 from jointopt.policies import Observation, Policy, make_policy
 
 
@@ -390,21 +390,11 @@ class FederatedHarness:
             on_time_n = np.zeros(n)
             correct_n = np.zeros(n)
             if amax:
-                times = rng_req.random((n, amax)) * slot
-                valid = np.arange(amax)[None, :] < arrivals[:, None]
-                times = np.sort(np.where(valid, times, np.inf), axis=1) + t * slot
-                service = rng_req.exponential(1.0, (n, amax)) / x.mu[:, None]
+                ok, valid, free = fifo_round(arrivals, x.mu, c.deadline, free, t * slot, slot,
+                                             rng_req)
                 who_req = np.repeat(np.arange(n), arrivals)
                 sample = sample_requests(self.data.y_test, mix, who_req, rng_req)
                 right = (np.stack(preds)[held[who_req], sample] == self.data.y_test[sample])
-                ok = np.zeros((n, amax), dtype=bool)
-                for k in range(amax):
-                    v = valid[:, k]
-                    start = np.maximum(times[:, k], free)
-                    finish = start + service[:, k]
-                    with np.errstate(invalid="ignore"):
-                        ok[:, k] = v & (finish - times[:, k] <= c.deadline)
-                    free = np.where(v, finish, free)
                 on_time_flat = ok[valid]       # row-major: client by client, as who_req
                 on_time_n = np.bincount(who_req, weights=on_time_flat, minlength=n)
                 correct_n = np.bincount(who_req, weights=on_time_flat & right, minlength=n)

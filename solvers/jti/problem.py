@@ -303,11 +303,18 @@ class DriftSpec(Section):
 
 
 class SimulationSpec(Section):
-    """Defaults of a simulated run (the CLI and API can override ``rounds``)."""
+    """Defaults of a simulated run (the CLI and API can override ``rounds``).
+
+    ``queue``: how the surrogate decides whether a request is on time: ``"stationary"``
+    (default; independently, with the M/M/1 stationary probability) or ``"fifo"`` (each
+    client's FIFO queue simulated request by request and carried over between rounds, as
+    the real-training harness serves; a calibrated problem uses it).
+    """
 
     rounds: int = 200
     slot: float = 1.0            # time units per round: arrivals per round = lambda * slot
     on_time_target: float = 0.95  # the inference-first baseline's on-time goal
+    queue: Literal["stationary", "fifo"] = "stationary"
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
