@@ -96,6 +96,23 @@ def test_training_first_trains_and_downloads_together_before_serving(default):
     assert (policy.x.d > 0.4).all()  # the budget of 3 pays for q = d ~ 0.5 on default
 
 
+def test_fifo_serving_follows_the_queue_not_its_stationary_law(default):
+    """``simulation.queue = "fifo"``: at a moderate load the on-time share matches the M/M/1
+    law; a queue at its capacity that starts empty is on time far more often over a short
+    run than its stationary law says (the harness's queues behave so)."""
+    fifo = default.replace(simulation={**default.to_dict()["simulation"], "queue": "fifo"})
+    lam, tau = default.clients.arrival_rate, default.clients.deadline
+    for mu, rounds, check in ((3.0 * lam, 400, "law"), (default.mu_lo, 60, "transient")):
+        policy = _fixed(fifo, 1.0, 1.0, mu)
+        res = simulate(fifo, policy, rounds=rounds, seed=1)
+        share = res.table["on_time"].sum() / res.table["requests"].sum()
+        law = float(np.sum(lam * (1 - np.exp(-(mu - lam) * tau))) / lam.sum())
+        if check == "law":
+            assert share == pytest.approx(law, abs=0.02)
+        else:
+            assert share > law + 0.05
+
+
 # -- the online controller -------------------------------------------------------------
 def test_online_average_use_converges_to_the_budget(default):
     res = simulate(default, "online", rounds=400, seed=3)

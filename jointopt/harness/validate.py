@@ -268,6 +268,13 @@ def plot_validation(tables, path) -> Path:
     ax.set_xlabel("predicted (calibrated surrogate)")
     ax.set_ylabel("measured (real federated training)")
     ax.set_title(f"average timely accuracy: Spearman {rho:.2f}, MAE {mae:.3f}")
+    return _finish(fig, ax, path)
+
+
+def _finish(fig, ax, path) -> Path:
+    """Legend, grid, layout; save to ``path`` and close."""
+    import matplotlib.pyplot as plt
+
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -313,13 +320,7 @@ def plot_gains(paired: PairedValidation, path) -> Path:
                       zip(g["baseline"], g["best"], strict=True)])
     ax.set_xlabel("online - baseline, average timely accuracy (95% interval)")
     ax.set_title(f"{paired.scenario}: paired over seeds {', '.join(map(str, paired.seeds))}")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path)
 
 
 def write_paired(paired: PairedValidation, out) -> list[Path]:
