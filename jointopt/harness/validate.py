@@ -95,9 +95,11 @@ class ValidationResult:
 
 
 def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, seed: int = 0,
-             surrogate_seeds: int = 20, config=None, pilots=(1.0, 0.5, 0.2, "uniform"),
+             surrogate_seeds: int = 20, config=None, pilots=None,
              closed_loop: bool | None = None, progress: bool = False) -> ValidationResult:
-    """Calibrate on pilot runs, then run every policy in the surrogate and for real.
+    """Calibrate on pilot runs (``pilots``: default
+    :data:`~jointopt.harness.calibrate.PILOTS`), then run every policy in the surrogate and
+    for real.
 
     ``closed_loop`` (None: the scenario's ``controller.closed_loop``): whether the online
     policy re-estimates its model during the run (:mod:`jointopt.closed_loop`)."""
@@ -113,7 +115,8 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
 
         raise ValidationError("--rounds", f"must be >= 2, got {T}")
     harness = FederatedHarness(problem, config)
-    calib = calibrate(harness, rounds=T, seed=seed, pilots=pilots, progress=progress)
+    calib = calibrate(harness, rounds=T, seed=seed, progress=progress,
+                      **({} if pilots is None else {"pilots": pilots}))
     tuned = calib.apply(problem)
     if closed_loop is not None:
         tuned = tuned.replace(controller={**tuned.to_dict()["controller"],
