@@ -6,7 +6,7 @@ Provenance: **project choice** (spec ``joint_training_inference.md`` §3 and §6
 2. participation ``B_n ~ Bernoulli(q_n)`` and downloads ``D_n ~ Bernoulli(d_n)`` are drawn;
 3. the global error follows the recursion with the *sampled* variance of unbiased
    aggregation, ``K_{t+1} = a K_t + (b + b_rel K_t) sum_n p_n^2 (B_n/q_n - 1)^2 + c`` (its
-   expectation is the spec's ``b sum p^2 (1-q)/q`` when ``b_rel = 0``);
+   expectation is the model's ``b sum p^2 (1-q)/q`` when ``b_rel = 0``);
 4. a refreshed client (``D_n``, or ``B_n or D_n`` in mode ``download_or_train``) now holds
    the newest model (error ``K_{t+1}``, age 0); the others keep theirs (age + 1);
 5. requests arrive ``Poisson(lambda_n * slot)``, each finishes on time independently with
