@@ -271,6 +271,21 @@ def test_validate_is_deterministic_by_seed(problem):
     assert np.array_equal(small.clients.arrival_rate, problem.clients.arrival_rate[:5])
 
 
+def test_accuracy_map_is_fitted_without_the_q_min_pilot(harness):
+    """The q_min pilot serves the convergence fit only; the map sees the other pilots'
+    versions (every pilot kept where excluding would leave none)."""
+    from jointopt.harness.calibrate import calibrate
+
+    kw = {"rounds": 5, "seed": 2}
+    cal = calibrate(harness, pilots=(1.0, "q_min"), **kw)
+    versions = [len(r.version_accuracy) for r in cal.pilots]
+    assert cal.accuracy.n == versions[0]
+    assert cal.convergence.n == 2 * kw["rounds"]
+    assert calibrate(harness, pilots=(1.0, "q_min"), map_excluded=(), **kw).accuracy.n == sum(
+        versions)
+    assert calibrate(harness, pilots=("q_min",), **kw).accuracy.n == versions[1]
+
+
 def test_paired_validation_cli_reports_the_gain_with_an_interval(capsys, tmp_path):
     """--seeds: every seed validated, online's paired gain over each baseline with a 95%
     interval; the closed-loop online policy reports its estimates."""
