@@ -337,11 +337,12 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
     model jumps from round to round, and its accuracy scatters around the smooth
     recursion's prediction; the policies never train at that level everywhere, and the
     map fitted through those points read the error of their trajectories as less
-    accurate than they are (measured, maps refitted on the same pilots and compared with
-    the real runs of the six policies, 100 rounds: mean absolute error of the surrogate
-    on ``default`` seeds 0 / 1 / 3 0.012 / 0.013 / 0.012 with the ``q_min`` pilot in the
-    map's fit, 0.009 / 0.010 / 0.008 without; on ``analytic`` seed 0, 0.024 against
-    0.012).
+    accurate than they are (measured offline: maps refitted on one seed's pilots, the
+    surrogate's predictions for the six policies, 3 to 5 surrogate seeds, against the real
+    runs of the six policies planned with the map fitted on every pilot, 100 rounds; mean
+    absolute error on ``default`` seeds 0 / 1 / 3 0.012 / 0.013 / 0.012 with the ``q_min``
+    pilot in the map's fit, 0.009 / 0.010 / 0.008 without; ``analytic`` seed 0, 0.024
+    against 0.012; ``drift`` seed 0, 0.014 against 0.015, no gain there).
     ``error_scaled``: fit the error-scaled variance ``b_rel`` too (measured on the default
     scenario, seed 0, 100 rounds: the online policy planned with it scored 0.866 in real
     training against 0.848 without, and the surrogate's mean absolute error over the six
