@@ -271,18 +271,18 @@ def test_validate_is_deterministic_by_seed(problem):
     assert np.array_equal(small.clients.arrival_rate, problem.clients.arrival_rate[:5])
 
 
-def test_accuracy_map_can_be_fitted_without_the_q_min_pilot(harness):
-    """map_excluded: the q_min pilot serves the convergence fit only, the map sees the
-    other pilots' versions (every pilot kept where excluding would leave none); by default
-    the map sees every pilot."""
+def test_accuracy_map_is_fitted_without_the_q_min_pilot(harness):
+    """By default the q_min pilot serves the convergence fit only, the map sees the other
+    pilots' versions (every pilot kept where excluding would leave none);
+    map_excluded=() fits the map on every pilot."""
     from jointopt.harness.calibrate import calibrate
 
-    kw = {"rounds": 5, "seed": 2, "map_excluded": ("q_min",)}
+    kw = {"rounds": 5, "seed": 2}
     cal = calibrate(harness, pilots=(1.0, "q_min"), **kw)
     versions = [len(r.version_accuracy) for r in cal.pilots]
     assert cal.accuracy.n == versions[0]
     assert cal.convergence.n == 2 * kw["rounds"]
-    assert calibrate(harness, pilots=(1.0, "q_min"), rounds=5, seed=2).accuracy.n == sum(
+    assert calibrate(harness, pilots=(1.0, "q_min"), map_excluded=(), **kw).accuracy.n == sum(
         versions)
     assert calibrate(harness, pilots=("q_min",), **kw).accuracy.n == versions[1]
 
