@@ -1,19 +1,24 @@
-"""How well the calibrated surrogate tracks real federated training (closing-note numbers).
+"""How well the calibrated surrogate tracks real federated training, and what the online
+controller gains there (closing-note numbers).
 
 Run from the repository root (needs the ``train`` extra: torch, scikit-learn)::
 
     python benchmarks/bench_validation.py                  # default scenario, 6 policies,
                                                            # seeds 0 1 2, 100 rounds
     python benchmarks/bench_validation.py --quick          # 3 policies, 10 clients, 1 seed
-    python benchmarks/bench_validation.py --rounds 200 --seeds 0,1,2,3 --out results/val
+    python benchmarks/bench_validation.py --scenarios default,analytic,drift \\
+        --seeds 0,1,2,3,4 --rounds 100 --out results/val
 
-For every seed :func:`jointopt.harness.validate.validate` calibrates the surrogate on pilot
-runs and runs every policy in the calibrated surrogate and in real FedAvg on the digits.
-The script prints, per seed and pooled over seeds, the Spearman rank correlation between
-predicted and measured average timely accuracy across policies, and the mean absolute
-error; with ``--out`` it writes the tidy table (``validation_all.csv``) and the figure
-(``validation_all.png``: one point per policy and seed). Numbers are measured, never
-asserted.
+For every scenario and seed :func:`jointopt.harness.validate.validate` calibrates the
+surrogate on pilot runs and runs every policy in the calibrated surrogate and in real
+FedAvg on the digits (:func:`~jointopt.harness.validate.validate_seeds`). The script prints,
+per seed, the Spearman rank correlation between predicted and measured average timely
+accuracy across policies and the mean absolute error, and per scenario the online
+controller's timely accuracy minus every baseline's, paired by seed, with 95% intervals, in
+real training and as the surrogate predicted it (``--closed-loop``: the online policy
+re-estimates its model during the run). With ``--out`` it writes, per scenario, the tidy
+tables and figures of :func:`~jointopt.harness.validate.write_paired`. Wall times are
+printed (they depend on the machine's load). Numbers are measured, never asserted.
 """
 
 from __future__ import annotations
@@ -22,29 +27,23 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from jointopt import load_scenario
-from jointopt.harness.validate import (
-    DEFAULT_POLICIES,
-    plot_validation,
-    resize,
-    spearman,
-    validate,
-)
+from jointopt.harness.validate import DEFAULT_POLICIES, resize, validate_seeds, write_paired
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", default="default")
+    ap.add_argument("--scenarios", "--scenario", default="default",
+                    help="comma-separated scenarios (default: %(default)s)")
     ap.add_argument("--policies", default=",".join(DEFAULT_POLICIES))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--clients", type=int)
     ap.add_argument("--surrogate-seeds", type=int, default=20)
+    ap.add_argument("--closed-loop", action="store_true",
+                    help="the online policy re-estimates its model during the run")
     ap.add_argument("--quick", action="store_true",
-                    help="3 policies, 10 clients, 30 rounds, one seed")
+                    help="3 policies, 10 clients, 30 rounds, one seed (no interval)")
     ap.add_argument("--out", metavar="DIR")
     args = ap.parse_args(argv)
     policies = args.policies.split(",")
@@ -52,44 +51,50 @@ def main(argv=None) -> int:
     rounds, clients = args.rounds, args.clients
     if args.quick:
         policies, seeds, rounds, clients = ["online", "training_first", "equal_split"], [0], 30, 10
-    problem = load_scenario(args.scenario)
-    if clients:
-        problem = resize(problem, clients)
-    tables = []
-    print(f"scenario {problem.name}: {problem.clients.count} clients, {rounds} rounds, "
-          f"policies {', '.join(policies)}")
-    for seed in seeds:
+    summary = []
+    for name in args.scenarios.split(","):
+        problem = load_scenario(name)
+        if clients:
+            problem = resize(problem, min(clients, problem.clients.count))
+        print(f"\nscenario {problem.name}: {problem.clients.count} clients, {rounds} rounds, "
+              f"seeds {seeds}, policies {', '.join(policies)}"
+              f"{', closed loop' if args.closed_loop else ''}", flush=True)
         t0 = time.perf_counter()
-        res = validate(problem, policies, rounds=rounds, seed=seed,
-                       surrogate_seeds=args.surrogate_seeds)
-        conv, acc = res.calibration["convergence"], res.calibration["accuracy"]
-        print(f"\nseed {seed} ({time.perf_counter() - t0:.1f} s): calibration a={conv['a']:.3f} "
-              f"b={conv['b']:.3f} c={conv['c']:.4f} (r2 {conv['r2']:.3f}), accuracy map "
-              f"{acc['map']} r2 {acc['r2']:.3f}")
-        print(res.table[["policy", "predicted", "measured", "abs_error"]]
-              .to_string(index=False, float_format="{:.4f}".format))
-        print(f"spearman {res.spearman:.3f}  mae {res.mae:.4f}")
-        tables.append(res.table)
-    table = pd.concat(tables, ignore_index=True)
-    per_seed = table.groupby("seed").apply(
-        lambda g: pd.Series({"spearman": spearman(g["predicted"], g["measured"]),
-                             "mae": g["abs_error"].mean()}), include_groups=False)
-    means = table.groupby("policy", sort=False)[["predicted", "measured"]].mean()
-    print("\nsummary (validation_spearman, validation_mae)")
-    print(f"per-seed spearman: mean {per_seed['spearman'].mean():.3f} "
-          f"(min {per_seed['spearman'].min():.3f}); per-seed mae: mean "
-          f"{per_seed['mae'].mean():.4f}")
-    print(f"pooled over {len(seeds)} seed(s): spearman of seed-mean accuracies "
-          f"{spearman(means['predicted'], means['measured']):.3f}, mae "
-          f"{table['abs_error'].mean():.4f}")
-    print(means.to_string(float_format="{:.4f}".format))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "validation_all.csv", index=False)
-        plot_validation(table, out / "validation_all.png")
-        print(f"wrote {out / 'validation_all.csv'} and {out / 'validation_all.png'}")
-    return 0 if np.isfinite(table["abs_error"]).all() else 1
+        paired = validate_seeds(problem, policies, seeds=seeds, rounds=rounds,
+                                surrogate_seeds=args.surrogate_seeds,
+                                closed_loop=True if args.closed_loop else None)
+        for res in paired.results:
+            conv, acc = res.calibration["convergence"], res.calibration["accuracy"]
+            print(f"\nseed {res.seed} ({res.elapsed_s:.0f} s): calibration a={conv['a']:.3f} "
+                  f"b={conv['b']:.4f} c={conv['c']:.4f} b_rel={conv['b_rel']:.4f} "
+                  f"(r2 {conv['r2']:.3f}), accuracy map {acc['map']} r2 {acc['r2']:.3f}"
+                  + (f", drift growth {res.calibration['drift']['growth']:.4f}"
+                     if "drift" in res.calibration else ""))
+            print(res.table[["policy", "predicted", "measured", "abs_error"]]
+                  .to_string(index=False, float_format="{:.4f}".format))
+            print(f"spearman {res.spearman:.3f}  mae {res.mae:.4f}")
+        per_seed = paired.per_seed()
+        print(f"\n{problem.name}: per-seed spearman min {per_seed['spearman'].min():.3f} "
+              f"mean {per_seed['spearman'].mean():.3f}; per-seed mae max "
+              f"{per_seed['mae'].max():.4f} mean {per_seed['mae'].mean():.4f}")
+        gains = paired.gains()
+        print(f"online minus each baseline, paired over {len(seeds)} seeds (95% interval):")
+        print(gains.to_string(index=False, float_format="{:+.4f}".format))
+        best = paired.best_gain()
+        wall = time.perf_counter() - t0
+        summary.append((problem.name, best, per_seed, wall))
+        if args.out:
+            for path in write_paired(paired, Path(args.out) / problem.name):
+                print(f"wrote {path}")
+    print("\nsummary: online - best baseline, paired, 95% interval (real | surrogate); "
+          "per-seed spearman min, mae max; wall time")
+    for name, best, per_seed, wall in summary:
+        print(f"{name:10s} vs {best['baseline']:16s} real {best['measured_gain']:+.4f} "
+              f"[{best['measured_lo']:+.4f}, {best['measured_hi']:+.4f}] | surrogate "
+              f"{best['predicted_gain']:+.4f} [{best['predicted_lo']:+.4f}, "
+              f"{best['predicted_hi']:+.4f}]; spearman >= {per_seed['spearman'].min():.3f}, "
+              f"mae <= {per_seed['mae'].max():.4f}; {wall:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":

@@ -255,9 +255,11 @@ def _cmd_validate(args) -> int:
     if args.clients is not None:
         problem = resize(problem, args.clients)
     progress = sys.stderr.isatty() and not args.no_progress
-    result = validate(problem, names, rounds=args.rounds, seed=args.seed,
-                      surrogate_seeds=args.surrogate_seeds, progress=progress,
-                      engine=args.engine)
+    options = {"rounds": args.rounds, "surrogate_seeds": args.surrogate_seeds,
+               "closed_loop": True if args.closed_loop else None, "engine": args.engine}
+    if args.seeds is not None:
+        return _validate_paired(args, problem, names, options, progress)
+    result = validate(problem, names, seed=args.seed, progress=progress, **options)
     written = write_validation(result, args.out) if args.out else []
     if args.json:
         _print_json(result.to_dict())
@@ -284,6 +286,43 @@ def _cmd_bench(args) -> int:
         _print_json(doc)
     else:
         print(text)
+    return 0
+
+
+def _validate_paired(args, problem, names, options, progress) -> int:
+    from jointopt.harness.validate import validate_seeds, write_paired
+
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        raise ValidationError("--seeds", f"expects S1,S2,..., got {args.seeds!r}") from None
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValidationError("--seeds", f"needs at least two distinct seeds, got {args.seeds!r}")
+    for seed in seeds:
+        check_seed("--seeds", seed)
+    if "online" not in names or len(names) < 2:
+        raise ValidationError("--policies", "the paired gain needs online and a baseline")
+    paired = validate_seeds(problem, names, seeds=seeds, progress=progress, **options)
+    written = write_paired(paired, args.out) if args.out else []
+    if args.json:
+        _print_json(paired.to_dict())
+        return 0
+    table = paired.table
+    print(table.pivot(index="policy", columns="seed", values="measured")
+          .loc[names].to_string(float_format="{:.4f}".format))
+    print("\nper seed:")
+    print(paired.per_seed().to_string(index=False, float_format="{:.4f}".format))
+    gains = paired.gains()
+    print(f"\nonline minus each baseline, paired over {len(seeds)} seeds (95% interval):")
+    print(gains.to_string(index=False, float_format="{:+.4f}".format))
+    best = paired.best_gain()
+    print(f"\n{problem.name}: online - best baseline ({best['baseline']}) = "
+          f"{best['measured_gain']:+.4f} [{best['measured_lo']:+.4f}, "
+          f"{best['measured_hi']:+.4f}] in real training; surrogate "
+          f"{best['predicted_gain']:+.4f} [{best['predicted_lo']:+.4f}, "
+          f"{best['predicted_hi']:+.4f}]")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
@@ -472,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounds of each run (default: the scenario's)")
     p.add_argument("--seed", action=_Checked, check=check_seed, default=0,
                    help="random seed (default: %(default)s)")
+    p.add_argument("--seeds", metavar="S1,S2,...",
+                   help="paired mode: validate on each seed and report online's gain over "
+                        "every baseline with a 95%% interval (replaces --seed)")
+    p.add_argument("--closed-loop", action="store_true",
+                   help="the online policy re-estimates its model while it runs")
     p.add_argument("--clients", action=_Checked, check=_count("clients"),
                    help="keep only the scenario's first N clients")
     p.add_argument("--surrogate-seeds", action=_Checked, check=_count("seeds"), default=20,

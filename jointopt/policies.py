@@ -17,18 +17,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jointopt.closed_loop import ClosedLoop, Feedback
 from jointopt.controller import DriftPlusPenalty
 from jointopt.solvers.jti import Allocation, JointTrainingInferenceProblem, RoundSolver, RoundState
 
 
 @dataclass(frozen=True)
 class Observation:
-    """What a policy sees at the start of round ``t``."""
+    """What a policy sees at the start of round ``t`` (``feedback``: what the last round
+    reported, :class:`~jointopt.closed_loop.Feedback`; None in round 0 or where the
+    environment reports nothing)."""
 
     t: int
     K: float                  # convergence-error proxy of the newest global model
     held_error: np.ndarray    # error proxy of the copy each client serves with
     age: np.ndarray           # age of model of each client's copy (rounds)
+    feedback: Feedback | None = None
 
 
 class Policy:
@@ -52,6 +56,11 @@ class Policy:
         round: sampled participation and downloads instead of their probabilities).
         Policies with virtual queues charge them this instead of the planned use; the
         others ignore it."""
+
+    @property
+    def estimates(self) -> dict:
+        """The model estimates the policy plans with now (empty for open-loop policies)."""
+        return {}
 
 
 def allotment(problem: JointTrainingInferenceProblem) -> np.ndarray:
@@ -89,13 +98,31 @@ def fill(problem, spare, order, q=None, d=None, mu=None) -> Allocation:
 
 
 class TrainingFirst(Policy):
-    """``q = 1``, ``d = 1``, the rest of the allotment to the service rate."""
+    """``q = 1`` and ``d = 1`` first, the rest of the allotment to the service rate.
+
+    Where the allotment cannot pay for ``q = 1`` and ``d = 1`` together, training and the
+    download of what was trained are raised together, at one level ``q = d = s`` (project
+    choice: a participant downloads the model it helped train; raising ``q`` alone first
+    would leave ``d = 0``, so that no client ever serves with a trained model). ``s`` is
+    the largest level the spare resource pays for (``q`` never below ``q_min``); whatever
+    is left after ``q = d = 1`` goes to ``mu``.
+    """
 
     name = "training_first"
 
     def reset(self, problem):
         super().reset(problem)
-        self.x = fill(problem, allotment(problem) - problem.min_use, ("q", "d", "mu"))
+        c = problem.clients
+        spare = np.maximum(allotment(problem) - problem.min_use, 0.0)
+        # cost of raising both to level s >= q_min: c_tr (s - q_min) + c_dl s, piecewise for
+        # s < q_min (only d moves)
+        below = _div(spare, c.cost_download)          # d alone up to q_min
+        level = np.where(below <= c.q_min, below,
+                         _div(spare + c.cost_train * c.q_min, c.cost_train + c.cost_download))
+        level = np.clip(level, 0.0, 1.0)
+        q = np.maximum(level, c.q_min)
+        used = c.cost_train * (q - c.q_min) + c.cost_download * level
+        self.x = fill(problem, spare - used, ("mu",), q=q, d=level)
 
     def decide(self, obs):
         return self.x
@@ -172,12 +199,18 @@ class Fixed(Policy):
 
 
 class Online(Policy):
-    """The proposed policy: drift-plus-penalty over the per-round solver."""
+    """The proposed policy: drift-plus-penalty over the per-round solver.
+
+    ``closed_loop`` (default: the problem's ``controller.closed_loop``): re-estimate the
+    convergence constants and the accuracy map every round from the observation's feedback
+    and plan with the estimate (:class:`~jointopt.closed_loop.ClosedLoop`).
+    """
 
     name = "online"
 
-    def __init__(self, method: str = "fast"):
+    def __init__(self, method: str = "fast", closed_loop: bool | None = None):
         self.method = method
+        self.closed_loop = closed_loop
 
     def _slot_problem(self, problem):
         return problem
@@ -185,7 +218,13 @@ class Online(Policy):
     def reset(self, problem):
         super().reset(problem)
         self.solver = RoundSolver(self._slot_problem(problem), self.method)
-        self.controller = DriftPlusPenalty(self._solve_slot, problem.clients.budget, problem.Z)
+        on = problem.controller.closed_loop if self.closed_loop is None else self.closed_loop
+        self.loop = (ClosedLoop(problem, forgetting=problem.controller.forgetting) if on
+                     else None)
+        c = problem.clients
+        top = np.minimum(c.cap, c.cost_train + c.cost_download + c.cost_service * c.mu_max)
+        self.controller = DriftPlusPenalty(self._solve_slot, c.budget, problem.Z,
+                                           pricing=problem.controller.pricing, max_use=top)
 
     def _solve_slot(self, obs: Observation, Z, warm):
         result = self.solver.solve(RoundState(obs.K, obs.held_error, Z), warm,
@@ -194,7 +233,14 @@ class Online(Policy):
         return x, self.solver.use(x)
 
     def decide(self, obs):
+        if self.loop is not None:
+            self.loop.observe(obs.t, obs.K, obs.feedback)
+            self.solver.retune(self.loop.convergence, self.loop.accuracy)
         return self.controller.step(obs)
+
+    @property
+    def estimates(self) -> dict:
+        return {} if self.loop is None else self.loop.estimates
 
     def _sweeps(self, warm) -> int | None:
         """``controller.sweeps_per_round`` once warm (None: ascend to convergence).
@@ -225,6 +271,9 @@ class AoMUnaware(Online):
     """
 
     name = "aom_unaware"
+
+    def __init__(self, method: str = "fast"):
+        super().__init__(method, closed_loop=False)  # the closed loop is online's option
 
     def _slot_problem(self, problem):
         c = problem.clients

@@ -5,14 +5,24 @@ Provenance: **project choice** (``docs/kinds/joint_training_inference.md``). Eac
 1. the policy sees ``(K_t, held errors, ages)`` and returns ``(q, d, mu)``;
 2. participation ``B_n ~ Bernoulli(q_n)`` and downloads ``D_n ~ Bernoulli(d_n)`` are drawn;
 3. the global error follows the recursion with the *sampled* variance of unbiased
-   aggregation, ``K_{t+1} = a K_t + b sum_n p_n^2 (B_n/q_n - 1)^2 + c`` (its expectation is
-   the model's ``b sum p^2 (1-q)/q``);
+   aggregation, ``K_{t+1} = a K_t + (b + b_rel K_t) sum_n p_n^2 (B_n/q_n - 1)^2 + c`` (its
+   expectation is the model's ``b sum p^2 (1-q)/q`` when ``b_rel = 0``);
 4. a refreshed client (``D_n``, or ``B_n or D_n`` in mode ``download_or_train``) now holds
    the newest model (error ``K_{t+1}``, age 0); the others keep theirs (age + 1);
 5. requests arrive ``Poisson(lambda_n * slot)``, each finishes on time independently with
    the M/M/1 probability ``1 - exp(-(mu_n - lambda_n) tau_n)`` (the stationary sojourn law;
-   correlation between consecutive sojourns is ignored) and is answered correctly with
-   probability ``acc(error of the copy it is served by)``.
+   correlation between consecutive sojourns is ignored; with ``simulation.queue = "fifo"``
+   each client's FIFO queue is simulated instead, request by request and carried over
+   between rounds: :func:`~jointopt.models.queueing.fifo_round`) and is answered correctly
+   with probability ``acc(error of the copy it is served by)``;
+6. under drift (the problem's ``[drift]`` section, :class:`~jointopt.models.drift.DriftModel`)
+   the data then moves: the global model and every held copy gain the next round's shock
+   ``growth + jump_error * [t + 1 in jumps]``.
+
+After each round the policy's next observation carries the round's feedback
+(:class:`~jointopt.closed_loop.Feedback`: the sampled spread, the error of the copies that
+served, requests on time and right per client), which a closed-loop online policy learns
+from; its estimates each round are columns ``est_*`` of the result's table.
 
 The same scenario, policy and seed give the same numbers.
 """
@@ -25,8 +35,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from jointopt.closed_loop import Feedback
 from jointopt.errors import ValidationError
-from jointopt.models.queueing import on_time_fraction
+from jointopt.models.queueing import fifo_round, on_time_fraction
 from jointopt.policies import POLICIES, Observation, Policy, make_policy
 from jointopt.solvers.base import check_seed, check_size
 from jointopt.solvers.jti import JointTrainingInferenceProblem
@@ -69,7 +80,12 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
     budget = float(c.budget[finite_budget].mean()) if finite_budget.any() else float("nan")
     cost = (c.cost_train, c.cost_download, c.cost_service)
 
+    drift = problem.drift.model
+    fifo = problem.simulation.queue == "fifo"
+    free = np.zeros(n)  # fifo: when each client's server is next idle
     policy.reset(problem)
+    feedback = None
+    estimates = []
     K = problem.K
     held = problem.ebar.copy()
     age = np.zeros(n, dtype=np.int64)
@@ -86,12 +102,12 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
 
         steps = tqdm(steps, desc=f"{policy.name}", unit="round", file=sys.stderr, leave=False)
     for t in steps:
-        x = policy.decide(Observation(t, K, held.copy(), age.copy()))
+        x = policy.decide(Observation(t, K, held.copy(), age.copy(), feedback))
         trained = rng.random(n) < x.q
         downloaded = rng.random(n) < x.d
         with np.errstate(divide="ignore", invalid="ignore"):
             spread = np.where(trained, 1.0 / x.q - 1.0, -1.0)
-        K_next = conv.a * K + conv.b * float(np.sum(p2 * spread * spread)) + conv.c
+        K_next = conv.next(K, float(np.sum(p2 * spread * spread)))
         refreshed = downloaded | (trained if mode == "download_or_train" else False)
         held = np.where(refreshed, K_next, held)
         age = np.where(refreshed, 0, age + 1)
@@ -100,9 +116,18 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
         P = on_time_fraction(lam, x.mu, c.deadline)
         a_now = acc(held)
         arrivals = rng.poisson(lam * slot)
-        on_time = rng.binomial(arrivals, P)
+        if fifo:
+            ok, _, free = fifo_round(arrivals, x.mu, c.deadline, free, t * slot, slot, rng)
+            on_time = ok.sum(axis=1)
+        else:
+            on_time = rng.binomial(arrivals, P)
         correct = rng.binomial(on_time, a_now)
         use = cost[0] * x.q + cost[1] * x.d + cost[2] * x.mu
+        sampled_spread = float(np.sum(p2 * spread * spread))
+        feedback = Feedback(sampled_spread, held.copy(), on_time, correct)
+        est = getattr(policy, "estimates", None)  # pilots need not have it
+        if est:
+            estimates.append(est)
 
         cols["K"][t] = K_next
         cols["mean_aom"][t] = age.mean()
@@ -123,8 +148,13 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
             float(np.max(x.d - 1)), float(np.max(problem.mu_lo - x.mu)),
             float(np.max(x.mu - c.mu_max)))
         K = K_next
+        if drift.active:
+            shock = drift.shock(t + 1)
+            K, held = K + shock, held + shock
 
     table = pd.DataFrame({"round": np.arange(T), **cols})
+    if estimates:  # a closed-loop policy: the estimates it planned each round with
+        table = table.join(pd.DataFrame(estimates).drop(columns="round", errors="ignore"))
     table.insert(0, "policy", policy.name)
     table.insert(0, "scenario", problem.name)
     table["budget"] = budget

@@ -29,6 +29,10 @@ class AccuracyMap(Protocol):
         """``(intercept, slope)`` with ``acc(e) ~ intercept - slope * e`` near ``e0``."""
         ...
 
+    def error_of(self, acc) -> np.ndarray:
+        """The error proxy the unclipped map takes to accuracy ``acc`` (its inverse)."""
+        ...
+
 
 def _check_levels(acc_max: float, acc_min: float) -> None:
     check_range("accuracy.acc_max", acc_max, gt=0.0, le=1.0)
@@ -57,6 +61,9 @@ class AffineAccuracy:
     def linearize(self, e0: float) -> tuple[float, float]:
         return self.acc_max, self.kappa
 
+    def error_of(self, acc) -> np.ndarray:
+        return (self.acc_max - np.asarray(acc, dtype=float)) / self.kappa
+
 
 @dataclass(frozen=True)
 class ExponentialAccuracy:
@@ -77,6 +84,12 @@ class ExponentialAccuracy:
     def linearize(self, e0: float) -> tuple[float, float]:
         slope = (self.acc_max - self.acc_min) / self.scale * float(np.exp(-e0 / self.scale))
         return float(self(e0)) + slope * e0, slope
+
+    def error_of(self, acc) -> np.ndarray:
+        """Accuracies at or beyond the map's range are taken 1e-6 inside it."""
+        span = self.acc_max - self.acc_min
+        frac = np.clip((np.asarray(acc, dtype=float) - self.acc_min) / span, 1e-6, 1.0)
+        return -self.scale * np.log(frac)
 
 
 ACCURACY_MAPS = {"affine": AffineAccuracy, "exponential": ExponentialAccuracy}

@@ -45,7 +45,8 @@ def test_help():
 
 def test_surrogate_and_sweep_benchmarks_run_quick():
     """The other benchmark scripts run end to end (timings are not checked)."""
-    for name, expect in (("bench_surrogate.py", "online_1sweep_s"), ("bench_sweep.py", "speedup")):
+    for name, expect in (("bench_surrogate.py", "online_1sweep_s"), ("bench_sweep.py", "speedup"),
+                         ("bench_pricing.py", "solves/round")):
         proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--quick"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr

@@ -221,3 +221,12 @@ def test_bad_engine_and_flwr_not_imported_by_jointopt(capsys):
     code = "import sys, jointopt, jointopt.cli, jointopt.harness; print('flwr' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_a_drifting_scenario_is_refused_before_any_round(engine, problem):
+    """The Flower engine keeps each node's data fixed: a [drift] scenario is refused with
+    one clear error instead of running without the drift."""
+    drifting = problem.replace(drift={"rate": 0.05})
+    assert drifting.drift.labels.active
+    with pytest.raises(ValidationError, match="drift"):
+        engine.run("equal_split", problem=drifting, rounds=2)

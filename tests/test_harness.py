@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("torch")
@@ -275,3 +276,103 @@ def test_validate_is_deterministic_by_seed(problem):
     assert a.calibration == b.calibration
     assert small.clients.count == 5
     assert np.array_equal(small.clients.arrival_rate, problem.clients.arrival_rate[:5])
+
+
+def test_accuracy_map_is_fitted_without_the_q_min_pilot(harness):
+    """By default the q_min pilot serves the convergence fit only, the map sees the other
+    pilots' versions (every pilot kept where excluding would leave none);
+    map_excluded=() fits the map on every pilot."""
+    from jointopt.harness.calibrate import calibrate
+
+    kw = {"rounds": 5, "seed": 2}
+    cal = calibrate(harness, pilots=(1.0, "q_min"), **kw)
+    versions = [len(r.version_accuracy) for r in cal.pilots]
+    assert cal.accuracy.n == versions[0]
+    assert cal.convergence.n == 2 * kw["rounds"]
+    assert calibrate(harness, pilots=(1.0, "q_min"), map_excluded=(), **kw).accuracy.n == sum(
+        versions)
+    assert calibrate(harness, pilots=("q_min",), **kw).accuracy.n == versions[1]
+
+
+def test_paired_validation_cli_reports_the_gain_with_an_interval(capsys, tmp_path):
+    """--seeds: every seed validated, online's paired gain over each baseline with a 95%
+    interval; the closed-loop online policy reports its estimates."""
+    rc = cli.main(["validate", "default", "--policies", "online,equal_split,static",
+                   "--clients", "4", "--rounds", "5", "--seeds", "0,1", "--json",
+                   "--surrogate-seeds", "2", "--closed-loop", "--out", str(tmp_path)])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [0, 1] and len(out["per_seed"]) == 2
+    gains = {row["baseline"]: row for row in out["gain"]}
+    assert set(gains) == {"equal_split", "static", "per-seed best"}
+    assert sum(row["best"] for row in gains.values()) == 1
+    for row in gains.values():
+        assert row["measured_lo"] <= row["measured_gain"] <= row["measured_hi"]
+    measured = {(r["seed"], name): p["measured"] for r in out["results"]
+                for name, p in r["policies"].items()}
+    es = [measured[(s, "online")] - measured[(s, "equal_split")] for s in (0, 1)]
+    assert gains["equal_split"]["measured_gain"] == pytest.approx(np.mean(es))
+    rounds = pd.read_csv(tmp_path / "validation_all.csv")
+    assert len(rounds) == 6
+    for name in ("gains.csv", "per_seed.csv", "gains.png", "validation_all.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert cli.main(["validate", "--seeds", "3", "--rounds", "5"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+# -- drift -------------------------------------------------------------------------------
+def test_drifting_data_moves_training_requests_and_held_errors():
+    """Under drift the clients' label mixes rotate; K is measured on the current mixes;
+    a copy that is never refreshed is observed with its download error plus the drift
+    model's gap, and serves worse and worse."""
+    from jointopt.harness.calibrate import fit_drift
+
+    problem = resize(load_scenario("drift"), 6)
+    problem = problem.replace(drift={**problem.to_dict()["drift"], "rate": 0.25})
+    h = FederatedHarness(problem)
+    assert h.labels.active
+    m0, m4 = h.mix_at(0), h.mix_at(4)
+    np.testing.assert_allclose(m4, np.roll(m0, 1, axis=1))        # 4 x 0.25 = one label
+    assert (m0[:, 4:] < 1e-4).all()                                # the window of 4 labels
+    parts = h.drifting_parts(m4, np.random.default_rng(0))
+    assert [len(p) for p in parts] == list(h.sizes)
+    labels = h.data.y_train[np.concatenate(parts)]
+    assert set(np.unique(labels)) <= {1, 2, 3, 4}
+    seen = []
+    c = problem.clients
+
+    class Once(Fixed):  # downloads in round 5 only, trains every round
+        def decide(self, obs):
+            seen.append(obs)
+            d = np.full(c.count, float(obs.t == 5))
+            return Allocation(np.ones(c.count), d, c.mu_max.copy())
+
+    res = h.run(Once(Allocation(np.ones(c.count), np.ones(c.count), c.mu_max.copy())),
+                rounds=20, seed=0)
+    growth = problem.drift.growth
+    held = np.array([o.held_error[0] for o in seen[6:]])
+    np.testing.assert_allclose(np.diff(held), growth)              # the model's gap
+    assert seen[6].held_error[0] == pytest.approx(res.K[6])
+    # the held version (6) loses accuracy on the moving requests; the new ones do not
+    A = res.class_accuracy @ res.request_mix.T
+    assert A[6, 19] < A[6, 5] - 0.2 and A[20, 19] > A[6, 19] + 0.2
+    fit = fit_drift([(res.class_accuracy, res.request_mix)], problem.accuracy_map)
+    assert fit.growth > 0.0 and fit.jump_error == 0.0 and fit.n > 0
+
+
+def test_drift_fit_recovers_a_known_gap():
+    """Synthetic versions whose accuracy falls by kappa * (growth * age + jump * jumps)."""
+    from jointopt.models.accuracy import AffineAccuracy
+    from jointopt.models.drift import DriftModel
+
+    from jointopt.harness.calibrate import fit_drift
+
+    acc = AffineAccuracy(1.0, 0.3, 0.0)
+    model = DriftModel(0.04, 0.5, (12,))
+    T = 30
+    # A(v, t) = class_accuracy[v] @ request_mix[t]: with one "label" per round and the
+    # identity as request mixes, class_accuracy is the (versions x rounds) table itself
+    A = np.array([[float(acc(model.gap(v - 1, t))) if t >= v - 1 else 1.0 for t in range(T)]
+                  for v in range(T + 1)])
+    fit = fit_drift([(A, np.eye(T))], acc, jumps=(12,), max_age=10)
+    assert (fit.growth, fit.jump_error) == pytest.approx((0.04, 0.5), abs=1e-9)

@@ -75,6 +75,44 @@ def test_static_baselines_meet_the_budget_every_round(default):
         assert res.table["resource_use"].max() <= default.clients.budget.mean() + 1e-9
 
 
+def test_training_first_trains_and_downloads_together_before_serving(default):
+    """q = d = 1 first (raised together where the allotment cannot pay for both), then mu."""
+    from jointopt.policies import TrainingFirst, allotment
+
+    for problem in (default, random_problem(30, 5)):
+        policy = TrainingFirst()
+        policy.reset(problem)
+        x, c = policy.x, problem.clients
+        use = c.cost_train * x.q + c.cost_download * x.d + c.cost_service * x.mu
+        np.testing.assert_allclose(use, np.maximum(allotment(problem), problem.min_use))
+        short = x.d < 1.0
+        # where training and downloads are not both full, serving gets only its least rate
+        # and the download keeps up with training (q exceeds d only at q_min)
+        np.testing.assert_allclose(x.mu[short], problem.mu_lo[short])
+        np.testing.assert_allclose(x.q[short], np.maximum(x.d[short], c.q_min[short]))
+        assert (x.q[~short] == 1.0).all()
+    policy = TrainingFirst()
+    policy.reset(default)
+    assert (policy.x.d > 0.4).all()  # the budget of 3 pays for q = d ~ 0.5 on default
+
+
+def test_fifo_serving_follows_the_queue_not_its_stationary_law(default):
+    """``simulation.queue = "fifo"``: at a moderate load the on-time share matches the M/M/1
+    law; a queue at its capacity that starts empty is on time far more often over a short
+    run than its stationary law says (the harness's queues behave so)."""
+    fifo = default.replace(simulation={**default.to_dict()["simulation"], "queue": "fifo"})
+    lam, tau = default.clients.arrival_rate, default.clients.deadline
+    for mu, rounds, check in ((3.0 * lam, 400, "law"), (default.mu_lo, 60, "transient")):
+        policy = _fixed(fifo, 1.0, 1.0, mu)
+        res = simulate(fifo, policy, rounds=rounds, seed=1)
+        share = res.table["on_time"].sum() / res.table["requests"].sum()
+        law = float(np.sum(lam * (1 - np.exp(-(mu - lam) * tau))) / lam.sum())
+        if check == "law":
+            assert share == pytest.approx(law, abs=0.02)
+        else:
+            assert share > law + 0.05
+
+
 # -- the online controller -------------------------------------------------------------
 def test_online_average_use_converges_to_the_budget(default):
     res = simulate(default, "online", rounds=400, seed=3)
@@ -113,13 +151,7 @@ def test_settle_recharges_the_queues_with_the_measured_use():
 
 
 def test_larger_V_gives_higher_accuracy_and_larger_backlog(default):
-    """Oracle 8, in expectation (averaged over seeds), from V = 10 up.
-
-    Below that the controller is bang-bang on the default scenario: at Z = 0 resources are
-    free and used to the cap, the queue jumps, and the mean backlog *falls* as V grows from
-    1 to 10 (measured: 2.2 at V = 1, 1.1 at V = 10); drift-plus-penalty's O(V) backlog is a
-    bound, not a monotone law.
-    """
+    """Oracle 8, in expectation (averaged over seeds), from V = 10 up."""
     acc, backlog = [], []
     for V in (10.0, 30.0, 100.0):
         p = default.replace(controller={**default.to_dict()["controller"], "V": V})
@@ -128,6 +160,46 @@ def test_larger_V_gives_higher_accuracy_and_larger_backlog(default):
         backlog.append(np.mean([r["mean_backlog"] for r in runs]))
     assert acc[0] < acc[1] < acc[2]
     assert backlog[0] < backlog[1] < backlog[2]
+
+
+@pytest.mark.parametrize("pricing", ["backlog", "exact"])
+def test_small_V_is_bang_bang_only_with_the_linear_price(default, pricing):
+    """Below V ~ 10 the textbook price (the backlog Z) makes the spend bang-bang: a queue at
+    zero makes resources free, the round spends up to its cap and the next one the least, and
+    the backlog no longer grows with V (measured, 300 rounds: 2.2 at V = 1, 1.0 at V = 10).
+    Pricing at the backlog the decision leaves (``pricing = "exact"``) keeps the backlog
+    growing with V and the timely accuracy near its large-V level."""
+    runs = {}
+    for V in (1.0, 10.0):
+        p = default.replace(controller={**default.to_dict()["controller"], "V": V,
+                                        "pricing": pricing})
+        runs[V] = simulate(p, "online", rounds=80, seed=0).summary
+    small, large = runs[1.0], runs[10.0]
+    if pricing == "backlog":
+        assert small["mean_backlog"] > large["mean_backlog"]
+        assert small["avg_timely_accuracy"] < large["avg_timely_accuracy"] - 0.2
+    else:
+        assert small["mean_backlog"] < 0.5 * large["mean_backlog"]
+        assert small["avg_timely_accuracy"] > large["avg_timely_accuracy"] - 0.02
+
+
+def test_exact_pricing_prices_at_the_backlog_left():
+    """One entity with use(pi) = 6 - 2 pi (clipped to [1, 6]), budget 3, backlog Z: the price
+    solves pi = max(Z + use(pi) - 3, 0), i.e. pi = (Z + 3) / 3 while use stays inside."""
+    seen = []
+
+    def slot(obs, price, warm):
+        seen.append(price.copy())
+        return price, np.clip(6.0 - 2.0 * price, 1.0, 6.0)
+
+    ctrl = DriftPlusPenalty(slot, budgets=np.array([3.0, np.inf]), Z0=np.array([1.5, 0.0]),
+                            pricing="exact", max_use=np.array([6.0, 6.0]))
+    ctrl.step(None)
+    np.testing.assert_allclose(ctrl.price, [1.5, 0.0], atol=1e-3)
+    np.testing.assert_allclose(ctrl.Z, [1.5, 0.0], atol=1e-3)  # use 3 = budget: Z stays
+    assert len(seen) < 10 and all(p[1] == 0.0 for p in seen)
+    with pytest.raises(ValueError, match="pricing"):
+        DriftPlusPenalty(slot, budgets=np.ones(2), pricing="nope")
 
 
 def test_online_beats_the_myopic_spec_form_on_the_default_scenario(default):

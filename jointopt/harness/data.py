@@ -17,6 +17,9 @@ index exactly once.
   Dirichlet split of Hsu et al. 2019 cannot honour given client sizes).
 * :func:`shard_partition`: the label-shard split of ``docs/kinds/split_learning.md``
   (``class_aligned`` default, or ``sorted_cut``, the original FedAvg recipe).
+
+:func:`window_mixes` draws label mixes confined to a window of labels, for drifting data
+(the harness rotates them round by round and draws training samples and requests by label).
 """
 
 from __future__ import annotations
@@ -152,6 +155,19 @@ def shard_partition(labels: np.ndarray, n_clients: int, shards_per_client: int =
     order = rng.permutation(S)
     return [np.sort(np.concatenate([shards[k] for k in order[i::n_clients]]))
             for i in range(n_clients)]
+
+
+def window_mixes(n_clients: int, n_classes: int, window: int, alpha: float = 0.5, *,
+                 rng: np.random.Generator | int | None = 0) -> np.ndarray:
+    """``(clients, classes)`` label mixes confined to the first ``window`` labels: each
+    client's mix over them ~ ``Dirichlet(alpha)`` (the population's mix then sits on those
+    labels, and moves when the mixes are rotated; project choice for drifting data)."""
+    if not 1 <= window <= n_classes:
+        raise ValueError(f"window must be in 1..{n_classes}, got {window}")
+    rng = np.random.default_rng(rng)
+    out = np.zeros((n_clients, n_classes))
+    out[:, :window] = rng.dirichlet(np.full(window, alpha), size=n_clients) + 1e-6
+    return out / out.sum(axis=1, keepdims=True)
 
 
 def label_distribution(labels: np.ndarray, parts: list[np.ndarray],

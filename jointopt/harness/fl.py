@@ -22,6 +22,21 @@ analytical ones:
    queue carries over between rounds, Lindley recursion), is on time when its sojourn is
    within ``tau_n`` and correct when the held copy classifies it right.
 
+Drifting data (the problem's ``[drift]`` section, :class:`~jointopt.models.drift.LabelDrift`):
+each client's label mix is rotated round by round (``drift.window`` confines the mixes to a
+window of neighbouring labels, so that the population's mix moves too); every round each
+client trains on samples drawn by label from its current mix (as many as its shard holds)
+and its requests follow the same mix. ``K_t`` is then the loss of ``w_t`` on round ``t``'s
+mixes, ``sum_n p_n sum_l pi_n^t(l) F_l(w_t)`` with ``F_l`` the mean training loss on label
+``l``; a held copy's error proxy is the ``K`` it was downloaded with plus the drift model's
+gap since (:meth:`~jointopt.models.drift.DriftModel.gap`: the error proxy the accuracy map
+reads, as the surrogate tracks it), and its accuracy is measured on the client's current mix.
+
+After each round the policy's next observation carries the round's feedback
+(:class:`~jointopt.closed_loop.Feedback`: the realised spread, the error proxy of the copies
+that served, requests on time and right per client); a closed-loop online policy's
+estimates each round are columns ``est_*`` of the result's table.
+
 Held copies are versions of the global model: the run stores every version's flat
 parameters and its predictions on the test set, so serving costs one forward pass per
 version. Every random draw comes from generators seeded by ``seed``: the same problem,
@@ -47,15 +62,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jointopt.closed_loop import Feedback
 from jointopt.harness.data import (
     dirichlet_partition,
     label_distribution,
     load_digits_data,
     sample_requests,
     shard_partition,
+    window_mixes,
 )
 from jointopt.harness.nets import mlp
-from jointopt.models.queueing import on_time_fraction
+from jointopt.models.queueing import fifo_round, on_time_fraction
 from jointopt.policies import Observation, Policy, make_policy
 
 
@@ -163,24 +180,9 @@ def serve_fifo(rng: np.random.Generator, lam: np.ndarray, mu: np.ndarray,
     each client's server is next idle. Draws, in order: the counts, the arrival times, the
     service times.
     """
-    n = len(lam)
     arrivals = rng.poisson(lam * slot)
-    amax = int(arrivals.max()) if n else 0
-    who = np.repeat(np.arange(n), arrivals)
-    if not amax:
-        return arrivals, who, np.zeros(0, dtype=bool), free
-    times = rng.random((n, amax)) * slot
-    valid = np.arange(amax)[None, :] < arrivals[:, None]
-    times = np.sort(np.where(valid, times, np.inf), axis=1) + t * slot
-    service = rng.exponential(1.0, (n, amax)) / mu[:, None]
-    ok = np.zeros((n, amax), dtype=bool)
-    for k in range(amax):
-        v = valid[:, k]
-        start = np.maximum(times[:, k], free)
-        finish = start + service[:, k]
-        with np.errstate(invalid="ignore"):
-            ok[:, k] = v & (finish - times[:, k] <= deadline)
-        free = np.where(v, finish, free)
+    who = np.repeat(np.arange(len(lam)), arrivals)
+    ok, valid, free = fifo_round(arrivals, mu, deadline, free, t * slot, slot, rng)
     return arrivals, who, ok[valid], free   # ok[valid] is row-major: client by client
 
 
@@ -217,7 +219,9 @@ class HarnessResult:
     ``v = t + 1`` after round ``t``), ``V[t]`` the sampled aggregation spread of round
     ``t`` (``sum_n p_n^2 (B_n/q_n - 1)^2``), ``version_accuracy[v]`` the version's accuracy
     on the request mix, ``versions`` its flat parameters, ``held_version[n]`` the version
-    client n holds at the end.
+    client n holds at the end; ``class_accuracy[v]`` version ``v``'s test accuracy per
+    label and ``request_mix[t]`` round ``t``'s request mix over the labels (they change
+    under drift: version ``v``'s accuracy on round ``t``'s requests is their product).
     """
 
     scenario: str
@@ -230,6 +234,8 @@ class HarnessResult:
     version_accuracy: np.ndarray = field(repr=False)
     versions: np.ndarray = field(repr=False)
     held_version: np.ndarray = field(repr=False)
+    class_accuracy: np.ndarray | None = field(default=None, repr=False)
+    request_mix: np.ndarray | None = field(default=None, repr=False)
 
 
 class FederatedHarness:
@@ -237,7 +243,9 @@ class FederatedHarness:
 
     The training shards are label-skewed (``config.partition``) with sizes proportional to
     the clients' data weights ``p`` (Dirichlet partition); each client's requests follow
-    its shard's label distribution.
+    its shard's label distribution. Under drift (module docstring) the mixes move round by
+    round from ``base_dist`` (the shards' mixes, or :func:`window_mixes` with
+    ``drift.window``), and the shards only set how many samples a client trains on.
     """
 
     def __init__(self, problem, config: HarnessConfig | None = None):
@@ -266,6 +274,47 @@ class FederatedHarness:
         self._Xt = torch.from_numpy(data.X_test)
         self._yt = torch.from_numpy(data.y_test)
         self._test_stock = np.bincount(data.y_test, minlength=data.n_classes)
+        self._train_stock = np.bincount(data.y_train, minlength=data.n_classes)
+        self.labels = problem.drift.labels
+        self.base_dist = self.dist
+        if self.labels.active and problem.drift.window is not None:
+            self.base_dist = window_mixes(n, data.n_classes, problem.drift.window, cfg.alpha,
+                                          rng=cfg.data_seed)
+        self.sizes = np.array([len(part) for part in self.parts])
+
+    def initial_loss(self, model: FlatModel) -> float:
+        """``K_0``: the loss of ``model``'s initial parameters on round 0's mixes."""
+        w = model.flat()
+        if not self.labels.active:
+            return self.measure(model, w)[0]
+        return float(self.problem.clients.p @ (self.mix_at(0) @ self.measure_labels(model,
+                                                                                  w)[0]))
+
+    def mix_at(self, t: int) -> np.ndarray:
+        """``(clients, labels)`` label mixes of round ``t`` (fixed without drift)."""
+        return self.labels.mix(self.base_dist, t) if self.labels.active else self.dist
+
+    def drifting_parts(self, mix: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """Each client's training samples of a round under drift: as many as its shard
+        holds, drawn by label from ``mix`` (then uniformly among that label's samples)."""
+        who = np.repeat(np.arange(len(self.sizes)), self.sizes)
+        idx = sample_requests(self.data.y_train, mix, who, rng)
+        return np.split(idx, np.cumsum(self.sizes)[:-1])
+
+    def measure_labels(self, model: FlatModel, w: torch.Tensor) -> tuple[np.ndarray,
+                                                                         np.ndarray,
+                                                                         np.ndarray]:
+        """``(mean training loss per label, predictions on the test set, test accuracy per
+        label)`` of version ``w``: under drift ``K`` is the loss per label weighed by the
+        clients' current mixes."""
+        loss, _ = evaluate(model, w, self._X, self._y)
+        per_label = np.bincount(self.data.y_train, weights=loss,
+                                minlength=self.data.n_classes) / np.maximum(self._train_stock, 1)
+        _, pred = evaluate(model, w, self._Xt, self._yt)
+        right = (pred == self.data.y_test).astype(float)
+        per_class = np.bincount(self.data.y_test, weights=right, minlength=self.data.n_classes) \
+            / np.maximum(self._test_stock, 1)
+        return per_label, pred, per_class
 
     def __enter__(self) -> FederatedHarness:
         """Harnesses are context managers (:class:`jointopt.flower.FlowerHarness` keeps its
@@ -318,17 +367,28 @@ class FederatedHarness:
 
     def _run(self, problem, policy, T, seed, progress) -> HarnessResult:
         cfg = self.config
-        rng_part, rng_train, rng_req = (np.random.default_rng(s) for s in
-                                        np.random.SeedSequence(seed).spawn(3))
+        # a fourth stream draws the drifting training samples: the first three are the
+        # same with or without it
+        rng_part, rng_train, rng_req, rng_data = (np.random.default_rng(s) for s in
+                                                  np.random.SeedSequence(seed).spawn(4))
         c = problem.clients
         n, p, lam = c.count, c.p, c.arrival_rate
         slot, mode = problem.simulation.slot, problem.controller.refresh
         cost = (c.cost_train, c.cost_download, c.cost_service)
+        drifting = self.labels.active
+        gap = problem.drift.model.gap
         model = self.build_model(seed)
         w = model.flat()
-        K0, pred0, cls0 = self.measure(model, w)
-        Ks, preds, versions, vacc = [K0], [pred0], [w.numpy().copy()], [cls0 @ self.request_mix]
-        client_acc = [self.dist @ cls0]        # per version: accuracy on each client's mix
+        mix = self.mix_at(0)
+        req_mix = lam @ mix / lam.sum() if lam.sum() > 0 else mix.mean(axis=0)
+        if drifting:
+            loss0, pred0, cls0 = self.measure_labels(model, w)
+            K0 = float(p @ (mix @ loss0))
+        else:
+            K0, pred0, cls0 = self.measure(model, w)
+        Ks, preds, versions, vacc = [K0], [pred0], [w.numpy().copy()], [cls0 @ req_mix]
+        classes = [cls0]                       # per version: test accuracy per label
+        mixes = np.empty((T, self.data.n_classes))
         held = np.zeros(n, dtype=np.int64)
         age = np.zeros(n, dtype=np.int64)
         free = np.zeros(n)                     # when each client's server is next idle
@@ -338,6 +398,7 @@ class FederatedHarness:
             "mean_q", "mean_d", "mean_mu", "participants")}
         total_rate = float(lam.sum())
         policy.reset(problem)
+        feedback, estimates = None, []
         steps = range(T)
         if progress:
             from tqdm import tqdm
@@ -345,20 +406,30 @@ class FederatedHarness:
             steps = tqdm(steps, desc=f"train {policy.name}", unit="round", file=sys.stderr,
                          leave=False)
         for t in steps:
-            x = policy.decide(Observation(t, Ks[-1], np.asarray(Ks)[held], age.copy()))
+            if drifting and t > 0:
+                mix = self.mix_at(t)
+                req_mix = lam @ mix / lam.sum() if lam.sum() > 0 else mix.mean(axis=0)
+            held_error = np.asarray(Ks)[held] + (gap(held, t) if drifting else 0.0)
+            x = policy.decide(Observation(t, Ks[-1], held_error, age.copy(), feedback))
             trained = rng_part.random(n) < x.q
             downloaded = rng_part.random(n) < x.d
             who = np.flatnonzero(trained)
-            local = local_sgd(model, w, self._X, self._y, self.parts, who,
+            parts = self.drifting_parts(mix, rng_data) if drifting else self.parts
+            local = local_sgd(model, w, self._X, self._y, parts, who,
                               steps=cfg.local_steps, batch_size=cfg.batch_size, lr=cfg.lr,
                               rng=rng_train)
             w = aggregate_unbiased(w, local, p, x.q, trained, cfg.server_lr)
-            K, pred, per_class = self.measure(model, w)
+            if drifting:  # K_{t+1}: the loss of the new version on the next round's mixes
+                loss, pred, per_class = self.measure_labels(model, w)
+                K = float(p @ (self.mix_at(t + 1) @ loss))
+            else:
+                K, pred, per_class = self.measure(model, w)
             Ks.append(K)
             preds.append(pred)
             versions.append(w.numpy().copy())
-            vacc.append(float(per_class @ self.request_mix))
-            client_acc.append(self.dist @ per_class)
+            vacc.append(float(per_class @ req_mix))
+            classes.append(per_class)
+            mixes[t] = req_mix
             refreshed = downloaded | (trained if mode == "download_or_train" else False)
             held = np.where(refreshed, t + 1, held)
             age = np.where(refreshed, 0, age + 1)
@@ -369,15 +440,20 @@ class FederatedHarness:
             on_time_n = np.zeros(n)
             correct_n = np.zeros(n)
             if len(who_req):
-                sample = sample_requests(self.data.y_test, self.dist, who_req, rng_req)
+                sample = sample_requests(self.data.y_test, mix, who_req, rng_req)
                 right = (np.stack(preds)[held[who_req], sample] == self.data.y_test[sample])
                 on_time_n = np.bincount(who_req, weights=on_time_flat, minlength=n)
                 correct_n = np.bincount(who_req, weights=on_time_flat & right, minlength=n)
             P = on_time_fraction(lam, x.mu, c.deadline)
-            acc_held = np.stack(client_acc)[held, np.arange(n)]
+            acc_held = np.einsum("nl,nl->n", np.stack(classes)[held], mix)
             use = cost[0] * x.q + cost[1] * x.d + cost[2] * x.mu
             cols["K"][t] = K
             cols["V"][t] = aggregation_spread(p, x.q, trained)
+            served = np.asarray(Ks)[held] + (gap(held, t) if drifting else 0.0)
+            feedback = Feedback(cols["V"][t], served, on_time_n, correct_n)
+            est = getattr(policy, "estimates", None)  # pilots need not have it
+            if est:
+                estimates.append(est)
             cols["mean_aom"][t] = age.mean()
             cols["requests"][t] = arrivals.sum()
             cols["on_time"][t] = on_time_n.sum()
@@ -393,6 +469,8 @@ class FederatedHarness:
             cols["participants"][t] = len(who)
 
         table = pd.DataFrame({"round": np.arange(T), **cols})
+        if estimates:  # a closed-loop policy: the estimates it planned each round with
+            table = table.join(pd.DataFrame(estimates).drop(columns="round", errors="ignore"))
         table.insert(0, "policy", policy.name)
         table.insert(0, "scenario", problem.name)
         summary = {
@@ -408,4 +486,4 @@ class FederatedHarness:
         }
         return HarnessResult(problem.name, policy.name, seed, table, summary,
                              np.asarray(Ks), cols["V"].copy(), np.asarray(vacc),
-                             np.stack(versions), held.copy())
+                             np.stack(versions), held.copy(), np.stack(classes), mixes)

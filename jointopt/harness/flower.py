@@ -796,6 +796,10 @@ class FlowerHarness(FederatedHarness):
     def run(self, policy: Policy | str = "online", *, problem=None, rounds: int | None = None,
             seed: int = 0, progress: bool = False) -> HarnessResult:
         problem = self.problem if problem is None else problem
+        if problem.drift.labels.active:
+            raise ValidationError("drift", "the Flower engine keeps each node's data and "
+                                           "requests fixed; a scenario with [drift] runs on "
+                                           "the in-house harness (--engine harness)")
         if problem.to_dict()["clients"] != self.problem.to_dict()["clients"]:
             raise ValueError("problem has other clients than the harness (the nodes' data "
                              "and requests are the harness's)")

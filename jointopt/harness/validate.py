@@ -117,10 +117,15 @@ def make_harness(problem, config=None, engine: str = "harness"):
 
 
 def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, seed: int = 0,
-             surrogate_seeds: int = 20, config=None, pilots=(1.0, 0.5, 0.2, "uniform"),
-             progress: bool = False, engine: str = "harness") -> ValidationResult:
-    """Calibrate on pilot runs, then run every policy in the surrogate and for real
-    (training on ``engine``, see :func:`make_harness`; pilots and policies alike)."""
+             surrogate_seeds: int = 20, config=None, pilots=None,
+             closed_loop: bool | None = None, progress: bool = False,
+             engine: str = "harness") -> ValidationResult:
+    """Calibrate on pilot runs (``pilots``: default
+    :data:`~jointopt.harness.calibrate.PILOTS`), then run every policy in the surrogate and
+    for real (training on ``engine``, see :func:`make_harness`; pilots and policies alike).
+
+    ``closed_loop`` (None: the scenario's ``controller.closed_loop``): whether the online
+    policy re-estimates its model during the run (:mod:`jointopt.closed_loop`)."""
     from jointopt.errors import ValidationError
     from jointopt.solvers.base import check_seed, check_size
 
@@ -134,18 +139,22 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
     check_size("surrogate_seeds", surrogate_seeds, "seeds")
     with make_harness(problem, config, engine) as harness:
         return _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots,
-                         progress, engine)
+                         closed_loop, progress, engine)
 
 
-def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, progress,
-              engine) -> ValidationResult:
+def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, closed_loop,
+              progress, engine) -> ValidationResult:
     from jointopt.harness.calibrate import calibrate
     from jointopt.policies import make_policy
     from jointopt.surrogate import simulate
 
     start = time.perf_counter()
-    calib = calibrate(harness, rounds=T, seed=seed, pilots=pilots, progress=progress)
+    calib = calibrate(harness, rounds=T, seed=seed, progress=progress,
+                      **({} if pilots is None else {"pilots": pilots}))
     tuned = calib.apply(problem)
+    if closed_loop is not None:
+        tuned = tuned.replace(controller={**tuned.to_dict()["controller"],
+                                          "closed_loop": bool(closed_loop)})
     rows, frames = [], []
     for name in policies:
         sims = [simulate(tuned, make_policy(name), rounds=T, seed=seed * 1000 + s)
@@ -176,10 +185,103 @@ def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, prog
             "measured_expected_timely_accuracy":
                 real.table["expected_timely_accuracy"].to_numpy(),
         })
+        for col in real.table.columns:  # a closed loop's estimates, as it planned with them
+            if col.startswith("est_"):
+                both[f"measured_{col}"] = real.table[col].to_numpy()
         both.insert(0, "policy", name)
         frames.append(both)
     return ValidationResult(problem.name, seed, T, pd.DataFrame(rows), pd.concat(frames),
                             calib.to_dict(), time.perf_counter() - start, engine)
+
+
+def paired_interval(diffs, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its ``level`` confidence interval (Student t over the
+    pairs; the interval is NaN with fewer than two pairs)."""
+    from scipy.stats import t as student
+
+    d = np.asarray(diffs, dtype=float)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(student.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
+@dataclass
+class PairedValidation:
+    """:func:`validate` on several seeds of one scenario (each seed calibrates afresh, and
+    every policy of a seed shares its pilot runs, data split and random streams: the
+    policies are paired by seed)."""
+
+    scenario: str
+    results: list[ValidationResult]
+    reference: str = "online"
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return pd.concat([r.table for r in self.results], ignore_index=True)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.results]
+
+    def per_seed(self) -> pd.DataFrame:
+        """Spearman rank correlation and mean absolute error of each seed."""
+        return pd.DataFrame([{"seed": r.seed, "spearman": r.spearman, "mae": r.mae,
+                              "elapsed_s": r.elapsed_s} for r in self.results])
+
+    def gains(self, level: float = 0.95) -> pd.DataFrame:
+        """The reference policy's timely accuracy minus each other policy's, paired by seed,
+        in real training (``measured``) and in the surrogate (``predicted``), with
+        ``level`` intervals. ``best`` marks the best baseline: the highest seed-mean measured
+        accuracy. A last row, ``per-seed best``, pairs the reference with the best baseline
+        of each seed (a stricter test: it takes the maximum of noisy numbers)."""
+        table = self.table
+        wide = {side: table.pivot(index="seed", columns="policy", values=side)
+                for side in ("measured", "predicted")}
+        others = [c for c in wide["measured"].columns if c != self.reference]
+        if self.reference not in wide["measured"].columns or not others:
+            raise ValueError(f"gains need {self.reference!r} and at least one other policy")
+        best = wide["measured"][others].mean().idxmax()
+        rows = []
+        for name in [*others, "per-seed best"]:
+            row = {"baseline": name, "best": name == best, "seeds": len(wide["measured"])}
+            for side, frame in wide.items():
+                other = (frame[others].max(axis=1) if name == "per-seed best"
+                         else frame[name])
+                mean, lo, hi = paired_interval(frame[self.reference] - other, level)
+                row.update({f"{side}_gain": mean, f"{side}_lo": lo, f"{side}_hi": hi})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def best_gain(self, level: float = 0.95) -> dict:
+        """The row of :meth:`gains` against the best baseline, as a dict."""
+        g = self.gains(level)
+        return g[g["best"]].iloc[0].to_dict()
+
+    def to_dict(self) -> dict:
+        from jointopt.solvers.base import finite_or_none
+
+        return finite_or_none({
+            "scenario": self.scenario, "seeds": self.seeds,
+            "gain": self.gains().to_dict(orient="records"),
+            "per_seed": self.per_seed().to_dict(orient="records"),
+            "results": [r.to_dict() for r in self.results]})
+
+
+def validate_seeds(problem, policies=DEFAULT_POLICIES, *, seeds=(0, 1, 2, 3, 4),
+                   progress: bool = False, **options) -> PairedValidation:
+    """:func:`validate` on each seed (``options`` go to it); progress on stderr."""
+    import sys
+
+    results = []
+    for seed in seeds:
+        res = validate(problem, policies, seed=seed, progress=progress, **options)
+        if progress:
+            print(f"seed {seed}: {res.elapsed_s:.0f} s, spearman {res.spearman:.3f}, "
+                  f"mae {res.mae:.4f}", file=sys.stderr)
+        results.append(res)
+    return PairedValidation(problem.name, results)
 
 
 def plot_validation(tables, path) -> Path:
@@ -203,6 +305,13 @@ def plot_validation(tables, path) -> Path:
     ax.set_xlabel("predicted (calibrated surrogate)")
     ax.set_ylabel("measured (real federated training)")
     ax.set_title(f"average timely accuracy: Spearman {rho:.2f}, MAE {mae:.3f}")
+    return _finish(fig, ax, path)
+
+
+def _finish(fig, ax, path) -> Path:
+    """Legend, grid, layout; save to ``path`` and close."""
+    import matplotlib.pyplot as plt
+
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -224,4 +333,42 @@ def write_validation(result: ValidationResult, out) -> list[Path]:
     result.rounds.to_csv(paths[1], index=False)
     paths[2].write_text(json.dumps(result.calibration, indent=2))
     paths.append(plot_validation(result.table, out / "validation.png"))
+    return paths
+
+
+def plot_gains(paired: PairedValidation, path) -> Path:
+    """Online's paired gain over each baseline with 95% intervals, real training beside the
+    surrogate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = paired.gains()
+    y = np.arange(len(g))
+    fig, ax = plt.subplots(figsize=(6.5, 0.5 * len(g) + 1.5))
+    for k, (side, color) in enumerate((("measured", "C0"), ("predicted", "C1"))):
+        mean, lo, hi = g[f"{side}_gain"], g[f"{side}_lo"], g[f"{side}_hi"]
+        ax.errorbar(mean, y + (k - 0.5) * 0.25, xerr=[mean - lo, hi - mean], fmt="o",
+                    color=color, capsize=3,
+                    label="real training" if side == "measured" else "surrogate")
+    ax.axvline(0.0, color="k", lw=1)
+    ax.set_yticks(y, [f"{b}{' (best)' if best else ''}" for b, best in
+                      zip(g["baseline"], g["best"], strict=True)])
+    ax.set_xlabel("online - baseline, average timely accuracy (95% interval)")
+    ax.set_title(f"{paired.scenario}: paired over seeds {', '.join(map(str, paired.seeds))}")
+    return _finish(fig, ax, path)
+
+
+def write_paired(paired: PairedValidation, out) -> list[Path]:
+    """``validation_all.csv`` (one row per policy and seed), ``gains.csv``,
+    ``per_seed.csv``, ``validation_all.png`` and ``gains.png`` under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "validation_all.csv", out / "gains.csv", out / "per_seed.csv"]
+    paired.table.to_csv(paths[0], index=False)
+    paired.gains().to_csv(paths[1], index=False)
+    paired.per_seed().to_csv(paths[2], index=False)
+    paths.append(plot_validation(paired.table, out / "validation_all.png"))
+    paths.append(plot_gains(paired, out / "gains.png"))
     return paths

@@ -14,6 +14,7 @@ also be written as a list of tables (``[[clients]]`` in TOML).
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cached_property
 from typing import Literal
 
@@ -22,6 +23,7 @@ import pydantic
 from jointopt.models.accuracy import ACCURACY_MAPS
 from jointopt.models.checks import as_vector, check_range, culprit, index_vector
 from jointopt.models.convergence import ConvergenceModel
+from jointopt.models.drift import DriftModel, LabelDrift
 from jointopt.models.errors import InfeasibleError, ValidationError
 from jointopt.solvers.base import (
     Count,
@@ -155,12 +157,15 @@ class Clients(Section):
 
 
 class ConvergenceSpec(Section):
-    """``model = "fitted"`` with ``a, b, c``, or ``model = "analytic"`` with theory constants."""
+    """``model = "fitted"`` with ``a, b, c``, or ``model = "analytic"`` with theory constants;
+    ``b_rel`` (either model, default 0): variance that grows with the error
+    (:mod:`jointopt.models.convergence`)."""
 
     model: Literal["fitted", "analytic"] = "fitted"
     a: float | None = None
     b: float | None = None
     c: float | None = None
+    b_rel: float = 0.0
     lr: float | None = None
     smoothness: float | None = None
     strong_convexity: float | None = None
@@ -177,16 +182,18 @@ class ConvergenceSpec(Section):
             if getattr(self, key) is None:
                 raise ValidationError(f"convergence.{key}", f"is required for model={self.model!r}")
         if self.model == "fitted":
-            ConvergenceModel.from_fitted(self.a, self.b, self.c)  # range checks
+            ConvergenceModel.from_fitted(self.a, self.b, self.c, self.b_rel)  # range checks
+        check_range("convergence.b_rel", self.b_rel, ge=0.0)
         return self
 
     def build(self, p: np.ndarray) -> ConvergenceModel:
         if self.model == "fitted":
-            return ConvergenceModel.from_fitted(self.a, self.b, self.c)
-        return ConvergenceModel.from_smoothness(
+            return ConvergenceModel.from_fitted(self.a, self.b, self.c, self.b_rel)
+        model = ConvergenceModel.from_smoothness(
             lr=self.lr, smoothness=self.smoothness, strong_convexity=self.strong_convexity,
             local_steps=self.local_steps, grad_sq_bound=self.grad_sq_bound,
             noise_var=self.noise_var, p=p)
+        return dataclasses.replace(model, b_rel=self.b_rel) if self.b_rel else model
 
 
 class AccuracySpec(Section):
@@ -210,9 +217,21 @@ class AccuracySpec(Section):
 
 
 class ControllerSpec(Section):
-    """Drift-plus-penalty and block-coordinate-ascent settings."""
+    """Drift-plus-penalty and block-coordinate-ascent settings.
+
+    ``pricing``: ``"exact"`` (default) prices each client's resource at the virtual-queue
+    backlog its decision leaves, ``max(Z + use - budget, 0)`` (the exact one-round drift; a
+    few round solves a round, smooth spend at every ``V``); ``"backlog"`` at the backlog
+    ``Z`` itself (the textbook linear bound; one solve a round, bang-bang below ``V ~ 10``
+    on the default scenario). See :mod:`jointopt.controller`.
+
+    ``closed_loop``: the online policy re-estimates its convergence constants and accuracy
+    map every round from what it observes (recursive least squares, forgetting factor
+    ``forgetting`` a round) and plans with the estimate (:mod:`jointopt.closed_loop`).
+    """
 
     V: float = 1.0
+    pricing: Literal["backlog", "exact"] = "exact"
     service_margin: float = 0.01
     refresh: Literal["download", "download_or_train"] = "download"
     horizon: float | Literal["auto"] = "auto"
@@ -220,10 +239,13 @@ class ControllerSpec(Section):
     tol: float = 1e-9
     max_iter: int = 200
     pilot: int | Literal["auto"] = "auto"
+    closed_loop: bool = False
+    forgetting: float = 0.97
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
         check_range("controller.V", self.V, gt=0.0)
+        check_range("controller.forgetting", self.forgetting, gt=0.0, le=1.0)
         if self.sweeps_per_round is not None:
             check_range("controller.sweeps_per_round", self.sweeps_per_round, ge=1)
         if self.horizon != "auto":
@@ -257,12 +279,55 @@ class StateSpec(Section):
         return self
 
 
+class DriftSpec(Section):
+    """Non-stationary data (project choice, :mod:`jointopt.models.drift`).
+
+    The data (what the real-training harness moves): every client's label mix rotates by
+    ``rate`` label positions a round and jumps by ``shift`` positions at each round of
+    ``jumps``; ``window`` (harness only) confines the clients' label mixes to that many
+    neighbouring labels, so that the population's mix moves too (None: each client's own
+    mix rotates). The model (what the surrogate and the controller use): a copy not
+    retrained gains ``growth`` error a round and ``jump_error`` at a jump. The harness
+    calibration fits ``growth`` and ``jump_error`` to the moving data. No section, or all
+    zeros: stationary data.
+    """
+
+    rate: float = 0.0
+    shift: float = 0.0
+    jumps: list[int] = []
+    window: int | None = None
+    growth: float = 0.0
+    jump_error: float = 0.0
+
+    @pydantic.model_validator(mode="after")
+    def _valid(self):
+        _ = self.labels, self.model  # their range checks
+        if self.window is not None:
+            check_range("drift.window", self.window, ge=1)
+        return self
+
+    @property
+    def labels(self) -> LabelDrift:
+        return LabelDrift(self.rate, self.shift, tuple(self.jumps))
+
+    @property
+    def model(self) -> DriftModel:
+        return DriftModel(self.growth, self.jump_error, tuple(self.jumps))
+
+
 class SimulationSpec(Section):
-    """Defaults of a simulated run (the CLI and API can override ``rounds``)."""
+    """Defaults of a simulated run (the CLI and API can override ``rounds``).
+
+    ``queue``: how the surrogate decides whether a request is on time: ``"stationary"``
+    (default; independently, with the M/M/1 stationary probability) or ``"fifo"`` (each
+    client's FIFO queue simulated request by request and carried over between rounds, as
+    the real-training harness serves; a calibrated problem uses it).
+    """
 
     rounds: Count("rounds") = 200
     slot: float = 1.0            # time units per round: arrivals per round = lambda * slot
     on_time_target: float = 0.95  # the inference-first baseline's on-time goal
+    queue: Literal["stationary", "fifo"] = "stationary"
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
@@ -284,6 +349,7 @@ class JointTrainingInferenceProblem(ProblemBase):
     controller: ControllerSpec = ControllerSpec()
     state: StateSpec = StateSpec()
     simulation: SimulationSpec = SimulationSpec()
+    drift: DriftSpec = DriftSpec()
 
     methods = ("fast", "numpy", "cvxpy")
     solver_methods = ("cvxpy",)

@@ -96,7 +96,8 @@ class _Data:
         self.mu_max = c.mu_max
         self.q_min = c.q_min
         self.V = problem.controller.V
-        self.conv = problem.convergence_model
+        self.model_conv = problem.convergence_model
+        self.conv = self.model_conv  # the round's recursion: model_conv.at(K), set per solve
         self.acc = problem.accuracy_map
         self.refresh = problem.controller.refresh
         self.horizon = problem.horizon
@@ -104,15 +105,19 @@ class _Data:
 
     def subset(self, idx: np.ndarray) -> _Data:
         """The clients ``idx`` as a miniature of the whole population: the convergence
-        model's ``b`` is scaled by ``n / len(idx)``, so that the sums over the subset stand
-        for the sums over everyone (``K_{t+1}`` and the training value ``G`` keep their
-        scale, and so every client's blocks keep theirs)."""
+        model's ``b`` (and ``b_rel``) is scaled by ``n / len(idx)``, so that the sums over
+        the subset stand for the sums over everyone (``K_{t+1}`` and the training value
+        ``G`` keep their scale, and so every client's blocks keep theirs)."""
         sub = copy.copy(self)
         for key, value in vars(self).items():
             if isinstance(value, np.ndarray) and value.shape == (self.n,):
                 setattr(sub, key, value[idx])
         sub.n = idx.size
-        sub.conv = dataclasses.replace(self.conv, b=self.conv.b * self.n / idx.size)
+        scale = self.n / idx.size
+        sub.conv = dataclasses.replace(self.conv, b=self.conv.b * scale,
+                                       b_rel=self.conv.b_rel * scale)
+        sub.model_conv = dataclasses.replace(self.model_conv, b=self.model_conv.b * scale,
+                                             b_rel=self.model_conv.b_rel * scale)
         sub.all_deadline = bool(sub.has_deadline.all())
         return sub
 
@@ -480,6 +485,15 @@ class RoundSolver:
         self.problem = problem
         self._setup(_Data(problem), problem.check_method(method), solver, threads)
 
+    def retune(self, convergence=None, accuracy=None) -> None:
+        """Plan the next solves with another convergence model and/or accuracy map (e.g. a
+        closed loop's estimates). The look-ahead horizon stays as the problem set it."""
+        if convergence is not None:
+            self.data.model_conv = convergence
+            self.data.conv = convergence
+        if accuracy is not None:
+            self.data.acc = accuracy
+
     def _setup(self, data: _Data, method: str, solver: str | None = None,
                threads: int | None = None) -> None:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
@@ -602,6 +616,7 @@ class RoundSolver:
         """Ascend from ``warm`` when it is feasible, else from each of :meth:`starts`."""
         P_ = self.problem
         state = RoundState.initial(P_) if state is None else state.checked(self.data.n)
+        self.data.conv = self.data.model_conv.at(state.K)
         tol = max(P_.controller.tol if tol is None else tol, self.blocks.min_tol)
         max_iter = P_.controller.max_iter if max_iter is None else max_iter
         starts = [warm] if warm is not None and self._feasible(warm) else self.starts()
