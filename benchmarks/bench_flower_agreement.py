@@ -185,6 +185,12 @@ def main(argv=None) -> int:
           "client's mix times the M/M/1 on-time law, per round): training and downloads "
           "without the request and service noise")
     print(expected.to_string(index=False, float_format="{:.4f}".format))
+    table = table.assign(serving=table["measured"] - table["measured_expected"])
+    serving = paired(table, "serving")
+    print("\nmeasured minus expected timely accuracy of the same runs: the serving draws alone "
+          "(requests, service times, which test samples); its seed-to-seed sd is one run's "
+          "serving noise (benchmarks/bench_flower_serving.py replays it)")
+    print(serving.to_string(index=False, float_format="{:.4f}".format))
     aom = paired(table, "measured_mean_aom")
     print("\nmean age of model of the same runs (rounds)")
     print(aom.to_string(index=False, float_format="{:.4f}".format))

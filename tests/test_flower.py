@@ -32,7 +32,8 @@ from jointopt.flower import (  # noqa: E402
     flatten,
     model_arrays,
 )
-from jointopt.harness.fl import aggregate_unbiased  # noqa: E402
+from jointopt.harness.data import sample_requests  # noqa: E402
+from jointopt.harness.fl import aggregate_unbiased, evaluate, serve_fifo  # noqa: E402
 from jointopt.harness.validate import resize  # noqa: E402
 from jointopt.policies import Fixed  # noqa: E402
 
@@ -131,6 +132,34 @@ def test_node_that_never_downloads_keeps_its_initial_model(fixed_run, problem):
     client1 = per[per["client"] == 1]                    # d = 1: always the newest
     assert list(client1["held_version"]) == list(range(1, ROUNDS + 1))
     assert (client1["held_norm"] != init_norm).all()
+
+
+def test_nodes_serve_as_the_harness_does(fixed_run, engine, problem):
+    """Each node's serving records are the harness's serving step replayed for its client
+    alone: its queue carried over from the round before, requests drawn from its client's
+    label mix, answered by the version it reports holding after the round's refresh (the
+    node's own stream ``_rng(seed, client, t, 1)`` in place of the harness's one stream)."""
+    strategy, versions = fixed_run
+    per = strategy.clients_frame()
+    c, slot, y = problem.clients, problem.simulation.slot, engine.data.y_test
+    model = engine.build_model(SEED)
+    preds = [evaluate(model, torch.from_numpy(flatten(v)), engine._Xt, engine._yt)[1]
+             for v in versions]
+    carried = 0
+    for i in range(c.count):
+        rows = per[per["client"] == i].sort_values("round")
+        free = np.zeros(1)
+        for t, row in enumerate(rows.itertuples()):
+            carried += bool(free[0] > t * slot)      # the queue was still busy at slot start
+            rng = _rng(SEED, i, t, 1)
+            arrivals, _, on_time, free = serve_fifo(rng, c.arrival_rate[[i]],
+                                                    np.array([row.mu]), c.deadline[[i]],
+                                                    slot, t, free)
+            sample = sample_requests(y, engine.dist, np.full(arrivals[0], i), rng)
+            right = preds[row.held_version][sample] == y[sample]
+            assert (row.requests, row.on_time, row.correct) == (
+                arrivals[0], on_time.sum(), (on_time & right).sum()), (i, t)
+    assert carried > 0   # the replay exercised the carry-over of the queue
 
 
 def test_runs_are_deterministic_by_seed(fixed_run, engine, problem):
