@@ -2,9 +2,11 @@
 
 Provenance: **project choice**. The paper uses the convergence error as a proxy
 of inference performance; the map from error to accuracy is ours, calibrated by the
-validation harness. The default is affine and clipped; an exponential map is offered as a
-swappable alternative. The per-round solver uses a map through :meth:`linearize`, which is
-exact for the affine map inside its clip range.
+validation harness. The default is affine and clipped; an exponential and a logistic map are
+offered as swappable alternatives (the logistic one is what the harness calibrates by default:
+a classifier's accuracy against its loss is S-shaped from the untrained model on). The
+per-round solver uses a map through :meth:`linearize`, which is exact for the affine map
+inside its clip range.
 """
 
 from __future__ import annotations
@@ -92,4 +94,44 @@ class ExponentialAccuracy:
         return -self.scale * np.log(frac)
 
 
-ACCURACY_MAPS = {"affine": AffineAccuracy, "exponential": ExponentialAccuracy}
+@dataclass(frozen=True)
+class LogisticAccuracy:
+    """``acc(e) = acc_min + (acc_max - acc_min) / (1 + exp((e - midpoint) / width))``.
+
+    An S-shaped map: flat near ``acc_min`` for a model that has not learnt (large error),
+    steepest at ``midpoint``, flat again towards ``acc_max`` for a converged one. It is
+    what a classifier's accuracy does against its loss from the untrained model on, which
+    neither the affine nor the exponential map can follow over a whole training run.
+    """
+
+    acc_max: float = 0.95
+    midpoint: float = 1.0
+    width: float = 0.3
+    acc_min: float = 0.0
+
+    def __post_init__(self):
+        _check_levels(self.acc_max, self.acc_min)
+        check_range("accuracy.midpoint", self.midpoint)
+        check_range("accuracy.width", self.width, gt=0.0)
+
+    def _share(self, e) -> np.ndarray:
+        z = (np.asarray(e, dtype=float) - self.midpoint) / self.width
+        return 0.5 * (1.0 - np.tanh(0.5 * z))          # 1 / (1 + exp(z)), overflow-free
+
+    def __call__(self, e) -> np.ndarray:
+        return self.acc_min + (self.acc_max - self.acc_min) * self._share(e)
+
+    def linearize(self, e0: float) -> tuple[float, float]:
+        s = float(self._share(e0))
+        slope = (self.acc_max - self.acc_min) * s * (1.0 - s) / self.width
+        return float(self(e0)) + slope * e0, slope
+
+    def error_of(self, acc) -> np.ndarray:
+        """Accuracies at or beyond the map's range are taken 1e-6 inside it."""
+        span = self.acc_max - self.acc_min
+        frac = np.clip((np.asarray(acc, dtype=float) - self.acc_min) / span, 1e-6, 1 - 1e-6)
+        return self.midpoint + self.width * np.log(1.0 / frac - 1.0)
+
+
+ACCURACY_MAPS = {"affine": AffineAccuracy, "exponential": ExponentialAccuracy,
+                 "logistic": LogisticAccuracy}

@@ -220,7 +220,9 @@ def test_calibration_recovers_known_constants(method):
 @pytest.mark.parametrize("map,params", [("affine", {"acc_max": 0.95, "kappa": 0.35,
                                                     "acc_min": 0.1}),
                                         ("exponential", {"acc_max": 0.97, "scale": 0.8,
-                                                         "acc_min": 0.1})])
+                                                         "acc_min": 0.1}),
+                                        ("logistic", {"acc_max": 0.96, "midpoint": 1.7,
+                                                      "width": 0.35, "acc_min": 0.1})])
 def test_accuracy_fit_recovers_known_map(map, params):
     from jointopt.models.accuracy import ACCURACY_MAPS
 
@@ -292,6 +294,24 @@ def test_accuracy_map_is_fitted_without_the_q_min_pilot(harness):
     assert calibrate(harness, pilots=(1.0, "q_min"), map_excluded=(), **kw).accuracy.n == sum(
         versions)
     assert calibrate(harness, pilots=("q_min",), **kw).accuracy.n == versions[1]
+
+
+def test_calibrated_accuracy_map_family(harness):
+    """The calibration fits a logistic map by default, whatever the scenario's family; None
+    keeps the scenario's; the tuned problem plans and simulates with the fitted map."""
+    from jointopt.models.accuracy import LogisticAccuracy
+
+    from jointopt.harness.calibrate import calibrate
+
+    kw = {"rounds": 5, "seed": 2, "pilots": (1.0, 0.5)}
+    cal = calibrate(harness, **kw)
+    assert cal.accuracy.map == "logistic"
+    tuned = cal.apply(harness.problem)
+    acc = tuned.accuracy.build()
+    assert isinstance(acc, LogisticAccuracy)
+    assert acc.width == pytest.approx(cal.accuracy.params["width"])
+    own = calibrate(harness, accuracy_map=None, **kw)
+    assert own.accuracy.map == harness.problem.accuracy.map
 
 
 def test_paired_validation_cli_reports_the_gain_with_an_interval(capsys, tmp_path):

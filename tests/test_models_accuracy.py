@@ -18,6 +18,7 @@ from jointopt.models import (
     AffineAccuracy,
     ExponentialAccuracy,
     JointoptError,
+    LogisticAccuracy,
     ValidationError,
 )
 
@@ -38,6 +39,11 @@ affine_maps = st.builds(
 exp_maps = st.builds(
     lambda lv, scale: ExponentialAccuracy(acc_max=lv[0], scale=scale, acc_min=lv[1]),
     levels(), st.floats(min_value=1e-2, max_value=10.0))
+logistic_maps = st.builds(
+    lambda lv, mid, width: LogisticAccuracy(acc_max=lv[0], midpoint=mid, width=width,
+                                            acc_min=lv[1]),
+    levels(), st.floats(min_value=-2.0, max_value=5.0), st.floats(min_value=0.05,
+                                                                   max_value=3.0))
 errors = st.floats(min_value=0.0, max_value=1e3)
 
 
@@ -141,10 +147,55 @@ def test_exponential_tangent_lies_below_convex_map(acc, u0, u):
     assert float(acc(e)) >= intercept - slope * e - 1e-12
 
 
+# --------------------------------------------------------------------------- logistic
+
+
+@SETTINGS
+@given(logistic_maps, st.lists(errors, min_size=1, max_size=20))
+def test_logistic_values_range_and_formula(acc, es):
+    e = np.array(es)
+    out = acc(e)
+    assert np.all(out >= acc.acc_min) and np.all(out <= acc.acc_max)
+    with np.errstate(over="ignore"):
+        expected = acc.acc_min + (acc.acc_max - acc.acc_min) / (
+            1 + np.exp((e - acc.midpoint) / acc.width))
+    np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-12)
+    span = acc.acc_max - acc.acc_min
+    assert float(acc(acc.midpoint)) == pytest.approx(acc.acc_min + span / 2, rel=1e-12)
+
+
+@SETTINGS
+@given(logistic_maps, st.floats(min_value=-4.0, max_value=4.0))
+def test_logistic_linearize_is_the_tangent(acc, u0):
+    e0 = acc.midpoint + u0 * acc.width
+    intercept, slope = acc.linearize(e0)
+    assert intercept - slope * e0 == pytest.approx(float(acc(e0)), rel=1e-9, abs=1e-12)
+    h = 1e-5 * acc.width
+    fd = -(float(acc(e0 + h)) - float(acc(e0 - h))) / (2 * h)
+    assert slope > 0
+    assert slope == pytest.approx(fd, rel=1e-4, abs=1e-9)
+
+
+@SETTINGS
+@given(logistic_maps, st.floats(min_value=-6.0, max_value=6.0))
+def test_logistic_error_of_inverts_the_map(acc, u):
+    e = acc.midpoint + u * acc.width
+    assert float(acc.error_of(acc(e))) == pytest.approx(e, rel=1e-6, abs=1e-6 * acc.width)
+
+
+@pytest.mark.parametrize(("kw", "field"), [({"width": 0.0}, "accuracy.width"),
+                                           ({"width": -1.0}, "accuracy.width"),
+                                           ({"midpoint": float("nan")}, "accuracy.midpoint")])
+def test_bad_logistic_shape_rejected(kw, field):
+    with pytest.raises(ValidationError) as err:
+        LogisticAccuracy(**kw)
+    assert err.value.field == field
+
+
 # --------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("cls", [AffineAccuracy, ExponentialAccuracy])
+@pytest.mark.parametrize("cls", [AffineAccuracy, ExponentialAccuracy, LogisticAccuracy])
 @pytest.mark.parametrize(("acc_max", "acc_min"), [(0.5, 0.5), (0.5, 0.7), (0.3, 0.9)])
 def test_acc_min_not_below_acc_max_rejected(cls, acc_max, acc_min):
     with pytest.raises(ValidationError) as err:
@@ -184,12 +235,15 @@ def test_bad_scale_rejected(scale):
 def test_registry_and_defaults_are_valid_decreasing_maps():
     assert ACCURACY_MAPS["affine"] is AffineAccuracy
     assert ACCURACY_MAPS["exponential"] is ExponentialAccuracy
+    assert ACCURACY_MAPS["logistic"] is LogisticAccuracy
     e = np.linspace(0.0, 5.0, 51)
     for cls in ACCURACY_MAPS.values():
         acc = cls()
         assert 0.0 <= acc.acc_min < acc.acc_max <= 1.0
         out = acc(e)
         assert np.all(np.diff(out) <= 0)
-        assert out[0] == pytest.approx(acc.acc_max)
+        # the logistic map reaches acc_max only far below its midpoint
+        top = acc(acc.midpoint - 40 * acc.width) if cls is LogisticAccuracy else out[0]
+        assert top == pytest.approx(acc.acc_max) and out[0] <= acc.acc_max
         intercept, slope = acc.linearize(1.0)
         assert slope > 0 and intercept >= float(acc(1.0))

@@ -119,13 +119,16 @@ def make_harness(problem, config=None, engine: str = "harness"):
 def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, seed: int = 0,
              surrogate_seeds: int = 20, config=None, pilots=None,
              closed_loop: bool | None = None, progress: bool = False,
-             engine: str = "harness") -> ValidationResult:
+             engine: str = "harness", accuracy_map: str | None = "logistic"
+             ) -> ValidationResult:
     """Calibrate on pilot runs (``pilots``: default
     :data:`~jointopt.harness.calibrate.PILOTS`), then run every policy in the surrogate and
     for real (training on ``engine``, see :func:`make_harness`; pilots and policies alike).
 
     ``closed_loop`` (None: the scenario's ``controller.closed_loop``): whether the online
-    policy re-estimates its model during the run (:mod:`jointopt.closed_loop`)."""
+    policy re-estimates its model during the run (:mod:`jointopt.closed_loop`).
+    ``accuracy_map``: the family of accuracy map calibrated (None: the scenario's; see
+    :func:`~jointopt.harness.calibrate.calibrate`)."""
     from jointopt.errors import ValidationError
     from jointopt.solvers.base import check_seed, check_size
 
@@ -139,17 +142,18 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
     check_size("surrogate_seeds", surrogate_seeds, "seeds")
     with make_harness(problem, config, engine) as harness:
         return _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots,
-                         closed_loop, progress, engine)
+                         closed_loop, progress, engine, accuracy_map)
 
 
 def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, closed_loop,
-              progress, engine) -> ValidationResult:
+              progress, engine, accuracy_map) -> ValidationResult:
     from jointopt.harness.calibrate import calibrate
     from jointopt.policies import make_policy
     from jointopt.surrogate import simulate
 
     start = time.perf_counter()
     calib = calibrate(harness, rounds=T, seed=seed, progress=progress,
+                      accuracy_map=accuracy_map,
                       **({} if pilots is None else {"pilots": pilots}))
     tuned = calib.apply(problem)
     if closed_loop is not None:

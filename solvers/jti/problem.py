@@ -197,13 +197,16 @@ class ConvergenceSpec(Section):
 
 
 class AccuracySpec(Section):
-    """``map = "affine"`` (acc_max, kappa, acc_min) or ``"exponential"`` (+ scale)."""
+    """``map = "affine"`` (acc_max, kappa, acc_min), ``"exponential"`` (+ scale) or
+    ``"logistic"`` (+ midpoint, width)."""
 
-    map: Literal["affine", "exponential"] = "affine"
+    map: Literal["affine", "exponential", "logistic"] = "affine"
     acc_max: float = 0.95
     acc_min: float = 0.0
     kappa: float = 0.3
     scale: float = 1.0
+    midpoint: float = 1.0
+    width: float = 0.3
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
@@ -213,6 +216,9 @@ class AccuracySpec(Section):
     def build(self):
         if self.map == "affine":
             return ACCURACY_MAPS["affine"](self.acc_max, self.kappa, self.acc_min)
+        if self.map == "logistic":
+            return ACCURACY_MAPS["logistic"](self.acc_max, self.midpoint, self.width,
+                                             self.acc_min)
         return ACCURACY_MAPS["exponential"](self.acc_max, self.scale, self.acc_min)
 
 
