@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 import pandas as pd
 import pydantic
-from jointopt.models.checks import brief
+from jointopt.models.checks import as_vector, brief, index_vector
 from jointopt.models.errors import JointoptError, ValidationError
 
 
@@ -229,6 +229,22 @@ for _name, _default, _what in (
                                         "each use"),
         ("scenario_depth", 32, "levels of nesting in a scenario file")):
     size_limit(_name, _default, _what)
+
+
+def client_subset(section, names, clients, n: int, overrides: dict
+                  ) -> tuple[np.ndarray, dict]:
+    """``(idx, clients)``: the clients ``clients`` (indices into ``n``, in that order) of a
+    problem's per-client ``section`` as a scenario ``[clients]`` table over the fields
+    ``names``, each restricted to ``idx`` or replaced by ``overrides[name]`` (one value per
+    kept client). The one place a kind builds the problem of a group of its clients."""
+    idx = index_vector("clients", clients, n)
+    for key in overrides:
+        if key not in names:
+            raise ValidationError(f"clients.{key}", "is not a known field")
+    table = {"count": int(idx.size), **{
+        key: (as_vector(f"clients.{key}", overrides[key], idx.size) if key in overrides
+              else np.asarray(getattr(section, key))[idx]).tolist() for key in names}}
+    return idx, table
 
 
 def check_size(field: str, value: int, limit: str) -> int:

@@ -528,6 +528,20 @@ def test_allocation_subset_and_tree_from_association():
     np.testing.assert_allclose(tree.exit_rates, [1.5, 4.5, 4.0])  # devices, hosts, cloud
 
 
+@pytest.mark.parametrize("scenario", ["default", "split_default"])
+def test_subset_refuses_unknown_fields_and_bad_lengths(scenario):
+    """Both kinds build a group's problem through one function: an unknown field or an
+    override of the wrong length is named."""
+    full = jointopt.load_scenario(scenario)
+    with pytest.raises(ValidationError, match="clients.nonsense"):
+        full.subset([0, 1], nonsense=[1.0, 2.0])
+    field = "arrival_rate" if scenario == "default" else "request_rate"
+    with pytest.raises(ValidationError, match=f"clients.{field}"):
+        full.subset([0, 1], **{field: [1.0, 2.0, 3.0]})
+    with pytest.raises(ValidationError, match="clients"):
+        full.subset([0, full.n])
+
+
 def test_latency_aware_placement_and_siloed_method():
     """placement.beta > 0 places with hfl's latency-aware objective; method siloed stops
     after the siloed plan."""

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import pydantic
 from jointopt.models.accuracy import ACCURACY_MAPS
-from jointopt.models.checks import as_vector, check_range, culprit, index_vector
+from jointopt.models.checks import as_vector, check_range, culprit
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.drift import DriftModel, LabelDrift
 from jointopt.models.errors import InfeasibleError, ValidationError
@@ -33,6 +33,7 @@ from jointopt.solvers.base import (
     SolveResult,
     Vector,
     check_seed,
+    client_subset,
     vector_count,
 )
 
@@ -408,14 +409,9 @@ class JointTrainingInferenceProblem(ProblemBase):
         that order), with per-client ``fields`` replaced (one value per kept client, e.g.
         ``arrival_rate`` = the requests each device serves itself): the allocation problem of
         a group of devices. Per-client state (``ebar``, ``Z``) is restricted too."""
-        idx = index_vector("clients", clients, self.n)
-        for key in fields:
-            if key not in CLIENT_FIELDS:
-                raise ValidationError(f"clients.{key}", "is not a known field")
+        idx, table = client_subset(self.clients, CLIENT_FIELDS, clients, self.n, fields)
         data = self.to_dict()
-        data["clients"] = {"count": int(idx.size), **{
-            key: (as_vector(f"clients.{key}", fields[key], idx.size) if key in fields
-                  else getattr(self.clients, key)[idx]).tolist() for key in CLIENT_FIELDS}}
+        data["clients"] = table
         data["state"] = {"K": self.K, "ebar": self.ebar[idx].tolist(),
                          "Z": self.Z[idx].tolist()}
         if name is not None:

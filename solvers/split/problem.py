@@ -35,9 +35,17 @@ from functools import cached_property
 import numpy as np
 import pydantic
 from jointopt.models import split as sm
-from jointopt.models.checks import as_vector, check_range, index_vector
+from jointopt.models.checks import as_vector, check_range
 from jointopt.models.errors import ValidationError
-from jointopt.solvers.base import Count, ProblemBase, Section, SolveResult, Vector, vector_count
+from jointopt.solvers.base import (
+    Count,
+    ProblemBase,
+    Section,
+    SolveResult,
+    Vector,
+    client_subset,
+    vector_count,
+)
 
 CLIENT_FIELDS: dict[str, tuple[float | None, str]] = {
     "f_client": (None, "client compute speed f_C,k (FLOP/s)"),
@@ -265,15 +273,9 @@ class SplitProblem(ProblemBase):
         per-client ``fields`` replaced (one value per kept client, e.g. ``latency_budget``):
         the split problem of a group of devices sharing one server, e.g. the devices an edge
         host aggregates."""
-        idx = index_vector("clients", clients, self.n)
-        for key in fields:
-            if key not in CLIENT_FIELDS:
-                raise ValidationError(f"clients.{key}", "is not a known field")
+        _, table = client_subset(self.clients, CLIENT_FIELDS, clients, self.n, fields)
         data = self.to_dict()
-        data["clients"] = {"count": int(idx.size), **{
-            key: (as_vector(f"clients.{key}", fields[key], idx.size) if key in fields
-                  else np.asarray(getattr(self.clients, key))[idx]).tolist()
-            for key in CLIENT_FIELDS}}
+        data["clients"] = table
         if server is not None:
             data["server"] = {**data["server"], **server}
         if name is not None:
