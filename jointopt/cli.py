@@ -256,7 +256,8 @@ def _cmd_validate(args) -> int:
         problem = resize(problem, args.clients)
     progress = sys.stderr.isatty() and not args.no_progress
     options = {"rounds": args.rounds, "surrogate_seeds": args.surrogate_seeds,
-               "closed_loop": True if args.closed_loop else None, "engine": args.engine}
+               "closed_loop": True if args.closed_loop else None, "engine": args.engine,
+               "accuracy_map": args.accuracy_map}
     if args.seeds is not None:
         return _validate_paired(args, problem, names, options, progress)
     result = validate(problem, names, seed=args.seed, progress=progress, **options)
@@ -516,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "every baseline with a 95%% interval (replaces --seed)")
     p.add_argument("--closed-loop", action="store_true",
                    help="the online policy re-estimates its model while it runs")
+    p.add_argument("--accuracy-map", choices=("affine", "exponential", "logistic"),
+                   help="family of accuracy map calibrated to real training (default: the "
+                        "scenario's accuracy.calibrate, else its accuracy.map)")
     p.add_argument("--clients", action=_Checked, check=_count("clients"),
                    help="keep only the scenario's first N clients")
     p.add_argument("--surrogate-seeds", action=_Checked, check=_count("seeds"), default=20,

@@ -239,9 +239,11 @@ def test_quick_validation_cli_json(capsys, tmp_path):
     """3 policies, 10 clients, 30 rounds, through the CLI (a few seconds)."""
     rc = cli.main(["validate", "default", "--policies", "online,training_first,equal_split",
                    "--clients", "10", "--rounds", "30", "--seed", "0", "--json",
-                   "--surrogate-seeds", "5", "--out", str(tmp_path)])
+                   "--surrogate-seeds", "5", "--accuracy-map", "logistic",
+                   "--out", str(tmp_path)])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
+    assert out["calibration"]["accuracy"]["map"] == "logistic"
     assert set(out["policies"]) == {"online", "training_first", "equal_split"}
     for row in out["policies"].values():
         assert 0.0 <= row["predicted"] <= 1.0 and 0.0 <= row["measured"] <= 1.0
@@ -258,6 +260,9 @@ def test_validate_rejects_bad_input(capsys):
     assert "nope" in capsys.readouterr().err
     assert cli.main(["validate", "--clients", "0", "--rounds", "5"]) == 2
     assert "--clients" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["validate", "--accuracy-map", "cubic", "--rounds", "5"])
+    assert "--accuracy-map" in capsys.readouterr().err
 
 
 def test_import_jointopt_does_not_import_torch():
@@ -297,21 +302,24 @@ def test_accuracy_map_is_fitted_without_the_q_min_pilot(harness):
 
 
 def test_calibrated_accuracy_map_family(harness):
-    """The calibration fits a logistic map by default, whatever the scenario's family; None
-    keeps the scenario's; the tuned problem plans and simulates with the fitted map."""
+    """The calibration fits the scenario's accuracy.calibrate family, else its map's, or the
+    family asked for; the tuned problem plans and simulates with the fitted map."""
     from jointopt.models.accuracy import LogisticAccuracy
 
     from jointopt.harness.calibrate import calibrate
 
     kw = {"rounds": 5, "seed": 2, "pilots": (1.0, 0.5)}
-    cal = calibrate(harness, **kw)
+    problem = harness.problem
+    assert problem.accuracy.calibrate is None
+    assert calibrate(harness, **kw).accuracy.map == problem.accuracy.map
+    cal = calibrate(harness, accuracy_map="logistic", **kw)
     assert cal.accuracy.map == "logistic"
-    tuned = cal.apply(harness.problem)
-    acc = tuned.accuracy.build()
+    acc = cal.apply(problem).accuracy.build()
     assert isinstance(acc, LogisticAccuracy)
     assert acc.width == pytest.approx(cal.accuracy.params["width"])
-    own = calibrate(harness, accuracy_map=None, **kw)
-    assert own.accuracy.map == harness.problem.accuracy.map
+    marked = problem.replace(accuracy={**problem.to_dict()["accuracy"],
+                                       "calibrate": "exponential"})
+    assert calibrate(FederatedHarness(marked), **kw).accuracy.map == "exponential"
 
 
 def test_paired_validation_cli_reports_the_gain_with_an_interval(capsys, tmp_path):

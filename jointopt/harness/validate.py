@@ -119,7 +119,7 @@ def make_harness(problem, config=None, engine: str = "harness"):
 def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, seed: int = 0,
              surrogate_seeds: int = 20, config=None, pilots=None,
              closed_loop: bool | None = None, progress: bool = False,
-             engine: str = "harness", accuracy_map: str | None = "logistic"
+             engine: str = "harness", accuracy_map: str | None = None
              ) -> ValidationResult:
     """Calibrate on pilot runs (``pilots``: default
     :data:`~jointopt.harness.calibrate.PILOTS`), then run every policy in the surrogate and
@@ -127,8 +127,8 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
 
     ``closed_loop`` (None: the scenario's ``controller.closed_loop``): whether the online
     policy re-estimates its model during the run (:mod:`jointopt.closed_loop`).
-    ``accuracy_map``: the family of accuracy map calibrated (None: the scenario's; see
-    :func:`~jointopt.harness.calibrate.calibrate`)."""
+    ``accuracy_map``: the family of accuracy map calibrated (None: the scenario's
+    ``accuracy.calibrate`` or its map's; see :func:`~jointopt.harness.calibrate.calibrate`)."""
     from jointopt.errors import ValidationError
     from jointopt.solvers.base import check_seed, check_size
 

@@ -199,9 +199,11 @@ class ConvergenceSpec(Section):
 
 class AccuracySpec(Section):
     """``map = "affine"`` (acc_max, kappa, acc_min), ``"exponential"`` (+ scale) or
-    ``"logistic"`` (+ midpoint, width)."""
+    ``"logistic"`` (+ midpoint, width). ``calibrate``: the family the validation harness
+    fits to real training for this scenario (None: ``map``'s own)."""
 
     map: Literal["affine", "exponential", "logistic"] = "affine"
+    calibrate: Literal["affine", "exponential", "logistic"] | None = None
     acc_max: float = 0.95
     acc_min: float = 0.0
     kappa: float = 0.3
