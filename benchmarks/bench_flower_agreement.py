@@ -126,8 +126,9 @@ def validated(problem, policies, seeds, rounds, surrogate_seeds, done, tables, r
             if _done(done, rounds, seed=seed, engine=engine):
                 continue
             t0 = time.perf_counter()
+            # one request stream on both engines (Flower's nodes serve one)
             res = validate(problem, policies, rounds=rounds, seed=seed,
-                           surrogate_seeds=surrogate_seeds, engine=engine)
+                           surrogate_seeds=surrogate_seeds, engine=engine, serving_draws=1)
             wall = time.perf_counter() - t0
             table = res.table.assign(wall_s=wall)
             print(f"seed {seed} {engine}: {wall:.0f} s, spearman {res.spearman:.3f}, "

@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--clients", type=int)
     ap.add_argument("--surrogate-seeds", type=int, default=20)
+    ap.add_argument("--serving-draws", type=int,
+                    help="request streams each real run's models answer per round "
+                         "(default: validate's, 10)")
     ap.add_argument("--closed-loop", action="store_true",
                     help="the online policy re-estimates its model during the run")
     ap.add_argument("--quick", action="store_true",
@@ -57,12 +60,14 @@ def main(argv=None) -> int:
         if clients:
             problem = resize(problem, min(clients, problem.clients.count))
         print(f"\nscenario {problem.name}: {problem.clients.count} clients, {rounds} rounds, "
-              f"seeds {seeds}, policies {', '.join(policies)}"
+              f"seeds {seeds}, policies {', '.join(policies)}, "
+              f"{args.serving_draws or 'default'} serving draws"
               f"{', closed loop' if args.closed_loop else ''}", flush=True)
         t0 = time.perf_counter()
         paired = validate_seeds(problem, policies, seeds=seeds, rounds=rounds,
                                 surrogate_seeds=args.surrogate_seeds,
-                                closed_loop=True if args.closed_loop else None)
+                                closed_loop=True if args.closed_loop else None,
+                                serving_draws=args.serving_draws)
         for res in paired.results:
             conv, acc = res.calibration["convergence"], res.calibration["accuracy"]
             print(f"\nseed {res.seed} ({res.elapsed_s:.0f} s): calibration a={conv['a']:.3f} "

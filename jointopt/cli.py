@@ -247,6 +247,10 @@ def _cmd_validate(args) -> int:
         raise ValidationError("validate", f"needs the train extra (torch, scikit-learn): "
                                           f"pip install -e \".[train]\" ({exc})") from None
     if args.engine == "flower":
+        if args.serving_draws not in (None, 1):
+            raise ValidationError("--serving-draws", f"must be 1 with --engine flower (its "
+                                                     f"nodes serve one request stream per "
+                                                     f"round), got {args.serving_draws}")
         try:
             import jointopt.flower  # noqa: F401
         except ImportError as exc:
@@ -257,7 +261,7 @@ def _cmd_validate(args) -> int:
     progress = sys.stderr.isatty() and not args.no_progress
     options = {"rounds": args.rounds, "surrogate_seeds": args.surrogate_seeds,
                "closed_loop": True if args.closed_loop else None, "engine": args.engine,
-               "accuracy_map": args.accuracy_map}
+               "accuracy_map": args.accuracy_map, "serving_draws": args.serving_draws}
     if args.seeds is not None:
         return _validate_paired(args, problem, names, options, progress)
     result = validate(problem, names, seed=args.seed, progress=progress, **options)
@@ -269,7 +273,7 @@ def _cmd_validate(args) -> int:
         print(result.table[cols].to_string(index=False, float_format="{:.4f}".format))
         print(f"spearman {result.spearman:.3f}  mae {result.mae:.4f}  "
               f"({len(names)} policies, {result.rounds_run} rounds, seed {args.seed}, "
-              f"engine {args.engine})")
+              f"engine {args.engine}, {result.serving_draws} serving draws)")
         conv, acc = result.calibration["convergence"], result.calibration["accuracy"]
         print(f"calibration: a={conv['a']:.4g} b={conv['b']:.4g} c={conv['c']:.4g} "
               f"(r2 {conv['r2']:.3f}); accuracy map r2 {acc['r2']:.3f}")
@@ -524,6 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep only the scenario's first N clients")
     p.add_argument("--surrogate-seeds", action=_Checked, check=_count("seeds"), default=20,
                    help="surrogate runs averaged per policy (default: %(default)s)")
+    p.add_argument("--serving-draws", action=_Checked, check=_count("seeds"), metavar="N",
+                   help="request streams the trained models answer each round of a real "
+                        "run (the training happens once; the first stream alone is what the "
+                        "policy observes, the measured timely accuracy pools them all) "
+                        "(default: 10 on the harness engine, 1 on flower, whose nodes serve "
+                        "one stream and refuse more)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (policies: predicted, measured; spearman)")
     p.add_argument("--out", metavar="DIR", help="write validation.csv, validation_rounds.csv, "

@@ -220,7 +220,7 @@ for _name, _default, _what in (
         ("exits", 100, "early exits of a cis_early_exit network"),
         ("rounds", 100_000, "simulated or trained rounds of one run (benchmarks run 1,000)"),
         ("seeds", 1_000, "seeds of one estimate (surrogate seeds averaged per policy, "
-                         "planner seeds)"),
+                         "serving draws of a real run, planner seeds)"),
         ("samples", 1_000_000, "Monte-Carlo samples of one planner estimate (default 2,000)"),
         ("cohort", 100_000, "devices in one planner round (training_plan.K and C)"),
         ("grid", 100_000, "points of a solver's search grid"),

@@ -33,7 +33,12 @@ from jointopt.flower import (  # noqa: E402
     model_arrays,
 )
 from jointopt.harness.data import sample_requests  # noqa: E402
-from jointopt.harness.fl import aggregate_unbiased, evaluate, serve_fifo  # noqa: E402
+from jointopt.harness.fl import (  # noqa: E402
+    HarnessConfig,
+    aggregate_unbiased,
+    evaluate,
+    serve_fifo,
+)
 from jointopt.harness.validate import resize  # noqa: E402
 from jointopt.policies import Fixed  # noqa: E402
 
@@ -198,6 +203,12 @@ def test_flower_harness_runs_the_harness_result(engine, problem):
     init = engine.build_model(1).flat().numpy()
     assert np.array_equal(res.versions[0], init)
 
+
+
+def test_flower_refuses_more_than_one_serving_draw(problem):
+    """The nodes serve one request stream per round: the engine says so before starting."""
+    with pytest.raises(ValidationError, match="serving_draws must be 1 on the flower engine"):
+        FlowerHarness(problem, HarnessConfig(serving_draws=2))
 
 def test_simulation_rejects_a_problem_with_other_clients_and_a_second_simulation(engine):
     smaller = resize(load_scenario("default"), 3)

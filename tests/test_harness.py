@@ -26,7 +26,11 @@ from jointopt.harness.data import (  # noqa: E402
     sample_requests,
     shard_partition,
 )
-from jointopt.harness.fl import FederatedHarness, aggregate_unbiased  # noqa: E402
+from jointopt.harness.fl import (  # noqa: E402
+    FederatedHarness,
+    HarnessConfig,
+    aggregate_unbiased,
+)
 from jointopt.harness.nets import digits_cnn, mlp  # noqa: E402
 from jointopt.harness.validate import resize  # noqa: E402
 from jointopt.policies import Fixed  # noqa: E402
@@ -195,6 +199,85 @@ def test_training_lowers_the_loss_and_serving_is_timely_as_mm1(harness, problem)
     assert abs(measured - expected) < 0.05
 
 
+
+def _feedback_driven(problem, seen):
+    """A policy whose downloads follow its feedback (a client downloads when its last
+    round had fewer right answers than the median), so that the run's trajectory depends
+    on what it observes; ``seen`` collects the observations."""
+    c = problem.clients
+
+    class Reactive(Fixed):
+        def decide(self, obs):
+            seen.append(obs)
+            fb = obs.feedback
+            d = (np.ones(c.count) if fb is None
+                 else (fb.correct < np.median(fb.correct)).astype(float))
+            return Allocation(np.full(c.count, 0.5), d, problem.mu_lo * 1.2)
+
+    return Reactive(Allocation(np.ones(c.count), np.ones(c.count), c.mu_max.copy()))
+
+
+def test_serving_draws_pool_streams_and_leave_what_the_policy_sees(harness, problem):
+    """serving_draws=1 is the default run number for number; with R draws the policy
+    observes exactly what it observes with one (stream 0: same feedback, so the same
+    participation, training, K, V and held versions), while the measured columns pool R
+    streams: about R times the requests, stream 0's among them."""
+    R, rounds = 4, 12
+    runs, seen = {}, {}
+    for draws in (1, R):
+        seen[draws] = []
+        h = FederatedHarness(problem, HarnessConfig(serving_draws=draws))
+        runs[draws] = h.run(_feedback_driven(problem, seen[draws]), rounds=rounds, seed=2)
+    default = harness.run(_feedback_driven(problem, []), rounds=rounds, seed=2)
+    assert default.table.equals(runs[1].table) and default.summary == runs[1].summary
+    one, many = runs[1], runs[R]
+    assert one.summary["serving_draws"] == 1 and many.summary["serving_draws"] == R
+    for key in ("K", "V", "versions", "held_version"):
+        assert np.array_equal(getattr(one, key), getattr(many, key)), key
+    for a, b in zip(seen[1][1:], seen[R][1:], strict=True):
+        assert np.array_equal(a.feedback.on_time, b.feedback.on_time)
+        assert np.array_equal(a.feedback.correct, b.feedback.correct)
+    assert len({tuple(o.feedback.correct) for o in seen[1][1:]}) > 1  # it does react
+    # one stream: the table is the feedback; R streams: stream 0's counts are in the pool
+    fb_correct = np.array([o.feedback.correct.sum() for o in seen[1][1:]])
+    fb_on_time = np.array([o.feedback.on_time.sum() for o in seen[1][1:]])
+    assert np.array_equal(one.table["correct"].to_numpy()[:-1], fb_correct)
+    assert np.array_equal(one.table["on_time"].to_numpy()[:-1], fb_on_time)
+    assert (many.table["correct"].to_numpy()[:-1] >= fb_correct).all()
+    assert (many.table["on_time"].to_numpy()[:-1] >= fb_on_time).all()
+    ratio = many.table["requests"].sum() / one.table["requests"].sum()
+    assert 0.8 * R < ratio < 1.2 * R
+    assert not many.table["correct"].equals(one.table["correct"] * R)
+    assert many.summary["avg_timely_accuracy"] == pytest.approx(
+        many.table["correct"].sum() / many.table["requests"].sum())
+
+
+@pytest.mark.parametrize("draws, match", [(0, "serving_draws must be an integer >= 1"),
+                                          (-3, "serving_draws must be"),
+                                          (2.0, "serving_draws must be"),
+                                          (True, "serving_draws must be"),
+                                          (10**9, "JOINTOPT_MAX_SEEDS")])
+def test_serving_draws_are_checked(draws, match):
+    from jointopt.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=match):
+        HarnessConfig(serving_draws=draws)
+
+
+def test_validate_cli_serving_draws_option(capsys):
+    """--serving-draws is a checked count, and the flower engine (its nodes serve one
+    stream) refuses more than one, before anything starts."""
+    from jointopt.harness.validate import DEFAULT_SERVING_DRAWS
+
+    assert DEFAULT_SERVING_DRAWS == {"harness": 10, "flower": 1}
+    for args, culprit in ((["--serving-draws", "0"], "--serving-draws must be >= 1"),
+                          (["--serving-draws", "3", "--engine", "flower"],
+                           "--serving-draws must be 1 with --engine flower")):
+        assert cli.main(["validate", "--rounds", "5", *args]) == 2
+        err = capsys.readouterr().err
+        assert culprit in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 # -- calibration ----------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["one_step", "trajectory"])
 def test_calibration_recovers_known_constants(method):
@@ -236,13 +319,15 @@ def test_accuracy_fit_recovers_known_map(map, params):
 
 # -- validation -----------------------------------------------------------------------
 def test_quick_validation_cli_json(capsys, tmp_path):
-    """3 policies, 10 clients, 30 rounds, through the CLI (a few seconds)."""
+    """3 policies, 10 clients, 30 rounds, 3 serving draws, through the CLI (a few
+    seconds)."""
     rc = cli.main(["validate", "default", "--policies", "online,training_first,equal_split",
                    "--clients", "10", "--rounds", "30", "--seed", "0", "--json",
-                   "--surrogate-seeds", "5", "--accuracy-map", "logistic",
-                   "--out", str(tmp_path)])
+                   "--surrogate-seeds", "5", "--serving-draws", "3",
+                   "--accuracy-map", "logistic", "--out", str(tmp_path)])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
+    assert out["serving_draws"] == 3
     assert out["calibration"]["accuracy"]["map"] == "logistic"
     assert set(out["policies"]) == {"online", "training_first", "equal_split"}
     for row in out["policies"].values():

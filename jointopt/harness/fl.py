@@ -22,6 +22,16 @@ analytical ones:
    queue carries over between rounds, Lindley recursion), is on time when its sojourn is
    within ``tau_n`` and correct when the held copy classifies it right.
 
+Serving draws (``HarnessConfig.serving_draws = R``): after the round's training the held
+copies answer ``R`` independent request streams, each with its own queue carried over
+between rounds and its own generator. Stream 0 is the run's own (the generator it always
+had: ``R = 1`` is the single-stream run, number for number) and it alone is what the policy
+observes (:class:`~jointopt.closed_loop.Feedback`); the others are measurement only. The
+table's ``requests``, ``on_time``, ``correct`` and ``timely_accuracy`` and the summary's
+``avg_timely_accuracy`` pool every stream (correct answers over requests, all streams
+together): the training happens once, and the measured timely accuracy of that one
+trajectory carries ``R`` times less Monte-Carlo variance from the sampled requests.
+
 Drifting data (the problem's ``[drift]`` section, :class:`~jointopt.models.drift.LabelDrift`):
 each client's label mix is rotated round by round (``drift.window`` confines the mixes to a
 window of neighbouring labels, so that the population's mix moves too); every round each
@@ -209,6 +219,16 @@ class HarnessConfig:
     test_size: float = 0.3
     data_seed: int = 0                # the split and partition stay fixed across run seeds
     threads: int = 1                  # torch threads during a run
+    serving_draws: int = 1            # request streams the trained models answer per round
+
+    def __post_init__(self):
+        from jointopt.errors import ValidationError
+        from jointopt.solvers.base import check_size
+
+        draws = self.serving_draws
+        if isinstance(draws, bool) or not isinstance(draws, int | np.integer) or draws < 1:
+            raise ValidationError("serving_draws", f"must be an integer >= 1, got {draws!r}")
+        check_size("serving_draws", int(draws), "seeds")
 
 
 @dataclass
@@ -342,6 +362,29 @@ class FederatedHarness:
             / np.maximum(self._test_stock, 1)
         return K, pred, per_class
 
+    def serve(self, problem, rng: np.random.Generator, mu: np.ndarray, t: int,
+              free: np.ndarray, mix: np.ndarray, preds: np.ndarray, held: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One request stream of round ``t`` of ``problem`` (its clients' arrival rates and
+        deadlines, its slot): Poisson arrivals at the clients' rates, FIFO
+        queues at rate ``mu`` from ``free`` (:func:`serve_fifo`), test requests drawn from
+        each client's label mix ``mix`` (:func:`sample_requests`), answered by the version
+        each client holds (``preds[v]``: version ``v``'s test-set predictions).
+
+        Returns ``(arrivals, on_time, correct, free)``: per client, requests, requests on
+        time, requests on time and answered right, and when its server is next idle."""
+        c, n = problem.clients, problem.clients.count
+        arrivals, who, on_time_flat, free = serve_fifo(
+            rng, c.arrival_rate, mu, c.deadline, problem.simulation.slot, t, free)
+        on_time, correct = np.zeros(n), np.zeros(n)
+        if len(who):
+            y = self.data.y_test
+            sample = sample_requests(y, mix, who, rng)
+            right = preds[held[who], sample] == y[sample]
+            on_time = np.bincount(who, weights=on_time_flat, minlength=n)
+            correct = np.bincount(who, weights=on_time_flat & right, minlength=n)
+        return arrivals, on_time, correct, free
+
     def run(self, policy: Policy | str = "online", *, problem=None, rounds: int | None = None,
             seed: int = 0, progress: bool = False) -> HarnessResult:
         """Real FedAvg and serving for ``rounds`` rounds under ``policy``.
@@ -368,12 +411,15 @@ class FederatedHarness:
     def _run(self, problem, policy, T, seed, progress) -> HarnessResult:
         cfg = self.config
         # a fourth stream draws the drifting training samples: the first three are the
-        # same with or without it
-        rng_part, rng_train, rng_req, rng_data = (np.random.default_rng(s) for s in
-                                                  np.random.SeedSequence(seed).spawn(4))
+        # same with or without it; the fifth's children are the further serving streams
+        # (stream k the same whatever the number of draws)
+        seqs = np.random.SeedSequence(seed).spawn(5)
+        rng_part, rng_train, rng_req, rng_data = (np.random.default_rng(s) for s in seqs[:4])
+        streams = [rng_req, *(np.random.default_rng(s)
+                              for s in seqs[4].spawn(cfg.serving_draws - 1))]
         c = problem.clients
         n, p, lam = c.count, c.p, c.arrival_rate
-        slot, mode = problem.simulation.slot, problem.controller.refresh
+        mode = problem.controller.refresh
         cost = (c.cost_train, c.cost_download, c.cost_service)
         drifting = self.labels.active
         gap = problem.drift.model.gap
@@ -391,7 +437,7 @@ class FederatedHarness:
         mixes = np.empty((T, self.data.n_classes))
         held = np.zeros(n, dtype=np.int64)
         age = np.zeros(n, dtype=np.int64)
-        free = np.zeros(n)                     # when each client's server is next idle
+        free = np.zeros((len(streams), n))     # per stream: when each server is next idle
         cols = {k: np.empty(T) for k in (
             "K", "V", "mean_aom", "requests", "on_time", "correct", "timely_accuracy",
             "expected_timely_accuracy", "global_accuracy", "resource_use", "backlog",
@@ -434,16 +480,16 @@ class FederatedHarness:
             held = np.where(refreshed, t + 1, held)
             age = np.where(refreshed, 0, age + 1)
 
-            # serving: Poisson arrivals over the slot, FIFO queue at rate mu (Lindley)
-            arrivals, who_req, on_time_flat, free = serve_fifo(
-                rng_req, lam, x.mu, c.deadline, slot, t, free)
-            on_time_n = np.zeros(n)
-            correct_n = np.zeros(n)
-            if len(who_req):
-                sample = sample_requests(self.data.y_test, mix, who_req, rng_req)
-                right = (np.stack(preds)[held[who_req], sample] == self.data.y_test[sample])
-                on_time_n = np.bincount(who_req, weights=on_time_flat, minlength=n)
-                correct_n = np.bincount(who_req, weights=on_time_flat & right, minlength=n)
+            # serving: Poisson arrivals over the slot, FIFO queue at rate mu (Lindley), in
+            # every stream; stream 0 is what the policy observes, all are measured
+            stacked = np.stack(preds)
+            pooled = np.zeros(3)
+            for k, rng in enumerate(streams):
+                arrivals, on_time, correct, free[k] = self.serve(problem, rng, x.mu, t,
+                                                                 free[k], mix, stacked, held)
+                if k == 0:
+                    on_time_n, correct_n = on_time, correct
+                pooled += arrivals.sum(), on_time.sum(), correct.sum()
             P = on_time_fraction(lam, x.mu, c.deadline)
             acc_held = np.einsum("nl,nl->n", np.stack(classes)[held], mix)
             use = cost[0] * x.q + cost[1] * x.d + cost[2] * x.mu
@@ -455,10 +501,8 @@ class FederatedHarness:
             if est:
                 estimates.append(est)
             cols["mean_aom"][t] = age.mean()
-            cols["requests"][t] = arrivals.sum()
-            cols["on_time"][t] = on_time_n.sum()
-            cols["correct"][t] = correct_n.sum()
-            cols["timely_accuracy"][t] = correct_n.sum() / max(arrivals.sum(), 1)
+            cols["requests"][t], cols["on_time"][t], cols["correct"][t] = pooled
+            cols["timely_accuracy"][t] = pooled[2] / max(pooled[0], 1)
             cols["expected_timely_accuracy"][t] = (float(np.sum(lam * P * acc_held)) / total_rate
                                                   if total_rate > 0 else np.nan)
             cols["global_accuracy"][t] = vacc[-1]
@@ -483,6 +527,7 @@ class FederatedHarness:
             "final_global_accuracy": float(vacc[-1]),
             "rounds": T,
             "seed": seed,
+            "serving_draws": len(streams),
         }
         return HarnessResult(problem.name, policy.name, seed, table, summary,
                              np.asarray(Ks), cols["V"].copy(), np.asarray(vacc),

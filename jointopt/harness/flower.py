@@ -763,11 +763,18 @@ class FlowerHarness(FederatedHarness):
     three engines (a deployment charges the measured use, :class:`JointStrategy`'s
     default). ``cpus``: Ray workers (default: every core); other keywords
     (``start_timeout``, ``round_timeout``, ``retries``) go to :class:`Simulation`.
+    The nodes serve one request stream per round: ``config.serving_draws`` must be 1
+    (the in-house harness answers several).
     """
 
     def __init__(self, problem, config: HarnessConfig | None = None, *,
                  queues: str = "planned", cpus: int | None = None, verbose: bool = False,
                  **simulation):
+        if config is not None and config.serving_draws != 1:
+            raise ValidationError("serving_draws", f"must be 1 on the flower engine (its nodes "
+                                                   f"serve one request stream per round), got "
+                                                   f"{config.serving_draws}; the harness "
+                                                   f"engine answers several")
         super().__init__(problem, config)
         self.queues = queues
         self.simulation = Simulation(problem.clients.count, digits_task(problem, self.config),
@@ -865,6 +872,7 @@ class FlowerHarness(FederatedHarness):
             "final_global_accuracy": float(vacc[-1]),
             "rounds": T,
             "seed": seed,
+            "serving_draws": 1,
             "engine": "flower",
         }
         return HarnessResult(problem.name, strategy.policy.name, seed, table, summary,

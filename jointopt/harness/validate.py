@@ -9,9 +9,13 @@ and seed:
    the measured loss ``K0`` of the initial model;
 3. every policy is reset with the *calibrated* problem and drives both the surrogate
    (:func:`jointopt.surrogate.simulate`, averaged over ``surrogate_seeds`` seeds: its
-   request noise is not what is being checked) and one real run;
+   request noise is not what is being checked) and one real run, whose trained models
+   answer ``serving_draws`` request streams each round (the training happens once; stream 0
+   alone is what the policy observes, see :mod:`jointopt.harness.fl`), so that the real
+   side's request noise is averaged too;
 4. per policy: ``predicted`` (surrogate average timely accuracy), ``measured`` (fraction of
-   the real run's requests answered on time and correctly), ``abs_error``; across
+   the real run's requests, every stream pooled, answered on time and correctly),
+   ``abs_error``; across
    policies: the Spearman rank correlation (``scipy.stats.spearmanr``) and the mean
    absolute error.
 """
@@ -27,6 +31,10 @@ import pandas as pd
 
 DEFAULT_POLICIES = ("online", "training_first", "inference_first", "equal_split",
                     "aom_unaware", "static")
+
+#: Request streams a validation's real runs answer per round, by engine (Flower's nodes
+#: serve one stream: :class:`jointopt.flower.FlowerHarness`).
+DEFAULT_SERVING_DRAWS = {"harness": 10, "flower": 1}
 
 
 def resize(problem, clients: int):
@@ -72,6 +80,7 @@ class ValidationResult:
     calibration: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
     engine: str = "harness"
+    serving_draws: int = 1
 
     @property
     def spearman(self) -> float:
@@ -93,7 +102,7 @@ class ValidationResult:
                          for row in self.table.itertuples()},
             "spearman": self.spearman, "mae": self.mae,
             "calibration": self.calibration, "elapsed_s": self.elapsed_s,
-            "engine": self.engine})
+            "engine": self.engine, "serving_draws": self.serving_draws})
 
 
 ENGINES = ("harness", "flower")
@@ -119,8 +128,8 @@ def make_harness(problem, config=None, engine: str = "harness"):
 def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, seed: int = 0,
              surrogate_seeds: int = 20, config=None, pilots=None,
              closed_loop: bool | None = None, progress: bool = False,
-             engine: str = "harness", accuracy_map: str | None = None
-             ) -> ValidationResult:
+             engine: str = "harness", accuracy_map: str | None = None,
+             serving_draws: int | None = None) -> ValidationResult:
     """Calibrate on pilot runs (``pilots``: default
     :data:`~jointopt.harness.calibrate.PILOTS`), then run every policy in the surrogate and
     for real (training on ``engine``, see :func:`make_harness`; pilots and policies alike).
@@ -128,8 +137,14 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
     ``closed_loop`` (None: the scenario's ``controller.closed_loop``): whether the online
     policy re-estimates its model during the run (:mod:`jointopt.closed_loop`).
     ``accuracy_map``: the family of accuracy map calibrated (None: the scenario's
-    ``accuracy.calibrate`` or its map's; see :func:`~jointopt.harness.calibrate.calibrate`)."""
+    ``accuracy.calibrate`` or its map's; see :func:`~jointopt.harness.calibrate.calibrate`).
+    ``serving_draws`` (None: :data:`DEFAULT_SERVING_DRAWS` of the engine, 10 on the harness,
+    1 on Flower, which refuses more): the request streams the trained models answer each
+    round; it replaces ``config.serving_draws``."""
+    import dataclasses
+
     from jointopt.errors import ValidationError
+    from jointopt.harness.fl import HarnessConfig
     from jointopt.solvers.base import check_seed, check_size
 
     T = problem.simulation.rounds if rounds is None else int(rounds)
@@ -140,6 +155,9 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
     if surrogate_seeds < 1:
         raise ValidationError("surrogate_seeds", f"must be >= 1, got {surrogate_seeds}")
     check_size("surrogate_seeds", surrogate_seeds, "seeds")
+    if serving_draws is None:
+        serving_draws = DEFAULT_SERVING_DRAWS.get(engine, 1)
+    config = dataclasses.replace(config or HarnessConfig(), serving_draws=serving_draws)
     with make_harness(problem, config, engine) as harness:
         return _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots,
                          closed_loop, progress, engine, accuracy_map)
@@ -169,6 +187,7 @@ def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, clos
         measured = real.summary["avg_timely_accuracy"]
         rows.append({
             "scenario": problem.name, "policy": name, "seed": seed, "rounds": T, "engine": engine,
+            "serving_draws": real.summary["serving_draws"],
             "predicted": predicted, "measured": measured,
             "abs_error": abs(predicted - measured),
             "predicted_expected": float(np.mean([r.summary["expected_timely_accuracy"]
@@ -195,7 +214,8 @@ def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, clos
         both.insert(0, "policy", name)
         frames.append(both)
     return ValidationResult(problem.name, seed, T, pd.DataFrame(rows), pd.concat(frames),
-                            calib.to_dict(), time.perf_counter() - start, engine)
+                            calib.to_dict(), time.perf_counter() - start, engine,
+                            harness.config.serving_draws)
 
 
 def paired_interval(diffs, level: float = 0.95) -> tuple[float, float, float]:
