@@ -326,6 +326,9 @@ def _validate_paired(args, problem, names, options, progress) -> int:
           f"{best['measured_hi']:+.4f}] in real training; surrogate "
           f"{best['predicted_gain']:+.4f} [{best['predicted_lo']:+.4f}, "
           f"{best['predicted_hi']:+.4f}]")
+    pairs = paired.separated_pairs()
+    print(f"pairs of policies real training separates (95%): {pairs['separated']} of "
+          f"{pairs['pairs']}; the surrogate orders {pairs['agree']} of them the same way")
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -429,8 +429,33 @@ def test_paired_validation_cli_reports_the_gain_with_an_interval(capsys, tmp_pat
     assert len(rounds) == 6
     for name in ("gains.csv", "per_seed.csv", "gains.png", "validation_all.png"):
         assert (tmp_path / name).stat().st_size > 0
+    assert set(out["separated_pairs"]) == {"pairs", "separated", "agree"}
+    assert out["separated_pairs"]["pairs"] == 3
     assert cli.main(["validate", "--seeds", "3", "--rounds", "5"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_separated_pairs_counts_only_what_real_training_tells_apart():
+    """A pair counts when its paired interval over the seeds excludes zero; the surrogate
+    agrees when its mean difference has the same sign."""
+    from jointopt.harness.validate import PairedValidation, ValidationResult
+
+    measured = {"online": [0.90, 0.91, 0.92], "static": [0.80, 0.82, 0.81],
+                "tie": [0.905, 0.900, 0.930]}
+    predicted = {"online": 0.90, "static": 0.85, "tie": 0.91}
+
+    def result(seed, predicted):
+        table = pd.DataFrame([{"policy": k, "seed": seed, "predicted": predicted[k],
+                               "measured": v[seed], "abs_error": 0.0}
+                              for k, v in measured.items()])
+        return ValidationResult("x", seed, 5, table, pd.DataFrame())
+
+    paired = PairedValidation("x", [result(s, predicted) for s in range(3)])
+    # online-static and tie-static are separated, online-tie is not
+    assert paired.separated_pairs() == {"pairs": 3, "separated": 2, "agree": 2}
+    flipped = {**predicted, "static": 0.95}          # the surrogate ranks static first
+    paired = PairedValidation("x", [result(s, flipped) for s in range(3)])
+    assert paired.separated_pairs() == {"pairs": 3, "separated": 2, "agree": 0}
 
 
 # -- drift -------------------------------------------------------------------------------

@@ -278,6 +278,30 @@ class PairedValidation:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def separated_pairs(self, level: float = 0.95) -> dict:
+        """Rank agreement where real training can tell policies apart: the pairs of policies
+        whose paired difference in real training has a ``level`` interval (over the seeds)
+        that excludes zero (``separated``), and how many of them the surrogate orders the
+        same way on average (``agree``), of ``pairs`` in all. Per-seed Spearman ranks ties
+        too: where several policies score within one run's noise of each other it measures
+        that noise."""
+        from itertools import combinations
+
+        table = self.table
+        wide = {side: table.pivot(index="seed", columns="policy", values=side)
+                for side in ("measured", "predicted")}
+        names = list(wide["measured"].columns)
+        separated = agree = 0
+        for a, b in combinations(names, 2):
+            diff = wide["measured"][a] - wide["measured"][b]
+            mean, lo, hi = paired_interval(diff, level)
+            if lo > 0 or hi < 0:
+                separated += 1
+                predicted = float((wide["predicted"][a] - wide["predicted"][b]).mean())
+                agree += int(np.sign(predicted) == np.sign(mean))
+        return {"pairs": len(names) * (len(names) - 1) // 2, "separated": separated,
+                "agree": agree}
+
     def best_gain(self, level: float = 0.95) -> dict:
         """The row of :meth:`gains` against the best baseline, as a dict."""
         g = self.gains(level)
@@ -290,6 +314,7 @@ class PairedValidation:
             "scenario": self.scenario, "seeds": self.seeds,
             "gain": self.gains().to_dict(orient="records"),
             "per_seed": self.per_seed().to_dict(orient="records"),
+            "separated_pairs": self.separated_pairs(),
             "results": [r.to_dict() for r in self.results]})
 
 
