@@ -209,6 +209,9 @@ def test_flower_refuses_more_than_one_serving_draw(problem):
     """The nodes serve one request stream per round: the engine says so before starting."""
     with pytest.raises(ValidationError, match="serving_draws must be 1 on the flower engine"):
         FlowerHarness(problem, HarnessConfig(serving_draws=2))
+    with pytest.raises(ValidationError, match="serving_draws must be 1 on the flower engine"):
+        FlowerHarness(problem).run("equal_split", rounds=2, serving_draws=2)
+
 
 def test_simulation_rejects_a_problem_with_other_clients_and_a_second_simulation(engine):
     smaller = resize(load_scenario("default"), 3)

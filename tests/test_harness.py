@@ -264,6 +264,23 @@ def test_serving_draws_are_checked(draws, match):
         HarnessConfig(serving_draws=draws)
 
 
+def test_a_run_may_serve_other_draws_than_the_config_and_pilots_serve_one(problem):
+    """run(serving_draws=R) overrides the config for that run (checked like it); the
+    calibration's pilots serve one stream whatever the harness serves (the fits read
+    training only)."""
+    from jointopt.errors import ValidationError
+    from jointopt.harness.calibrate import calibrate
+
+    h = FederatedHarness(problem, HarnessConfig(serving_draws=3))
+    assert h.run("equal_split", rounds=3, seed=1).summary["serving_draws"] == 3
+    assert h.run("equal_split", rounds=3, seed=1, serving_draws=2).summary[
+        "serving_draws"] == 2
+    with pytest.raises(ValidationError, match="serving_draws"):
+        h.run("equal_split", rounds=3, seed=1, serving_draws=0)
+    cal = calibrate(h, rounds=3, seed=1, pilots=(1.0, 0.5))
+    assert [r.summary["serving_draws"] for r in cal.pilots] == [1, 1]
+
+
 def test_validate_cli_serving_draws_option(capsys):
     """--serving-draws is a checked count, and the flower engine (its nodes serve one
     stream) refuses more than one, before anything starts."""

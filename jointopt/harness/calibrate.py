@@ -402,7 +402,9 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
             q = np.clip(np.full(c.count, float(level)), c.q_min, 1.0)
             policy = Fixed(Allocation(q, np.ones(c.count), c.mu_max.copy()),
                            name=f"pilot_q{level:g}")
-        runs.append(harness.run(policy, rounds=rounds, seed=run_seed, progress=progress))
+        # the fits read training only: one request stream is enough
+        runs.append(harness.run(policy, rounds=rounds, seed=run_seed, progress=progress,
+                                serving_draws=1))
     if accuracy_on not in ("predicted", "measured"):
         raise ValueError(f"accuracy_on must be 'predicted' or 'measured', got {accuracy_on!r}")
     labels = harness.labels

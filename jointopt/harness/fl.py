@@ -63,6 +63,7 @@ Flower node).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 
@@ -386,11 +387,13 @@ class FederatedHarness:
         return arrivals, on_time, correct, free
 
     def run(self, policy: Policy | str = "online", *, problem=None, rounds: int | None = None,
-            seed: int = 0, progress: bool = False) -> HarnessResult:
+            seed: int = 0, progress: bool = False,
+            serving_draws: int | None = None) -> HarnessResult:
         """Real FedAvg and serving for ``rounds`` rounds under ``policy``.
 
         ``problem`` (default: the harness's) is what the policy is reset with, e.g. a
-        calibrated copy; it must have the same clients.
+        calibrated copy; it must have the same clients. ``serving_draws``: the request
+        streams of this run (None: ``config.serving_draws``).
         """
         problem = self.problem if problem is None else problem
         if problem.clients.count != len(self.parts):
@@ -401,15 +404,16 @@ class FederatedHarness:
         if T < 1:
             raise ValueError(f"rounds must be >= 1, got {T}")
         cfg = self.config
+        if serving_draws is not None:
+            cfg = dataclasses.replace(cfg, serving_draws=serving_draws)  # checked there
         threads = torch.get_num_threads()
         torch.set_num_threads(cfg.threads)
         try:
-            return self._run(problem, policy, T, seed, progress)
+            return self._run(problem, policy, T, seed, progress, cfg)
         finally:
             torch.set_num_threads(threads)
 
-    def _run(self, problem, policy, T, seed, progress) -> HarnessResult:
-        cfg = self.config
+    def _run(self, problem, policy, T, seed, progress, cfg) -> HarnessResult:
         # a fourth stream draws the drifting training samples: the first three are the
         # same with or without it; the fifth's children are the further serving streams
         # (stream k the same whatever the number of draws)

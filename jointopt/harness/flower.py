@@ -801,7 +801,12 @@ class FlowerHarness(FederatedHarness):
             self.simulation.__exit__(*exc)
 
     def run(self, policy: Policy | str = "online", *, problem=None, rounds: int | None = None,
-            seed: int = 0, progress: bool = False) -> HarnessResult:
+            seed: int = 0, progress: bool = False,
+            serving_draws: int | None = None) -> HarnessResult:
+        if serving_draws not in (None, 1):
+            raise ValidationError("serving_draws", f"must be 1 on the flower engine (its "
+                                                   f"nodes serve one stream), got "
+                                                   f"{serving_draws!r}")
         problem = self.problem if problem is None else problem
         if problem.drift.labels.active:
             raise ValidationError("drift", "the Flower engine keeps each node's data and "
