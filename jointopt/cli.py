@@ -261,7 +261,8 @@ def _cmd_validate(args) -> int:
     progress = sys.stderr.isatty() and not args.no_progress
     options = {"rounds": args.rounds, "surrogate_seeds": args.surrogate_seeds,
                "closed_loop": True if args.closed_loop else None, "engine": args.engine,
-               "accuracy_map": args.accuracy_map, "serving_draws": args.serving_draws}
+               "accuracy_map": args.accuracy_map, "serving_draws": args.serving_draws,
+               "replicates": args.replicates}
     if args.seeds is not None:
         return _validate_paired(args, problem, names, options, progress)
     result = validate(problem, names, seed=args.seed, progress=progress, **options)
@@ -273,7 +274,8 @@ def _cmd_validate(args) -> int:
         print(result.table[cols].to_string(index=False, float_format="{:.4f}".format))
         print(f"spearman {result.spearman:.3f}  mae {result.mae:.4f}  "
               f"({len(names)} policies, {result.rounds_run} rounds, seed {args.seed}, "
-              f"engine {args.engine}, {result.serving_draws} serving draws)")
+              f"engine {args.engine}, {result.serving_draws} serving draws, "
+              f"{result.replicates} real run(s) per policy)")
         conv, acc = result.calibration["convergence"], result.calibration["accuracy"]
         print(f"calibration: a={conv['a']:.4g} b={conv['b']:.4g} c={conv['c']:.4g} "
               f"(r2 {conv['r2']:.3f}); accuracy map r2 {acc['r2']:.3f}")
@@ -531,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep only the scenario's first N clients")
     p.add_argument("--surrogate-seeds", action=_Checked, check=_count("seeds"), default=20,
                    help="surrogate runs averaged per policy (default: %(default)s)")
+    p.add_argument("--replicates", action=_Checked, check=_count("seeds"), default=1,
+                   help="real training runs averaged per policy (run seeds S, then "
+                        "S + r*10**9) (default: %(default)s)")
     p.add_argument("--serving-draws", action=_Checked, check=_count("seeds"), metavar="N",
                    help="request streams the trained models answer each round of a real "
                         "run (the training happens once; the first stream alone is what the "

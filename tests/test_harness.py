@@ -387,6 +387,29 @@ def test_validate_is_deterministic_by_seed(problem):
     assert np.array_equal(small.clients.arrival_rate, problem.clients.arrival_rate[:5])
 
 
+def test_replicates_average_real_runs_of_distinct_seeds(problem):
+    """replicates=R: each policy trains for real R times (seed, then seed + r*10**9) and the
+    measured side is their mean; the first replicate is the one-run validation's run."""
+    from jointopt.errors import ValidationError
+    from jointopt.harness.validate import replicate_seeds, validate
+
+    small = resize(problem, 4)
+    kw = {"rounds": 4, "surrogate_seeds": 1, "pilots": (1.0, 0.5), "serving_draws": 1}
+    assert replicate_seeds(3, 3) == [3, 3 + 10**9, 3 + 2 * 10**9]
+    one = validate(small, ("equal_split",), seed=3, **kw)
+    two = validate(small, ("equal_split",), seed=3, replicates=2, **kw)
+    h = FederatedHarness(small, HarnessConfig(serving_draws=1))
+    runs = [h.run("equal_split", rounds=4, seed=s).summary["avg_timely_accuracy"]
+            for s in replicate_seeds(3, 2)]
+    assert one.table["measured"].iloc[0] == pytest.approx(runs[0])
+    assert two.table["measured"].iloc[0] == pytest.approx(np.mean(runs))
+    assert runs[0] != runs[1]
+    assert two.replicates == 2 and two.to_dict()["replicates"] == 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValidationError, match="replicates"):
+            validate(small, ("equal_split",), replicates=bad, **kw)
+
+
 def test_accuracy_map_is_fitted_without_the_q_min_pilot(harness):
     """By default the q_min pilot serves the convergence fit only, the map sees the other
     pilots' versions (every pilot kept where excluding would leave none);

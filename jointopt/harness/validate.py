@@ -81,6 +81,7 @@ class ValidationResult:
     elapsed_s: float = 0.0
     engine: str = "harness"
     serving_draws: int = 1
+    replicates: int = 1
 
     @property
     def spearman(self) -> float:
@@ -102,7 +103,8 @@ class ValidationResult:
                          for row in self.table.itertuples()},
             "spearman": self.spearman, "mae": self.mae,
             "calibration": self.calibration, "elapsed_s": self.elapsed_s,
-            "engine": self.engine, "serving_draws": self.serving_draws})
+            "engine": self.engine, "serving_draws": self.serving_draws,
+            "replicates": self.replicates})
 
 
 ENGINES = ("harness", "flower")
@@ -129,7 +131,7 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
              surrogate_seeds: int = 20, config=None, pilots=None,
              closed_loop: bool | None = None, progress: bool = False,
              engine: str = "harness", accuracy_map: str | None = None,
-             serving_draws: int | None = None) -> ValidationResult:
+             serving_draws: int | None = None, replicates: int = 1) -> ValidationResult:
     """Calibrate on pilot runs (``pilots``: default
     :data:`~jointopt.harness.calibrate.PILOTS`), then run every policy in the surrogate and
     for real (training on ``engine``, see :func:`make_harness`; pilots and policies alike).
@@ -140,7 +142,10 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
     ``accuracy.calibrate`` or its map's; see :func:`~jointopt.harness.calibrate.calibrate`).
     ``serving_draws`` (None: :data:`DEFAULT_SERVING_DRAWS` of the engine, 10 on the harness,
     1 on Flower, which refuses more): the request streams the trained models answer each
-    round; it replaces ``config.serving_draws``."""
+    round; it replaces ``config.serving_draws``. ``replicates``: real training runs per
+    policy, averaged (run seeds :func:`replicate_seeds`; the first is ``seed``, as with one):
+    the surrogate's side is an average over ``surrogate_seeds`` runs, and one real run
+    carries its own training luck (its initial model, participation and SGD draws)."""
     import dataclasses
 
     from jointopt.errors import ValidationError
@@ -155,16 +160,26 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
     if surrogate_seeds < 1:
         raise ValidationError("surrogate_seeds", f"must be >= 1, got {surrogate_seeds}")
     check_size("surrogate_seeds", surrogate_seeds, "seeds")
+    if isinstance(replicates, bool) or not isinstance(replicates, int | np.integer) \
+            or replicates < 1:
+        raise ValidationError("replicates", f"must be an integer >= 1, got {replicates!r}")
+    check_size("replicates", int(replicates), "seeds")
     if serving_draws is None:
         serving_draws = DEFAULT_SERVING_DRAWS.get(engine, 1)
     config = dataclasses.replace(config or HarnessConfig(), serving_draws=serving_draws)
     with make_harness(problem, config, engine) as harness:
         return _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots,
-                         closed_loop, progress, engine, accuracy_map)
+                         closed_loop, progress, engine, accuracy_map, int(replicates))
+
+
+def replicate_seeds(seed: int, replicates: int) -> list[int]:
+    """Run seeds of the real replicates of a validated ``seed``: ``seed`` itself, then
+    ``seed + r * 10**9`` (mod 2**63) for ``r = 1 .. replicates - 1``."""
+    return [seed, *((seed + r * 10**9) % 2**63 for r in range(1, replicates))]
 
 
 def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, closed_loop,
-              progress, engine, accuracy_map) -> ValidationResult:
+              progress, engine, accuracy_map, replicates) -> ValidationResult:
     from jointopt.harness.calibrate import calibrate
     from jointopt.policies import make_policy
     from jointopt.surrogate import simulate
@@ -181,41 +196,47 @@ def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, clos
     for name in policies:
         sims = [simulate(tuned, make_policy(name), rounds=T, seed=seed * 1000 + s)
                 for s in range(surrogate_seeds)]
-        real = harness.run(make_policy(name), problem=tuned, rounds=T, seed=seed,
-                           progress=progress)
-        predicted = float(np.mean([r.summary["avg_timely_accuracy"] for r in sims]))
-        measured = real.summary["avg_timely_accuracy"]
+        reals = [harness.run(make_policy(name), problem=tuned, rounds=T, seed=s,
+                             progress=progress) for s in replicate_seeds(seed, replicates)]
+        real = reals[0]
+
+        def sim(key, sims=sims):
+            return float(np.mean([r.summary[key] for r in sims]))
+
+        def meas(key, reals=reals):
+            return float(np.mean([r.summary[key] for r in reals]))
+
+        predicted, measured = sim("avg_timely_accuracy"), meas("avg_timely_accuracy")
         rows.append({
             "scenario": problem.name, "policy": name, "seed": seed, "rounds": T, "engine": engine,
-            "serving_draws": real.summary["serving_draws"],
+            "serving_draws": real.summary["serving_draws"], "replicates": replicates,
             "predicted": predicted, "measured": measured,
             "abs_error": abs(predicted - measured),
-            "predicted_expected": float(np.mean([r.summary["expected_timely_accuracy"]
-                                                 for r in sims])),
-            "measured_expected": real.summary["expected_timely_accuracy"],
-            "predicted_mean_aom": float(np.mean([r.summary["mean_aom"] for r in sims])),
-            "measured_mean_aom": real.summary["mean_aom"],
-            "predicted_mean_K": float(np.mean([r.summary["mean_K"] for r in sims])),
-            "measured_mean_K": real.summary["mean_K"],
+            "predicted_expected": sim("expected_timely_accuracy"),
+            "measured_expected": meas("expected_timely_accuracy"),
+            "predicted_mean_aom": sim("mean_aom"), "measured_mean_aom": meas("mean_aom"),
+            "predicted_mean_K": sim("mean_K"), "measured_mean_K": meas("mean_K"),
         })
         sim_mean = pd.concat([r.table for r in sims]).groupby("round").mean(numeric_only=True)
+        real_mean = pd.concat([r.table for r in reals]).groupby("round").mean(
+            numeric_only=True)
         both = pd.DataFrame({
             "round": np.arange(T),
             "predicted_K": sim_mean["K"].to_numpy(),
-            "measured_K": real.table["K"].to_numpy(),
+            "measured_K": real_mean["K"].to_numpy(),
             "predicted_timely_accuracy": sim_mean["expected_timely_accuracy"].to_numpy(),
-            "measured_timely_accuracy": real.table["timely_accuracy"].to_numpy(),
+            "measured_timely_accuracy": real_mean["timely_accuracy"].to_numpy(),
             "measured_expected_timely_accuracy":
-                real.table["expected_timely_accuracy"].to_numpy(),
+                real_mean["expected_timely_accuracy"].to_numpy(),
         })
-        for col in real.table.columns:  # a closed loop's estimates, as it planned with them
+        for col in real.table.columns:  # a closed loop's estimates (first replicate)
             if col.startswith("est_"):
                 both[f"measured_{col}"] = real.table[col].to_numpy()
         both.insert(0, "policy", name)
         frames.append(both)
     return ValidationResult(problem.name, seed, T, pd.DataFrame(rows), pd.concat(frames),
                             calib.to_dict(), time.perf_counter() - start, engine,
-                            harness.config.serving_draws)
+                            harness.config.serving_draws, replicates)
 
 
 def paired_interval(diffs, level: float = 0.95) -> tuple[float, float, float]:
