@@ -3,8 +3,9 @@
 Provenance: **project choice**. The paper uses the convergence error as a proxy
 of inference performance; the map from error to accuracy is ours, calibrated by the
 validation harness. The default is affine and clipped; an exponential and a logistic map are
-offered as swappable alternatives (the logistic one is what the harness calibrates by default:
-a classifier's accuracy against its loss is S-shaped from the untrained model on). The
+offered as swappable alternatives (the logistic one follows a classifier's accuracy against
+its loss from the untrained model on; a scenario's ``accuracy.calibrate`` may ask the
+validation harness to fit it). The
 per-round solver uses a map through :meth:`linearize`, which is exact for the affine map
 inside its clip range.
 """

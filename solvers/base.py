@@ -220,7 +220,7 @@ for _name, _default, _what in (
         ("exits", 100, "early exits of a cis_early_exit network"),
         ("rounds", 100_000, "simulated or trained rounds of one run (benchmarks run 1,000)"),
         ("seeds", 1_000, "seeds of one estimate (surrogate seeds averaged per policy, "
-                         "serving draws of a real run, planner seeds)"),
+                         "serving draws of a real run, real replicates, planner seeds)"),
         ("samples", 1_000_000, "Monte-Carlo samples of one planner estimate (default 2,000)"),
         ("cohort", 100_000, "devices in one planner round (training_plan.K and C)"),
         ("grid", 100_000, "points of a solver's search grid"),
@@ -257,6 +257,14 @@ def check_size(field: str, value: int, limit: str) -> int:
                                      f"to allow it, set the environment variable "
                                      f"{lim.env}={value}")
     return value
+
+
+def check_count(field: str, value, limit: str) -> int:
+    """``value`` as an ``int`` if it is an integer ``>= 1`` (not a bool) within the size
+    limit ``limit`` (:func:`check_size`), else ``ValidationError`` naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValidationError(field, f"must be an integer >= 1, got {value!r}")
+    return check_size(field, int(value), limit)
 
 
 def Count(limit: str):  # noqa: N802 - a type, used as ``rounds: Count("rounds") = 200``

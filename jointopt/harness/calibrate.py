@@ -9,7 +9,8 @@ Provenance: **project choice** (``docs/kinds/joint_training_inference.md``). Num
   ``sum_n p_n^2 (B_n / q_n - 1)^2``, whose expectation is the model's
   ``sum_n p_n^2 (1 - q_n) / q_n``.
 * :func:`fit_accuracy`: nonlinear least squares (``scipy.optimize.least_squares``) of an
-  accuracy-map family (logistic by default; affine, clipped; or exponential) to pairs (error of a
+  accuracy-map family (the scenario's ``accuracy.calibrate``, else its ``accuracy.map``:
+  affine, clipped; exponential; or logistic) to pairs (error of a
   global-model version, its measured accuracy on the request mix). In :func:`calibrate`
   the error is by default the fitted recursion's own open-loop prediction ``K^_t`` for that
   round (``accuracy_on="predicted"``), so that the composite ``acc(K^_t)``, which is what the

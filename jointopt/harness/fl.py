@@ -223,13 +223,9 @@ class HarnessConfig:
     serving_draws: int = 1            # request streams the trained models answer per round
 
     def __post_init__(self):
-        from jointopt.errors import ValidationError
-        from jointopt.solvers.base import check_size
+        from jointopt.solvers.base import check_count
 
-        draws = self.serving_draws
-        if isinstance(draws, bool) or not isinstance(draws, int | np.integer) or draws < 1:
-            raise ValidationError("serving_draws", f"must be an integer >= 1, got {draws!r}")
-        check_size("serving_draws", int(draws), "seeds")
+        check_count("serving_draws", self.serving_draws, "seeds")
 
 
 @dataclass

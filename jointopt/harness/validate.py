@@ -150,26 +150,21 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
 
     from jointopt.errors import ValidationError
     from jointopt.harness.fl import HarnessConfig
-    from jointopt.solvers.base import check_seed, check_size
+    from jointopt.solvers.base import check_count, check_seed, check_size
 
     T = problem.simulation.rounds if rounds is None else int(rounds)
     if T < 2:
         raise ValidationError("--rounds", f"must be >= 2, got {T}")
     check_size("rounds", T, "rounds")
     check_seed("seed", seed)
-    if surrogate_seeds < 1:
-        raise ValidationError("surrogate_seeds", f"must be >= 1, got {surrogate_seeds}")
-    check_size("surrogate_seeds", surrogate_seeds, "seeds")
-    if isinstance(replicates, bool) or not isinstance(replicates, int | np.integer) \
-            or replicates < 1:
-        raise ValidationError("replicates", f"must be an integer >= 1, got {replicates!r}")
-    check_size("replicates", int(replicates), "seeds")
+    check_count("surrogate_seeds", surrogate_seeds, "seeds")
+    replicates = check_count("replicates", replicates, "seeds")
     if serving_draws is None:
         serving_draws = DEFAULT_SERVING_DRAWS.get(engine, 1)
     config = dataclasses.replace(config or HarnessConfig(), serving_draws=serving_draws)
     with make_harness(problem, config, engine) as harness:
         return _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots,
-                         closed_loop, progress, engine, accuracy_map, int(replicates))
+                         closed_loop, progress, engine, accuracy_map, replicates)
 
 
 def replicate_seeds(seed: int, replicates: int) -> list[int]:
