@@ -272,7 +272,9 @@ def _cmd_validate(args) -> int:
     else:
         cols = ["policy", "predicted", "measured", "abs_error"]
         print(result.table[cols].to_string(index=False, float_format="{:.4f}".format))
-        print(f"spearman {result.spearman:.3f}  mae {result.mae:.4f}  "
+        noise = (f" (training luck alone: {result.noise_mae:.4f})"
+                 if result.replicates > 1 else "")
+        print(f"spearman {result.spearman:.3f}  mae {result.mae:.4f}{noise}  "
               f"({len(names)} policies, {result.rounds_run} rounds, seed {args.seed}, "
               f"engine {args.engine}, {result.serving_draws} serving draws, "
               f"{result.replicates} real run(s) per policy)")
@@ -318,7 +320,10 @@ def _validate_paired(args, problem, names, options, progress) -> int:
     print(table.pivot(index="policy", columns="seed", values="measured")
           .loc[names].to_string(float_format="{:.4f}".format))
     print("\nper seed:")
-    print(paired.per_seed().to_string(index=False, float_format="{:.4f}".format))
+    per_seed = paired.per_seed()
+    if per_seed["noise_mae"].isna().all():  # one real run per policy cannot measure it
+        per_seed = per_seed.drop(columns="noise_mae")
+    print(per_seed.to_string(index=False, float_format="{:.4f}".format))
     gains = paired.gains()
     print(f"\nonline minus each baseline, paired over {len(seeds)} seeds (95% interval):")
     print(gains.to_string(index=False, float_format="{:+.4f}".format))
@@ -535,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="surrogate runs averaged per policy (default: %(default)s)")
     p.add_argument("--replicates", action=_Checked, check=_count("seeds"), default=1,
                    help="real training runs averaged per policy (run seeds S, then "
-                        "S + r*10**9) (default: %(default)s)")
+                        "S + r*10**9); with 2 or more the report gives the mean absolute "
+                        "error their training luck alone would give (default: %(default)s)")
     p.add_argument("--serving-draws", action=_Checked, check=_count("seeds"), metavar="N",
                    help="request streams the trained models answer each round of a real "
                         "run (the training happens once; the first stream alone is what the "

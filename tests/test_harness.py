@@ -405,6 +405,12 @@ def test_replicates_average_real_runs_of_distinct_seeds(problem):
     assert two.table["measured"].iloc[0] == pytest.approx(np.mean(runs))
     assert runs[0] != runs[1]
     assert two.replicates == 2 and two.to_dict()["replicates"] == 2
+    # the replicates' spread gives the error their training luck alone would make
+    sd = np.std(runs, ddof=1)
+    assert two.table["measured_sd"].iloc[0] == pytest.approx(sd)
+    assert two.noise_mae == pytest.approx(np.sqrt(2 / np.pi) * sd / np.sqrt(2))
+    assert two.to_dict()["noise_mae"] == pytest.approx(two.noise_mae)
+    assert np.isnan(one.noise_mae) and one.to_dict()["noise_mae"] is None
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValidationError, match="replicates"):
             validate(small, ("equal_split",), replicates=bad, **kw)

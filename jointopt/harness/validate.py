@@ -91,6 +91,18 @@ class ValidationResult:
     def mae(self) -> float:
         return float(self.table["abs_error"].mean())
 
+    @property
+    def noise_mae(self) -> float:
+        """The mean absolute error that the real side's training luck alone would give: what
+        a surrogate predicting each policy's true mean would score against these
+        ``replicates``-run averages, ``sqrt(2 / pi) * mean(measured_sd) / sqrt(replicates)``
+        (a normal run-to-run spread, estimated from the replicates' standard deviation
+        ``measured_sd``). NaN with one replicate, which cannot estimate it."""
+        if self.replicates < 2 or "measured_sd" not in self.table:
+            return float("nan")
+        sd = self.table["measured_sd"].to_numpy(dtype=float)
+        return float(np.sqrt(2.0 / np.pi) * np.mean(sd) / np.sqrt(self.replicates))
+
     def to_dict(self) -> dict:
         from jointopt.solvers.base import finite_or_none
 
@@ -98,10 +110,11 @@ class ValidationResult:
             "scenario": self.scenario, "seed": self.seed, "rounds": self.rounds_run,
             "policies": {row.policy: {"predicted": row.predicted, "measured": row.measured,
                                       "abs_error": row.abs_error,
+                                      "measured_sd": getattr(row, "measured_sd", None),
                                       "predicted_expected": row.predicted_expected,
                                       "measured_expected": row.measured_expected}
                          for row in self.table.itertuples()},
-            "spearman": self.spearman, "mae": self.mae,
+            "spearman": self.spearman, "mae": self.mae, "noise_mae": self.noise_mae,
             "calibration": self.calibration, "elapsed_s": self.elapsed_s,
             "engine": self.engine, "serving_draws": self.serving_draws,
             "replicates": self.replicates})
@@ -202,11 +215,13 @@ def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, clos
             return float(np.mean([r.summary[key] for r in reals]))
 
         predicted, measured = sim("avg_timely_accuracy"), meas("avg_timely_accuracy")
+        runs = [r.summary["avg_timely_accuracy"] for r in reals]
         rows.append({
             "scenario": problem.name, "policy": name, "seed": seed, "rounds": T, "engine": engine,
             "serving_draws": real.summary["serving_draws"], "replicates": replicates,
             "predicted": predicted, "measured": measured,
             "abs_error": abs(predicted - measured),
+            "measured_sd": float(np.std(runs, ddof=1)) if len(runs) > 1 else float("nan"),
             "predicted_expected": sim("expected_timely_accuracy"),
             "measured_expected": meas("expected_timely_accuracy"),
             "predicted_mean_aom": sim("mean_aom"), "measured_mean_aom": meas("mean_aom"),
@@ -266,9 +281,12 @@ class PairedValidation:
         return [r.seed for r in self.results]
 
     def per_seed(self) -> pd.DataFrame:
-        """Spearman rank correlation and mean absolute error of each seed."""
+        """Spearman rank correlation and mean absolute error of each seed, beside the error
+        the real side's training luck alone would give (``noise_mae``, NaN with one
+        replicate: :attr:`ValidationResult.noise_mae`)."""
         return pd.DataFrame([{"seed": r.seed, "spearman": r.spearman, "mae": r.mae,
-                              "elapsed_s": r.elapsed_s} for r in self.results])
+                              "noise_mae": r.noise_mae, "elapsed_s": r.elapsed_s}
+                             for r in self.results])
 
     def gains(self, level: float = 0.95) -> pd.DataFrame:
         """The reference policy's timely accuracy minus each other policy's, paired by seed,
