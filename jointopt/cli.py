@@ -262,7 +262,7 @@ def _cmd_validate(args) -> int:
     options = {"rounds": args.rounds, "surrogate_seeds": args.surrogate_seeds,
                "closed_loop": True if args.closed_loop else None, "engine": args.engine,
                "accuracy_map": args.accuracy_map, "serving_draws": args.serving_draws,
-               "replicates": args.replicates}
+               "replicates": args.replicates, "pilot_runs": args.pilot_runs}
     if args.seeds is not None:
         return _validate_paired(args, problem, names, options, progress)
     result = validate(problem, names, seed=args.seed, progress=progress, **options)
@@ -277,7 +277,8 @@ def _cmd_validate(args) -> int:
         print(f"spearman {result.spearman:.3f}  mae {result.mae:.4f}{noise}  "
               f"({len(names)} policies, {result.rounds_run} rounds, seed {args.seed}, "
               f"engine {args.engine}, {result.serving_draws} serving draws, "
-              f"{result.replicates} real run(s) per policy)")
+              f"{result.replicates} real run(s) per policy, {result.pilot_runs} run(s) "
+              f"per pilot)")
         conv, acc = result.calibration["convergence"], result.calibration["accuracy"]
         print(f"calibration: a={conv['a']:.4g} b={conv['b']:.4g} c={conv['c']:.4g} "
               f"(r2 {conv['r2']:.3f}); accuracy map r2 {acc['r2']:.3f}")
@@ -542,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real training runs averaged per policy (run seeds S, then "
                         "S + r*10**9); with 2 or more the report gives the mean absolute "
                         "error their training luck alone would give (default: %(default)s)")
+    p.add_argument("--pilot-runs", action=_Checked, check=_count("seeds"), default=1,
+                   metavar="N", help="runs of each calibration pilot, fitted together "
+                                     "(default: %(default)s)")
     p.add_argument("--serving-draws", action=_Checked, check=_count("seeds"), metavar="N",
                    help="request streams the trained models answer each round of a real "
                         "run (the training happens once; the first stream alone is what the "

@@ -411,6 +411,10 @@ def test_replicates_average_real_runs_of_distinct_seeds(problem):
     assert two.noise_mae == pytest.approx(np.sqrt(2 / np.pi) * sd / np.sqrt(2))
     assert two.to_dict()["noise_mae"] == pytest.approx(two.noise_mae)
     assert np.isnan(one.noise_mae) and one.to_dict()["noise_mae"] is None
+    assert one.to_dict()["pilot_runs"] == 1
+    assert validate(small, ("equal_split",), seed=3, pilot_runs=2, **kw).pilot_runs == 2
+    with pytest.raises(ValidationError, match="pilot_runs"):
+        validate(small, ("equal_split",), pilot_runs=0, **kw)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValidationError, match="replicates"):
             validate(small, ("equal_split",), replicates=bad, **kw)
@@ -430,6 +434,26 @@ def test_accuracy_map_is_fitted_without_the_q_min_pilot(harness):
     assert calibrate(harness, pilots=(1.0, "q_min"), map_excluded=(), **kw).accuracy.n == sum(
         versions)
     assert calibrate(harness, pilots=("q_min",), **kw).accuracy.n == versions[1]
+
+
+def test_pilot_repeats_are_distinct_runs_fitted_together(harness):
+    """repeats=k runs every pilot k times (the first repeat is the single pilot's run, so
+    repeats=1 is the calibration as before) and fits them all; a bad count is refused."""
+    from jointopt.errors import ValidationError
+    from jointopt.harness.calibrate import calibrate
+
+    kw = {"rounds": 4, "seed": 1, "pilots": (1.0, "q_min")}
+    one = calibrate(harness, **kw)
+    two = calibrate(harness, repeats=2, **kw)
+    assert len(one.pilots) == 2 and len(two.pilots) == 4
+    assert two.convergence.n == 2 * one.convergence.n
+    assert two.accuracy.n == 2 * one.accuracy.n          # q_min stays out of the map's fit
+    for a, b in zip(one.pilots, two.pilots[:2], strict=True):
+        assert np.array_equal(a.K, b.K)
+    assert not np.array_equal(two.pilots[0].K, two.pilots[2].K)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValidationError, match="repeats"):
+            calibrate(harness, repeats=bad, **kw)
 
 
 def test_calibrated_accuracy_map_family(harness):

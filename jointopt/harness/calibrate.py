@@ -27,6 +27,7 @@ judges.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -331,9 +332,16 @@ MAP_EXCLUDED = ("q_min",)
 def calibrate(harness, *, rounds: int, seed: int = 0,
               pilots=PILOTS, accuracy_on: str = "predicted",
               error_scaled: bool = True, map_excluded=MAP_EXCLUDED,
-              accuracy_map: str | None = None,
+              accuracy_map: str | None = None, repeats: int = 1,
               progress: bool = False) -> Calibration:
     """Pilot runs (seeds ``seed*1000 + 1 + i``), then the fits.
+
+    ``repeats``: runs of each pilot (repeat ``k`` of pilot ``i`` has run seed
+    ``seed*1000 + 1 + i + k*10**8``; the first repeat is the single pilot's run), all of them
+    fitted together. One pilot run carries its own training luck, and the fitted constants
+    inherit it: on ``analytic``, 11 calibrations from one run of each pilot (seeds 0-4, 10-15)
+    predict the online policy's 100-round timely accuracy at 0.908-0.921 (standard
+    deviation 0.0036), about as far apart as one real run's luck.
 
     A number in ``pilots`` is a constant participation level for every client (clipped to
     ``[q_min, 1]``); ``"q_min"`` holds every client at its least participation;
@@ -391,9 +399,12 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
 
     problem = harness.problem
     c = problem.clients
-    runs = []
-    for i, level in enumerate(pilots):
-        run_seed = seed * 1000 + 1 + i
+    from jointopt.solvers.base import check_count
+
+    repeats = check_count("repeats", repeats, "seeds")
+    runs, levels = [], []
+    for k, (i, level) in itertools.product(range(repeats), enumerate(pilots)):
+        run_seed = (seed * 1000 + 1 + i + k * 10**8) % 2**63
         if level == "uniform":
             policy = _UniformParticipation(run_seed)
         elif level == "q_min":
@@ -406,13 +417,14 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
         # the fits read training only: one request stream is enough
         runs.append(harness.run(policy, rounds=rounds, seed=run_seed, progress=progress,
                                 serving_draws=1))
+        levels.append(level)
     if accuracy_on not in ("predicted", "measured"):
         raise ValueError(f"accuracy_on must be 'predicted' or 'measured', got {accuracy_on!r}")
     labels = harness.labels
     restarts = labels.jumps if labels.active and labels.shift > 0 else ()
     family = accuracy_map or problem.accuracy.calibrate or problem.accuracy.map
     K_V = [(r.K, r.V) for r in runs]
-    map_runs = [r for r, level in zip(runs, pilots, strict=True)
+    map_runs = [r for r, level in zip(runs, levels, strict=True)
                 if level not in tuple(map_excluded)] or runs
     version_acc = np.concatenate([r.version_accuracy for r in map_runs])
 

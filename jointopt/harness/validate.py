@@ -82,6 +82,7 @@ class ValidationResult:
     engine: str = "harness"
     serving_draws: int = 1
     replicates: int = 1
+    pilot_runs: int = 1
 
     @property
     def spearman(self) -> float:
@@ -117,7 +118,7 @@ class ValidationResult:
             "spearman": self.spearman, "mae": self.mae, "noise_mae": self.noise_mae,
             "calibration": self.calibration, "elapsed_s": self.elapsed_s,
             "engine": self.engine, "serving_draws": self.serving_draws,
-            "replicates": self.replicates})
+            "replicates": self.replicates, "pilot_runs": self.pilot_runs})
 
 
 ENGINES = ("harness", "flower")
@@ -144,7 +145,8 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
              surrogate_seeds: int = 20, config=None, pilots=None,
              closed_loop: bool | None = None, progress: bool = False,
              engine: str = "harness", accuracy_map: str | None = None,
-             serving_draws: int | None = None, replicates: int = 1) -> ValidationResult:
+             serving_draws: int | None = None, replicates: int = 1,
+             pilot_runs: int = 1) -> ValidationResult:
     """Calibrate on pilot runs (``pilots``: default
     :data:`~jointopt.harness.calibrate.PILOTS`), then run every policy in the surrogate and
     for real (training on ``engine``, see :func:`make_harness`; pilots and policies alike).
@@ -158,7 +160,10 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
     round; it replaces ``config.serving_draws``. ``replicates``: real training runs per
     policy, averaged (run seeds :func:`replicate_seeds`; the first is ``seed``, as with one):
     the surrogate's side is an average over ``surrogate_seeds`` runs, and one real run
-    carries its own training luck (its initial model, participation and SGD draws)."""
+    carries its own training luck (its initial model, participation and SGD draws).
+    ``pilot_runs``: runs of each pilot, fitted together (``repeats`` of
+    :func:`~jointopt.harness.calibrate.calibrate`): the calibration inherits its pilots'
+    luck in the same way."""
     import dataclasses
 
     from jointopt.errors import ValidationError
@@ -172,12 +177,14 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
     check_seed("seed", seed)
     check_count("surrogate_seeds", surrogate_seeds, "seeds")
     replicates = check_count("replicates", replicates, "seeds")
+    pilot_runs = check_count("pilot_runs", pilot_runs, "seeds")
     if serving_draws is None:
         serving_draws = DEFAULT_SERVING_DRAWS.get(engine, 1)
     config = dataclasses.replace(config or HarnessConfig(), serving_draws=serving_draws)
     with make_harness(problem, config, engine) as harness:
         return _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots,
-                         closed_loop, progress, engine, accuracy_map, replicates)
+                         closed_loop, progress, engine, accuracy_map, replicates,
+                         pilot_runs)
 
 
 def replicate_seeds(seed: int, replicates: int) -> list[int]:
@@ -187,14 +194,14 @@ def replicate_seeds(seed: int, replicates: int) -> list[int]:
 
 
 def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, closed_loop,
-              progress, engine, accuracy_map, replicates) -> ValidationResult:
+              progress, engine, accuracy_map, replicates, pilot_runs) -> ValidationResult:
     from jointopt.harness.calibrate import calibrate
     from jointopt.policies import make_policy
     from jointopt.surrogate import simulate
 
     start = time.perf_counter()
     calib = calibrate(harness, rounds=T, seed=seed, progress=progress,
-                      accuracy_map=accuracy_map,
+                      accuracy_map=accuracy_map, repeats=pilot_runs,
                       **({} if pilots is None else {"pilots": pilots}))
     tuned = calib.apply(problem)
     if closed_loop is not None:
@@ -246,7 +253,7 @@ def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, clos
         frames.append(both)
     return ValidationResult(problem.name, seed, T, pd.DataFrame(rows), pd.concat(frames),
                             calib.to_dict(), time.perf_counter() - start, engine,
-                            harness.config.serving_draws, replicates)
+                            harness.config.serving_draws, replicates, pilot_runs)
 
 
 def paired_interval(diffs, level: float = 0.95) -> tuple[float, float, float]:
