@@ -16,7 +16,9 @@ per seed, the Spearman rank correlation between predicted and measured average t
 accuracy across policies and the mean absolute error, and per scenario the online
 controller's timely accuracy minus every baseline's, paired by seed, with 95% intervals, in
 real training and as the surrogate predicted it (``--closed-loop``: the online policy
-re-estimates its model during the run). With ``--out`` it writes, per scenario, the tidy
+re-estimates its model during the run; ``--replicates R``: R real runs per policy,
+averaged, and the MAE their training luck alone would give; ``--pilot-runs N``: N runs of
+each calibration pilot). With ``--out`` it writes, per scenario, the tidy
 tables and figures of :func:`~jointopt.harness.validate.write_paired`. Wall times are
 printed (they depend on the machine's load). Numbers are measured, never asserted.
 """
@@ -43,6 +45,10 @@ def main(argv=None) -> int:
     ap.add_argument("--serving-draws", type=int,
                     help="request streams each real run's models answer per round "
                          "(default: validate's, 10)")
+    ap.add_argument("--replicates", type=int, default=1,
+                    help="real training runs averaged per policy (default: %(default)s)")
+    ap.add_argument("--pilot-runs", type=int, default=1,
+                    help="runs of each calibration pilot (default: %(default)s)")
     ap.add_argument("--closed-loop", action="store_true",
                     help="the online policy re-estimates its model during the run")
     ap.add_argument("--quick", action="store_true",
@@ -61,13 +67,15 @@ def main(argv=None) -> int:
             problem = resize(problem, min(clients, problem.clients.count))
         print(f"\nscenario {problem.name}: {problem.clients.count} clients, {rounds} rounds, "
               f"seeds {seeds}, policies {', '.join(policies)}, "
-              f"{args.serving_draws or 'default'} serving draws"
+              f"{args.serving_draws or 'default'} serving draws, {args.replicates} real "
+              f"run(s) per policy, {args.pilot_runs} run(s) per pilot"
               f"{', closed loop' if args.closed_loop else ''}", flush=True)
         t0 = time.perf_counter()
         paired = validate_seeds(problem, policies, seeds=seeds, rounds=rounds,
                                 surrogate_seeds=args.surrogate_seeds,
                                 closed_loop=True if args.closed_loop else None,
-                                serving_draws=args.serving_draws)
+                                serving_draws=args.serving_draws,
+                                replicates=args.replicates, pilot_runs=args.pilot_runs)
         for res in paired.results:
             conv, acc = res.calibration["convergence"], res.calibration["accuracy"]
             print(f"\nseed {res.seed} ({res.elapsed_s:.0f} s): calibration a={conv['a']:.3f} "
@@ -77,7 +85,9 @@ def main(argv=None) -> int:
                      if "drift" in res.calibration else ""))
             print(res.table[["policy", "predicted", "measured", "abs_error"]]
                   .to_string(index=False, float_format="{:.4f}".format))
-            print(f"spearman {res.spearman:.3f}  mae {res.mae:.4f}")
+            noise = (f" (training luck alone: {res.noise_mae:.4f})" if res.replicates > 1
+                     else "")
+            print(f"spearman {res.spearman:.3f}  mae {res.mae:.4f}{noise}")
         per_seed = paired.per_seed()
         print(f"\n{problem.name}: per-seed spearman min {per_seed['spearman'].min():.3f} "
               f"mean {per_seed['spearman'].mean():.3f}; per-seed mae max "

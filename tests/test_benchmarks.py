@@ -56,10 +56,11 @@ def test_surrogate_and_sweep_benchmarks_run_quick():
 def test_validation_benchmark_runs_quick():
     """The harness validation benchmark runs end to end (needs the train extra)."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_validation.py"),
-                           "--quick", "--surrogate-seeds", "5"],
+                           "--quick", "--surrogate-seeds", "5", "--replicates", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "spearman" in proc.stdout and "mae" in proc.stdout
+    assert "2 real run(s) per policy" in proc.stdout and "training luck alone" in proc.stdout
 
 
 def test_planner_benchmark_runs_quick():
