@@ -317,6 +317,10 @@ def _validate_paired(args, problem, names, options, progress) -> int:
     if args.json:
         _print_json(paired.to_dict())
         return 0
+    first = paired.results[0]
+    print(f"{problem.name}: measured average timely accuracy, {first.rounds_run} rounds, "
+          f"engine {first.engine}, {first.serving_draws} serving draws, {first.replicates} "
+          f"real run(s) per policy, {first.pilot_runs} run(s) per pilot")
     table = paired.table
     print(table.pivot(index="policy", columns="seed", values="measured")
           .loc[names].to_string(float_format="{:.4f}".format))
@@ -540,12 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate-seeds", action=_Checked, check=_count("seeds"), default=20,
                    help="surrogate runs averaged per policy (default: %(default)s)")
     p.add_argument("--replicates", action=_Checked, check=_count("seeds"), default=1,
-                   help="real training runs averaged per policy (run seeds S, then "
-                        "S + r*10**9); with 2 or more the report gives the mean absolute "
-                        "error their training luck alone would give (default: %(default)s)")
-    p.add_argument("--pilot-runs", action=_Checked, check=_count("seeds"), default=1,
-                   metavar="N", help="runs of each calibration pilot, fitted together "
+                   metavar="R", help="real training runs averaged per policy (run seeds S, "
+                                     "then S + r*10**9 for r = 1..R-1, S the seed); with 2 "
+                                     "or more each seed also reports noise_mae, the MAE that "
+                                     "the R-run averages' own run-to-run noise would give "
                                      "(default: %(default)s)")
+    p.add_argument("--pilot-runs", action=_Checked, check=_count("seeds"), default=1,
+                   metavar="N", help="runs of each calibration pilot, fitted together; "
+                                     "the pilots take N times as long (default: "
+                                     "%(default)s)")
     p.add_argument("--serving-draws", action=_Checked, check=_count("seeds"), metavar="N",
                    help="request streams the trained models answer each round of a real "
                         "run (the training happens once; the first stream alone is what the "

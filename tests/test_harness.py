@@ -396,28 +396,33 @@ def test_replicates_average_real_runs_of_distinct_seeds(problem):
     small = resize(problem, 4)
     kw = {"rounds": 4, "surrogate_seeds": 1, "pilots": (1.0, 0.5), "serving_draws": 1}
     assert replicate_seeds(3, 3) == [3, 3 + 10**9, 3 + 2 * 10**9]
-    one = validate(small, ("equal_split",), seed=3, **kw)
-    two = validate(small, ("equal_split",), seed=3, replicates=2, **kw)
+    names = ("equal_split", "training_first")  # their decisions ignore the calibration
+    one = validate(small, names, seed=3, **kw)
+    two = validate(small, names, seed=3, replicates=2, **kw)
     h = FederatedHarness(small, HarnessConfig(serving_draws=1))
-    runs = [h.run("equal_split", rounds=4, seed=s).summary["avg_timely_accuracy"]
-            for s in replicate_seeds(3, 2)]
-    assert one.table["measured"].iloc[0] == pytest.approx(runs[0])
-    assert two.table["measured"].iloc[0] == pytest.approx(np.mean(runs))
-    assert runs[0] != runs[1]
+    runs = np.array([[h.run(name, rounds=4, seed=s).summary["avg_timely_accuracy"]
+                      for s in replicate_seeds(3, 2)] for name in names])
+    assert list(one.table["measured"]) == pytest.approx(runs[:, 0])
+    assert list(two.table["measured"]) == pytest.approx(runs.mean(axis=1))
+    assert np.all(runs[:, 0] != runs[:, 1])
     assert two.replicates == 2 and two.to_dict()["replicates"] == 2
-    # the replicates' spread gives the error their training luck alone would make
-    sd = np.std(runs, ddof=1)
-    assert two.table["measured_sd"].iloc[0] == pytest.approx(sd)
-    assert two.noise_mae == pytest.approx(np.sqrt(2 / np.pi) * sd / np.sqrt(2))
+    # the replicates' spread: with two runs the unbiased expected |mean - true| of a normal
+    # spread is half their gap, averaged over the policies
+    assert list(two.table["measured_sd"]) == pytest.approx(np.std(runs, axis=1, ddof=1))
+    assert two.noise_mae == pytest.approx(np.mean(np.abs(runs[:, 0] - runs[:, 1])) / 2)
     assert two.to_dict()["noise_mae"] == pytest.approx(two.noise_mae)
     assert np.isnan(one.noise_mae) and one.to_dict()["noise_mae"] is None
+    assert one.to_dict()["policies"]["training_first"]["measured_sd"] is None
+    # pilot runs: each pilot runs twice and the calibration fits them all
     assert one.to_dict()["pilot_runs"] == 1
-    assert validate(small, ("equal_split",), seed=3, pilot_runs=2, **kw).pilot_runs == 2
+    piloted = validate(small, names[:1], seed=3, pilot_runs=2, **kw)
+    assert piloted.pilot_runs == 2
+    assert piloted.calibration["convergence"]["n"] == 2 * one.calibration["convergence"]["n"]
     with pytest.raises(ValidationError, match="pilot_runs"):
-        validate(small, ("equal_split",), pilot_runs=0, **kw)
+        validate(small, names[:1], pilot_runs=0, **kw)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValidationError, match="replicates"):
-            validate(small, ("equal_split",), replicates=bad, **kw)
+            validate(small, names[:1], replicates=bad, **kw)
 
 
 def test_accuracy_map_is_fitted_without_the_q_min_pilot(harness):
@@ -503,6 +508,23 @@ def test_paired_validation_cli_reports_the_gain_with_an_interval(capsys, tmp_pat
     assert out["separated_pairs"]["pairs"] == 3
     assert cli.main(["validate", "--seeds", "3", "--rounds", "5"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_paired_validation_text_reports_run_counts_and_noise(capsys):
+    """The text report names the runs per policy and per pilot; the per-seed table has a
+    noise_mae column only where replicates can measure it."""
+    base = ["validate", "default", "--policies", "online,equal_split", "--clients", "4",
+            "--rounds", "4", "--seeds", "0,1", "--surrogate-seeds", "1", "--serving-draws",
+            "1", "--no-progress"]
+    assert cli.main(base) == 0
+    out = capsys.readouterr().out
+    assert "1 real run(s) per policy, 1 run(s) per pilot" in out
+    assert "noise_mae" not in out
+    assert cli.main([*base, "--replicates", "2", "--pilot-runs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 real run(s) per policy, 2 run(s) per pilot" in out
+    header = next(line for line in out.splitlines() if line.split()[:2] == ["seed", "spearman"])
+    assert "noise_mae" in header.split()
 
 
 def test_separated_pairs_counts_only_what_real_training_tells_apart():

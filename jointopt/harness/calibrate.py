@@ -341,7 +341,10 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
     fitted together. One pilot run carries its own training luck, and the fitted constants
     inherit it: on ``analytic``, 11 calibrations from one run of each pilot (seeds 0-4, 10-15)
     predict the online policy's 100-round timely accuracy at 0.908-0.921 (standard
-    deviation 0.0036), about as far apart as one real run's luck.
+    deviation 0.0036), about as far apart as one real run's luck. The run seeds of one
+    validation are distinct (its real runs use ``seed`` and ``seed + r*10**9``); across
+    validated seeds they can coincide (seed 0's first pilot runs with seed 1, the real run
+    seed of validated seed 1), which only shares random streams between separate validations.
 
     A number in ``pilots`` is a constant participation level for every client (clipped to
     ``[q_min, 1]``); ``"q_min"`` holds every client at its least participation;

@@ -68,6 +68,15 @@ def spearman(x, y) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+def c4(n: int) -> float:
+    """``E[s] / sigma`` for the sample standard deviation ``s`` (``ddof=1``) of ``n >= 2``
+    normal draws: ``sqrt(2 / (n - 1)) * Gamma(n / 2) / Gamma((n - 1) / 2)`` (0.798 at
+    ``n = 2``, 0.886 at 3, tending to 1)."""
+    from scipy.special import gammaln
+
+    return float(np.sqrt(2.0 / (n - 1)) * np.exp(gammaln(n / 2) - gammaln((n - 1) / 2)))
+
+
 @dataclass
 class ValidationResult:
     """``table``: one row per policy; ``rounds``: tidy per-round rows of both sides."""
@@ -94,15 +103,19 @@ class ValidationResult:
 
     @property
     def noise_mae(self) -> float:
-        """The mean absolute error that the real side's training luck alone would give: what
-        a surrogate predicting each policy's true mean would score against these
-        ``replicates``-run averages, ``sqrt(2 / pi) * mean(measured_sd) / sqrt(replicates)``
-        (a normal run-to-run spread, estimated from the replicates' standard deviation
-        ``measured_sd``). NaN with one replicate, which cannot estimate it."""
-        if self.replicates < 2 or "measured_sd" not in self.table:
+        """The mean absolute error that the real side's run-to-run noise alone would give
+        (training luck and the request streams, which a replicate draws afresh): what a
+        surrogate predicting each policy's true mean would score against these
+        ``replicates``-run averages. Under a normal spread ``sigma`` that is
+        ``sqrt(2 / pi) * sigma / sqrt(R)``, with ``sigma`` estimated per policy by its
+        replicates' sample standard deviation ``measured_sd`` over ``c4(R)``, which makes it
+        unbiased (:func:`c4`). It leaves out the surrogate side's own noise (its
+        ``surrogate_seeds`` runs). NaN with one replicate, which cannot estimate it."""
+        R = self.replicates
+        if R < 2 or "measured_sd" not in self.table:
             return float("nan")
-        sd = self.table["measured_sd"].to_numpy(dtype=float)
-        return float(np.sqrt(2.0 / np.pi) * np.mean(sd) / np.sqrt(self.replicates))
+        sigma = self.table["measured_sd"].to_numpy(dtype=float) / c4(R)
+        return float(np.sqrt(2.0 / np.pi) * np.mean(sigma) / np.sqrt(R))
 
     def to_dict(self) -> dict:
         from jointopt.solvers.base import finite_or_none
@@ -289,7 +302,7 @@ class PairedValidation:
 
     def per_seed(self) -> pd.DataFrame:
         """Spearman rank correlation and mean absolute error of each seed, beside the error
-        the real side's training luck alone would give (``noise_mae``, NaN with one
+        the real side's run-to-run noise alone would give (``noise_mae``, NaN with one
         replicate: :attr:`ValidationResult.noise_mae`)."""
         return pd.DataFrame([{"seed": r.seed, "spearman": r.spearman, "mae": r.mae,
                               "noise_mae": r.noise_mae, "elapsed_s": r.elapsed_s}
