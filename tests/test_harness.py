@@ -461,6 +461,18 @@ def test_pilot_repeats_are_distinct_runs_fitted_together(harness):
             calibrate(harness, repeats=bad, **kw)
 
 
+def test_calibration_runs_the_scenarios_pilots(harness):
+    """Without pilots, calibrate runs the scenario's calibration.pilots, in order."""
+    from jointopt.harness.calibrate import calibrate
+
+    problem = harness.problem.replace(calibration={"pilots": [0.3, "q_min"]})
+    with FederatedHarness(problem) as h:
+        cal = calibrate(h, rounds=3, seed=0)
+    assert len(cal.pilots) == 2
+    assert np.allclose(cal.pilots[0].table["mean_q"], np.clip(0.3, problem.clients.q_min, 1).mean())
+    assert np.allclose(cal.pilots[1].table["mean_q"], problem.clients.q_min.mean())
+
+
 def test_calibrated_accuracy_map_family(harness):
     """The calibration fits the scenario's accuracy.calibrate family, else its map's, or the
     family asked for; the tuned problem plans and simulates with the fitted map."""

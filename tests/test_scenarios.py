@@ -187,3 +187,23 @@ def test_unreadable_files_are_named(tmp_path):
     other.write_text("{}")
     with pytest.raises(ValidationError, match="must end in"):
         jointopt.load_scenario(other)
+
+
+def test_calibration_pilots_are_checked_and_round_trip():
+    """[calibration] pilots: levels in (0, 1], "q_min" or "uniform"; the built-in default
+    adds a 0.1 pilot, a scenario without the section gets the usual five."""
+    from jointopt.errors import ValidationError
+    from jointopt.solvers.jti.problem import DEFAULT_PILOTS
+
+    problem = jointopt.load_scenario("default")
+    assert problem.calibration.pilots == [1.0, 0.5, 0.2, 0.1, "q_min", "uniform"]
+    assert jointopt.load_scenario("drift").calibration.pilots == list(DEFAULT_PILOTS)
+    data = problem.to_dict()
+    assert type(problem).from_dict(data).calibration == problem.calibration
+    for bad, where in (([], "calibration.pilots"), ([0.5, 0], "calibration.pilots[1]"),
+                       ([1.5], "calibration.pilots[0]"), (["max"], "calibration.pilots[0]"),
+                       ([True], "calibration.pilots[0]"), ("q_min", "calibration.pilots")):
+        data["calibration"] = {"pilots": bad}
+        with pytest.raises(ValidationError) as err:
+            type(problem).from_dict(data)
+        assert err.value.field == where

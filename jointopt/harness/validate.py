@@ -160,8 +160,8 @@ def validate(problem, policies=DEFAULT_POLICIES, *, rounds: int | None = None, s
              engine: str = "harness", accuracy_map: str | None = None,
              serving_draws: int | None = None, replicates: int = 1,
              pilot_runs: int = 1) -> ValidationResult:
-    """Calibrate on pilot runs (``pilots``: default
-    :data:`~jointopt.harness.calibrate.PILOTS`), then run every policy in the surrogate and
+    """Calibrate on pilot runs (``pilots``: default the scenario's ``calibration.pilots``,
+    see :func:`~jointopt.harness.calibrate.calibrate`), then run every policy in the surrogate and
     for real (training on ``engine``, see :func:`make_harness`; pilots and policies alike).
 
     ``closed_loop`` (None: the scenario's ``controller.closed_loop``): whether the online

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import pydantic
 from jointopt.models.accuracy import ACCURACY_MAPS
-from jointopt.models.checks import as_vector, check_range, culprit
+from jointopt.models.checks import as_vector, brief, check_range, culprit
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.drift import DriftModel, LabelDrift
 from jointopt.models.errors import InfeasibleError, ValidationError
@@ -33,6 +33,7 @@ from jointopt.solvers.base import (
     SolveResult,
     Vector,
     check_seed,
+    check_size,
     client_subset,
     vector_count,
 )
@@ -346,6 +347,50 @@ class SimulationSpec(Section):
         return self
 
 
+#: Pilot runs of the validation harness's calibration, by default: constant participation
+#: levels, every client at its ``q_min``, and a per-round uniform draw
+#: (:func:`jointopt.harness.calibrate.calibrate`).
+DEFAULT_PILOTS = (1.0, 0.5, 0.2, "q_min", "uniform")
+PILOT_NAMES = ("q_min", "uniform")
+
+
+class CalibrationSpec(Section):
+    """How the validation harness calibrates this scenario to real training
+    (:func:`jointopt.harness.calibrate.calibrate`).
+
+    ``pilots``: the pilot runs the convergence constants and the accuracy map are fitted
+    on: a number in ``(0, 1]`` holds every client's participation at that level (clipped
+    to ``[q_min, 1]``), ``"q_min"`` holds every client at its least participation,
+    ``"uniform"`` draws each client's level uniformly in ``[q_min, 1]`` every round. The
+    fits weigh the levels the pilots cover, so a scenario whose policies train at low
+    participation may add a pilot there (the built-in ``default`` adds ``0.1``).
+    """
+
+    pilots: list[float | str] = list(DEFAULT_PILOTS)
+
+    @pydantic.field_validator("pilots", mode="before")
+    @classmethod
+    def _levels(cls, value):
+        if not isinstance(value, list | tuple) or not value:
+            raise ValidationError("calibration.pilots", f"must be a non-empty list of "
+                                                        f"levels, got {brief(value)}")
+        check_size("calibration.pilots", len(value), "seeds")
+        for i, level in enumerate(value):
+            where = f"calibration.pilots[{i}]"
+            if isinstance(level, str):
+                if level not in PILOT_NAMES:
+                    raise ValidationError(where, f"must be a level in (0, 1], "
+                                                 f"{' or '.join(map(repr, PILOT_NAMES))}, "
+                                                 f"got {brief(level)}")
+            elif isinstance(level, bool) or not isinstance(level, int | float):
+                raise ValidationError(where, f"must be a level in (0, 1], "
+                                             f"{' or '.join(map(repr, PILOT_NAMES))}, "
+                                             f"got {brief(level)}")
+            else:
+                check_range(where, level, gt=0.0, le=1.0)
+        return list(value)
+
+
 class JointTrainingInferenceProblem(ProblemBase):
     """Per-round joint allocation of participation, downloads and service rates."""
 
@@ -359,6 +404,7 @@ class JointTrainingInferenceProblem(ProblemBase):
     state: StateSpec = StateSpec()
     simulation: SimulationSpec = SimulationSpec()
     drift: DriftSpec = DriftSpec()
+    calibration: CalibrationSpec = CalibrationSpec()
 
     methods = ("fast", "numpy", "cvxpy")
     solver_methods = ("cvxpy",)
