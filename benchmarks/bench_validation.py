@@ -17,7 +17,7 @@ accuracy across policies and the mean absolute error, and per scenario the onlin
 controller's timely accuracy minus every baseline's, paired by seed, with 95% intervals, in
 real training and as the surrogate predicted it (``--closed-loop``: the online policy
 re-estimates its model during the run; ``--replicates R``: R real runs per policy,
-averaged, and the MAE their training luck alone would give; ``--pilot-runs N``: N runs of
+averaged, and the MAE their run-to-run noise alone would give; ``--pilot-runs N``: N runs of
 each calibration pilot). With ``--out`` it writes, per scenario, the tidy
 tables and figures of :func:`~jointopt.harness.validate.write_paired`. Wall times are
 printed (they depend on the machine's load). Numbers are measured, never asserted.
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
                      if "drift" in res.calibration else ""))
             print(res.table[["policy", "predicted", "measured", "abs_error"]]
                   .to_string(index=False, float_format="{:.4f}".format))
-            noise = (f" (training luck alone: {res.noise_mae:.4f})" if res.replicates > 1
+            noise = (f" (run-to-run noise alone: {res.noise_mae:.4f})" if res.replicates > 1
                      else "")
             print(f"spearman {res.spearman:.3f}  mae {res.mae:.4f}{noise}")
         per_seed = paired.per_seed()

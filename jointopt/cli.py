@@ -15,6 +15,7 @@ import sys
 
 from jointopt import report, scenarios
 from jointopt.errors import JointoptError, ValidationError
+from jointopt.models.accuracy import ACCURACY_MAPS
 from jointopt.solvers import PROBLEM_KINDS
 from jointopt.solvers.base import LIMITS, check_seed, check_size
 
@@ -272,7 +273,7 @@ def _cmd_validate(args) -> int:
     else:
         cols = ["policy", "predicted", "measured", "abs_error"]
         print(result.table[cols].to_string(index=False, float_format="{:.4f}".format))
-        noise = (f" (training luck alone: {result.noise_mae:.4f})"
+        noise = (f" (run-to-run noise alone: {result.noise_mae:.4f})"
                  if result.replicates > 1 else "")
         print(f"spearman {result.spearman:.3f}  mae {result.mae:.4f}{noise}  "
               f"({len(names)} policies, {result.rounds_run} rounds, seed {args.seed}, "
@@ -536,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "every baseline with a 95%% interval (replaces --seed)")
     p.add_argument("--closed-loop", action="store_true",
                    help="the online policy re-estimates its model while it runs")
-    p.add_argument("--accuracy-map", choices=("affine", "exponential", "logistic"),
+    p.add_argument("--accuracy-map", choices=tuple(ACCURACY_MAPS),
                    help="family of accuracy map calibrated to real training (default: the "
                         "scenario's accuracy.calibrate, else its accuracy.map)")
     p.add_argument("--clients", action=_Checked, check=_count("clients"),

@@ -60,7 +60,7 @@ def test_validation_benchmark_runs_quick():
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "spearman" in proc.stdout and "mae" in proc.stdout
-    assert "2 real run(s) per policy" in proc.stdout and "training luck alone" in proc.stdout
+    assert "2 real run(s) per policy" in proc.stdout and "run-to-run noise alone" in proc.stdout
 
 
 def test_planner_benchmark_runs_quick():

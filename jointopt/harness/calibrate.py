@@ -325,8 +325,6 @@ class _UniformParticipation:
         return Allocation(q, np.ones(c.count), c.mu_max.copy())
 
 
-#: the pilots of a scenario without a ``[calibration]`` section
-PILOTS = DEFAULT_PILOTS
 #: pilots left out of the accuracy map's fit (they still serve the convergence fit)
 MAP_EXCLUDED = ("q_min",)
 
@@ -348,7 +346,8 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
     validated seeds they can coincide (seed 0's first pilot runs with seed 1, the real run
     seed of validated seed 1), which only shares random streams between separate validations.
 
-    ``pilots`` (None: the scenario's ``calibration.pilots``, by default :data:`PILOTS`).
+    ``pilots`` (None: the scenario's ``calibration.pilots``, by default
+    :data:`~jointopt.solvers.jti.problem.DEFAULT_PILOTS`).
     A number in ``pilots`` is a constant participation level for every client (clipped to
     ``[q_min, 1]``); ``"q_min"`` holds every client at its least participation;
     ``"uniform"`` draws each client's ``q`` uniformly in ``[q_min, 1]`` every round, so the

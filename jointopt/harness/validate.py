@@ -112,7 +112,7 @@ class ValidationResult:
         unbiased (:func:`c4`). It leaves out the surrogate side's own noise (its
         ``surrogate_seeds`` runs). NaN with one replicate, which cannot estimate it."""
         R = self.replicates
-        if R < 2 or "measured_sd" not in self.table:
+        if R < 2:
             return float("nan")
         sigma = self.table["measured_sd"].to_numpy(dtype=float) / c4(R)
         return float(np.sqrt(2.0 / np.pi) * np.mean(sigma) / np.sqrt(R))
@@ -124,7 +124,7 @@ class ValidationResult:
             "scenario": self.scenario, "seed": self.seed, "rounds": self.rounds_run,
             "policies": {row.policy: {"predicted": row.predicted, "measured": row.measured,
                                       "abs_error": row.abs_error,
-                                      "measured_sd": getattr(row, "measured_sd", None),
+                                      "measured_sd": row.measured_sd,
                                       "predicted_expected": row.predicted_expected,
                                       "measured_expected": row.measured_expected}
                          for row in self.table.itertuples()},
@@ -214,8 +214,7 @@ def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, clos
 
     start = time.perf_counter()
     calib = calibrate(harness, rounds=T, seed=seed, progress=progress,
-                      accuracy_map=accuracy_map, repeats=pilot_runs,
-                      **({} if pilots is None else {"pilots": pilots}))
+                      accuracy_map=accuracy_map, repeats=pilot_runs, pilots=pilots)
     tuned = calib.apply(problem)
     if closed_loop is not None:
         tuned = tuned.replace(controller={**tuned.to_dict()["controller"],
@@ -300,6 +299,12 @@ class PairedValidation:
     def seeds(self) -> list[int]:
         return [r.seed for r in self.results]
 
+    def _wide(self) -> dict[str, pd.DataFrame]:
+        """Seed-by-policy tables of ``measured`` and ``predicted`` accuracy."""
+        table = self.table
+        return {side: table.pivot(index="seed", columns="policy", values=side)
+                for side in ("measured", "predicted")}
+
     def per_seed(self) -> pd.DataFrame:
         """Spearman rank correlation and mean absolute error of each seed, beside the error
         the real side's run-to-run noise alone would give (``noise_mae``, NaN with one
@@ -314,9 +319,7 @@ class PairedValidation:
         ``level`` intervals. ``best`` marks the best baseline: the highest seed-mean measured
         accuracy. A last row, ``per-seed best``, pairs the reference with the best baseline
         of each seed (a stricter test: it takes the maximum of noisy numbers)."""
-        table = self.table
-        wide = {side: table.pivot(index="seed", columns="policy", values=side)
-                for side in ("measured", "predicted")}
+        wide = self._wide()
         others = [c for c in wide["measured"].columns if c != self.reference]
         if self.reference not in wide["measured"].columns or not others:
             raise ValueError(f"gains need {self.reference!r} and at least one other policy")
@@ -341,9 +344,7 @@ class PairedValidation:
         that noise."""
         from itertools import combinations
 
-        table = self.table
-        wide = {side: table.pivot(index="seed", columns="policy", values=side)
-                for side in ("measured", "predicted")}
+        wide = self._wide()
         names = list(wide["measured"].columns)
         separated = agree = 0
         for a, b in combinations(names, 2):

@@ -377,17 +377,13 @@ class CalibrationSpec(Section):
         check_size("calibration.pilots", len(value), "seeds")
         for i, level in enumerate(value):
             where = f"calibration.pilots[{i}]"
-            if isinstance(level, str):
-                if level not in PILOT_NAMES:
-                    raise ValidationError(where, f"must be a level in (0, 1], "
-                                                 f"{' or '.join(map(repr, PILOT_NAMES))}, "
-                                                 f"got {brief(level)}")
-            elif isinstance(level, bool) or not isinstance(level, int | float):
+            number = isinstance(level, int | float) and not isinstance(level, bool)
+            if number:
+                check_range(where, level, gt=0.0, le=1.0)
+            elif level not in PILOT_NAMES:
                 raise ValidationError(where, f"must be a level in (0, 1], "
                                              f"{' or '.join(map(repr, PILOT_NAMES))}, "
                                              f"got {brief(level)}")
-            else:
-                check_range(where, level, gt=0.0, le=1.0)
         return list(value)
 
 
