@@ -85,9 +85,7 @@ def main(argv=None) -> int:
                      if "drift" in res.calibration else ""))
             print(res.table[["policy", "predicted", "measured", "abs_error"]]
                   .to_string(index=False, float_format="{:.4f}".format))
-            noise = (f" (run-to-run noise alone: {res.noise_mae:.4f})" if res.replicates > 1
-                     else "")
-            print(f"spearman {res.spearman:.3f}  mae {res.mae:.4f}{noise}")
+            print(f"spearman {res.spearman:.3f}  mae {res.mae:.4f}{res.noise_note()}")
         per_seed = paired.per_seed()
         print(f"\n{problem.name}: per-seed spearman min {per_seed['spearman'].min():.3f} "
               f"mean {per_seed['spearman'].mean():.3f}; per-seed mae max "

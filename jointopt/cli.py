@@ -273,9 +273,7 @@ def _cmd_validate(args) -> int:
     else:
         cols = ["policy", "predicted", "measured", "abs_error"]
         print(result.table[cols].to_string(index=False, float_format="{:.4f}".format))
-        noise = (f" (run-to-run noise alone: {result.noise_mae:.4f})"
-                 if result.replicates > 1 else "")
-        print(f"spearman {result.spearman:.3f}  mae {result.mae:.4f}{noise}  "
+        print(f"spearman {result.spearman:.3f}  mae {result.mae:.4f}{result.noise_note()}  "
               f"({len(names)} policies, {result.rounds_run} rounds, seed {args.seed}, "
               f"engine {args.engine}, {result.serving_draws} serving draws, "
               f"{result.replicates} real run(s) per policy, {result.pilot_runs} run(s) "
@@ -327,8 +325,8 @@ def _validate_paired(args, problem, names, options, progress) -> int:
           .loc[names].to_string(float_format="{:.4f}".format))
     print("\nper seed:")
     per_seed = paired.per_seed()
-    if per_seed["noise_mae"].isna().all():  # one real run per policy cannot measure it
-        per_seed = per_seed.drop(columns="noise_mae")
+    if per_seed["noise_mae"].isna().all():  # one real run per policy cannot measure them
+        per_seed = per_seed.drop(columns=["noise_spearman", "noise_mae"])
     print(per_seed.to_string(index=False, float_format="{:.4f}".format))
     gains = paired.gains()
     print(f"\nonline minus each baseline, paired over {len(seeds)} seeds (95% interval):")
@@ -547,9 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicates", action=_Checked, check=_count("seeds"), default=1,
                    metavar="R", help="real training runs averaged per policy (run seeds S, "
                                      "then S + r*10**9 for r = 1..R-1, S the seed); with 2 "
-                                     "or more each seed also reports noise_mae, the MAE that "
-                                     "the R-run averages' own run-to-run noise would give "
-                                     "(default: %(default)s)")
+                                     "or more each seed also reports noise_spearman and "
+                                     "noise_mae, the Spearman and MAE that the R-run "
+                                     "averages' own run-to-run noise would leave a perfect "
+                                     "surrogate (default: %(default)s)")
     p.add_argument("--pilot-runs", action=_Checked, check=_count("seeds"), default=1,
                    metavar="N", help="runs of each calibration pilot, fitted together; "
                                      "the pilots take N times as long (default: "

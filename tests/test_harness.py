@@ -32,7 +32,7 @@ from jointopt.harness.fl import (  # noqa: E402
     aggregate_unbiased,
 )
 from jointopt.harness.nets import digits_cnn, mlp  # noqa: E402
-from jointopt.harness.validate import resize  # noqa: E402
+from jointopt.harness.validate import c4, resize, spearman_ceiling  # noqa: E402
 from jointopt.policies import Fixed  # noqa: E402
 
 
@@ -412,6 +412,12 @@ def test_replicates_average_real_runs_of_distinct_seeds(problem):
     assert two.noise_mae == pytest.approx(np.mean(np.abs(runs[:, 0] - runs[:, 1])) / 2)
     assert two.to_dict()["noise_mae"] == pytest.approx(two.noise_mae)
     assert np.isnan(one.noise_mae) and one.to_dict()["noise_mae"] is None
+    # the rank agreement that noise leaves: the averages against that same noise
+    noise_sd = np.std(runs, axis=1, ddof=1) / c4(2) / np.sqrt(2)
+    assert two.noise_spearman == spearman_ceiling(runs.mean(axis=1), noise_sd)
+    assert two.to_dict()["noise_spearman"] == pytest.approx(two.noise_spearman)
+    assert np.isnan(one.noise_spearman) and one.to_dict()["noise_spearman"] is None
+    assert one.noise_note() == "" and f"spearman {two.noise_spearman:.3f}" in two.noise_note()
     assert one.to_dict()["policies"]["training_first"]["measured_sd"] is None
     # pilot runs: each pilot runs twice and the calibration fits them all
     assert one.to_dict()["pilot_runs"] == 1
@@ -531,12 +537,32 @@ def test_paired_validation_text_reports_run_counts_and_noise(capsys):
     assert cli.main(base) == 0
     out = capsys.readouterr().out
     assert "1 real run(s) per policy, 1 run(s) per pilot" in out
-    assert "noise_mae" not in out
+    assert "noise_mae" not in out and "noise_spearman" not in out
     assert cli.main([*base, "--replicates", "2", "--pilot-runs", "2"]) == 0
     out = capsys.readouterr().out
     assert "2 real run(s) per policy, 2 run(s) per pilot" in out
     header = next(line for line in out.splitlines() if line.split()[:2] == ["seed", "spearman"])
-    assert "noise_mae" in header.split()
+    assert {"noise_mae", "noise_spearman"} <= set(header.split())
+
+
+def test_spearman_ceiling_is_the_rank_agreement_noise_leaves():
+    """Two entries: a perfect predictor's Spearman is +1 unless the noise swaps them, which
+    happens with probability Phi(-gap / sqrt(sd1^2 + sd2^2)); noise far below the gaps
+    leaves 1, noise far above them leaves about 0; deterministic; NaN without ranks."""
+    from scipy.stats import norm
+
+    expected = 1 - 2 * norm.cdf(-1.0 / np.hypot(1.0, 0.5))
+    assert spearman_ceiling([0.0, 1.0], [1.0, 0.5]) == pytest.approx(expected, abs=0.04)
+    means = [0.80, 0.81, 0.83, 0.86, 0.90, 0.95]
+    assert spearman_ceiling(means, np.full(6, 1e-4)) == pytest.approx(1.0)
+    assert abs(spearman_ceiling(means, np.full(6, 10.0))) < 0.05
+    assert spearman_ceiling(means, np.full(6, 0.01)) > spearman_ceiling(means, np.full(6, 0.03))
+    assert spearman_ceiling(means, np.full(6, 0.02)) == spearman_ceiling(means, np.full(6, 0.02))
+    # policies that decided alike (same runs) stay tied: a perfect predictor ranks them so
+    assert spearman_ceiling([0.9, 0.9, 0.5], [0.01, 0.01, 0.01]) == pytest.approx(1.0)
+    assert spearman_ceiling([0.9, 0.9, 0.5], [0.01, 0.02, 0.01]) < 0.99
+    assert np.isnan(spearman_ceiling([0.5, 0.5], [0.1, 0.1]))
+    assert np.isnan(spearman_ceiling([0.5], [0.1]))
 
 
 def test_separated_pairs_counts_only_what_real_training_tells_apart():

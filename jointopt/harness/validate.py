@@ -77,6 +77,27 @@ def c4(n: int) -> float:
     return float(np.sqrt(2.0 / (n - 1)) * np.exp(gammaln(n / 2) - gammaln((n - 1) / 2)))
 
 
+def spearman_ceiling(mean, sd, draws: int = 4000, seed: int = 0) -> float:
+    """The expected Spearman rank correlation between ``mean`` and a noisy measurement
+    ``mean + N(0, sd**2)`` of it: the rank agreement that a predictor knowing ``mean``
+    exactly would score against the measurement, estimated from ``draws`` Monte Carlo
+    draws of a fixed ``seed`` (so it is deterministic). The noise is independent across
+    entries, except that entries with equal ``mean`` and ``sd`` share theirs: policies that
+    decide alike train the same runs, tie in every measurement, and stay tied. NaN for
+    fewer than two entries or a constant ``mean``."""
+    from scipy.stats import rankdata
+
+    mean, sd = np.asarray(mean, dtype=float), np.asarray(sd, dtype=float)
+    if len(mean) < 2 or np.ptp(mean) == 0:
+        return float("nan")
+    _, alike = np.unique(np.column_stack([mean, sd]), axis=0, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    noisy = mean + rng.standard_normal((draws, alike.max() + 1))[:, alike.ravel()] * sd
+    x = rankdata(mean) - (len(mean) + 1) / 2
+    y = rankdata(noisy, axis=1) - (len(mean) + 1) / 2
+    return float(np.mean(y @ x / (np.linalg.norm(y, axis=1) * np.linalg.norm(x))))
+
+
 @dataclass
 class ValidationResult:
     """``table``: one row per policy; ``rounds``: tidy per-round rows of both sides."""
@@ -114,8 +135,34 @@ class ValidationResult:
         R = self.replicates
         if R < 2:
             return float("nan")
-        sigma = self.table["measured_sd"].to_numpy(dtype=float) / c4(R)
-        return float(np.sqrt(2.0 / np.pi) * np.mean(sigma) / np.sqrt(R))
+        return float(np.sqrt(2.0 / np.pi) * np.mean(self._noise_sd()))
+
+    @property
+    def noise_spearman(self) -> float:
+        """The Spearman rank correlation that the real side's run-to-run noise alone would
+        leave: what a surrogate predicting each policy's true mean would score, in
+        expectation, against these ``replicates``-run averages (:func:`spearman_ceiling`,
+        with the noise of :attr:`noise_mae`). Policies whose true means lie within that
+        noise of each other are ranked by luck, so a low value says the ranking cannot be
+        checked at this number of runs, whatever the surrogate. The measured means stand in
+        for the true ones; the noise spreads them further apart than the truth, so this is
+        an upper estimate. NaN with one replicate."""
+        if self.replicates < 2:
+            return float("nan")
+        return spearman_ceiling(self.table["measured"], self._noise_sd())
+
+    def noise_note(self) -> str:
+        """What run-to-run noise alone would give, for a line of text ("" with one run)."""
+        if self.replicates < 2:
+            return ""
+        return (f" (run-to-run noise alone: spearman {self.noise_spearman:.3f}, "
+                f"mae {self.noise_mae:.4f})")
+
+    def _noise_sd(self) -> np.ndarray:
+        """Each policy's run-to-run standard deviation of its ``replicates``-run average,
+        ``measured_sd / c4(R) / sqrt(R)`` (needs ``R >= 2``)."""
+        R = self.replicates
+        return self.table["measured_sd"].to_numpy(dtype=float) / c4(R) / np.sqrt(R)
 
     def to_dict(self) -> dict:
         from jointopt.solvers.base import finite_or_none
@@ -129,7 +176,7 @@ class ValidationResult:
                                       "measured_expected": row.measured_expected}
                          for row in self.table.itertuples()},
             "spearman": self.spearman, "mae": self.mae, "noise_mae": self.noise_mae,
-            "calibration": self.calibration, "elapsed_s": self.elapsed_s,
+            "noise_spearman": self.noise_spearman, "calibration": self.calibration, "elapsed_s": self.elapsed_s,
             "engine": self.engine, "serving_draws": self.serving_draws,
             "replicates": self.replicates, "pilot_runs": self.pilot_runs})
 
@@ -306,10 +353,12 @@ class PairedValidation:
                 for side in ("measured", "predicted")}
 
     def per_seed(self) -> pd.DataFrame:
-        """Spearman rank correlation and mean absolute error of each seed, beside the error
-        the real side's run-to-run noise alone would give (``noise_mae``, NaN with one
-        replicate: :attr:`ValidationResult.noise_mae`)."""
-        return pd.DataFrame([{"seed": r.seed, "spearman": r.spearman, "mae": r.mae,
+        """Spearman rank correlation and mean absolute error of each seed, beside what the
+        real side's run-to-run noise alone would give (``noise_spearman`` and
+        ``noise_mae``, NaN with one replicate: :attr:`ValidationResult.noise_spearman`,
+        :attr:`ValidationResult.noise_mae`)."""
+        return pd.DataFrame([{"seed": r.seed, "spearman": r.spearman,
+                              "noise_spearman": r.noise_spearman, "mae": r.mae,
                               "noise_mae": r.noise_mae, "elapsed_s": r.elapsed_s}
                              for r in self.results])
 
