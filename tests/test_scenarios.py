@@ -192,8 +192,9 @@ def test_unreadable_files_are_named(tmp_path):
 def test_calibration_pilots_are_checked_and_round_trip():
     """[calibration] pilots: levels in (0, 1], "q_min" or "uniform"; the built-in default
     adds a 0.1 pilot, a scenario without the section gets the usual five."""
-    from jointopt.errors import ValidationError
     from jointopt.solvers.jti.problem import DEFAULT_PILOTS
+
+    from jointopt.errors import ValidationError
 
     problem = jointopt.load_scenario("default")
     assert problem.calibration.pilots == [1.0, 0.5, 0.2, 0.1, "q_min", "uniform"]

@@ -36,7 +36,6 @@ from scipy.optimize import least_squares, lsq_linear
 from jointopt.models.accuracy import ACCURACY_MAPS
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.drift import DriftModel
-from jointopt.solvers.jti.problem import DEFAULT_PILOTS
 
 A_MAX = 0.999  # a < 1 is required by ConvergenceModel
 

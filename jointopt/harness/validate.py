@@ -176,7 +176,8 @@ class ValidationResult:
                                       "measured_expected": row.measured_expected}
                          for row in self.table.itertuples()},
             "spearman": self.spearman, "mae": self.mae, "noise_mae": self.noise_mae,
-            "noise_spearman": self.noise_spearman, "calibration": self.calibration, "elapsed_s": self.elapsed_s,
+            "noise_spearman": self.noise_spearman, "calibration": self.calibration,
+            "elapsed_s": self.elapsed_s,
             "engine": self.engine, "serving_draws": self.serving_draws,
             "replicates": self.replicates, "pilot_runs": self.pilot_runs})
 
