@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
@@ -32,7 +34,7 @@ from jointopt.harness.fl import (  # noqa: E402
     aggregate_unbiased,
 )
 from jointopt.harness.nets import digits_cnn, mlp  # noqa: E402
-from jointopt.harness.validate import c4, resize, spearman_ceiling  # noqa: E402
+from jointopt.harness.validate import resize, spearman_ceiling  # noqa: E402
 from jointopt.policies import Fixed  # noqa: E402
 
 
@@ -413,8 +415,9 @@ def test_replicates_average_real_runs_of_distinct_seeds(problem):
     assert two.to_dict()["noise_mae"] == pytest.approx(two.noise_mae)
     assert np.isnan(one.noise_mae) and one.to_dict()["noise_mae"] is None
     # the rank agreement that noise leaves: the averages against that same noise
-    noise_sd = np.std(runs, axis=1, ddof=1) / c4(2) / np.sqrt(2)
-    assert two.noise_spearman == spearman_ceiling(runs.mean(axis=1), noise_sd)
+    assert np.array_equal(two.runs, runs) and np.array_equal(one.runs, runs[:, :1])
+    assert two.to_dict()["policies"]["equal_split"]["measured_runs"] == list(runs[0])
+    assert two.noise_spearman == spearman_ceiling(runs)
     assert two.to_dict()["noise_spearman"] == pytest.approx(two.noise_spearman)
     assert np.isnan(one.noise_spearman) and one.to_dict()["noise_spearman"] is None
     assert one.noise_note() == "" and f"spearman {two.noise_spearman:.3f}" in two.noise_note()
@@ -546,23 +549,53 @@ def test_paired_validation_text_reports_run_counts_and_noise(capsys):
 
 
 def test_spearman_ceiling_is_the_rank_agreement_noise_leaves():
-    """Two entries: a perfect predictor's Spearman is +1 unless the noise swaps them, which
-    happens with probability Phi(-gap / sqrt(sd1^2 + sd2^2)); noise far below the gaps
-    leaves 1, noise far above them leaves about 0; deterministic; NaN without ranks."""
+    """Two entries: a perfect predictor's Spearman is +1 unless the noise of the mean swaps
+    them, with probability Phi(-gap / sd of the difference of their means); luck the runs
+    share (one seed per replicate) cancels in that difference; noise far below the gaps
+    leaves 1, far above them about 0; deterministic; NaN without ranks."""
     from scipy.stats import norm
 
-    expected = 1 - 2 * norm.cdf(-1.0 / np.hypot(1.0, 0.5))
-    assert spearman_ceiling([0.0, 1.0], [1.0, 0.5]) == pytest.approx(expected, abs=0.04)
-    means = [0.80, 0.81, 0.83, 0.86, 0.90, 0.95]
-    assert spearman_ceiling(means, np.full(6, 1e-4)) == pytest.approx(1.0)
-    assert abs(spearman_ceiling(means, np.full(6, 10.0))) < 0.05
-    assert spearman_ceiling(means, np.full(6, 0.01)) > spearman_ceiling(means, np.full(6, 0.03))
-    assert spearman_ceiling(means, np.full(6, 0.02)) == spearman_ceiling(means, np.full(6, 0.02))
-    # policies that decided alike (same runs) stay tied: a perfect predictor ranks them so
-    assert spearman_ceiling([0.9, 0.9, 0.5], [0.01, 0.01, 0.01]) == pytest.approx(1.0)
-    assert spearman_ceiling([0.9, 0.9, 0.5], [0.01, 0.02, 0.01]) < 0.99
-    assert np.isnan(spearman_ceiling([0.5, 0.5], [0.1, 0.1]))
-    assert np.isnan(spearman_ceiling([0.5], [0.1]))
+    # R = 2, residuals (-a, a) and (-b, b): the mean difference has sd |a - b|
+    assert spearman_ceiling([[-0.5, 0.5], [1.5, 0.5]]) == pytest.approx(
+        1 - 2 * norm.cdf(-1.0), abs=0.04)
+    assert spearman_ceiling([[-0.5, 0.5], [0.5, 1.5]]) == pytest.approx(1.0)  # shared luck
+    means = np.array([0.80, 0.81, 0.83, 0.86, 0.90, 0.95])
+    rng = np.random.default_rng(1)
+    luck = rng.standard_normal((6, 3))
+    luck -= luck.mean(axis=1, keepdims=True)  # the rows' means are exactly ``means``
+    assert spearman_ceiling(means[:, None] + 1e-4 * luck) == pytest.approx(1.0)
+    assert abs(spearman_ceiling(means[:, None] + 10 * luck)) < 0.1
+    assert spearman_ceiling(means[:, None] + 0.01 * luck) > \
+        spearman_ceiling(means[:, None] + 0.03 * luck)
+    noisy = means[:, None] + 0.02 * luck
+    assert spearman_ceiling(noisy) == spearman_ceiling(noisy)
+    # policies that decided alike (equal runs) stay tied: a perfect predictor ranks them so
+    assert spearman_ceiling([[0.9, 0.91], [0.9, 0.91], [0.5, 0.52]]) == pytest.approx(1.0)
+    assert np.isnan(spearman_ceiling([[0.5, 0.6], [0.6, 0.5]]))  # equal means
+    assert np.isnan(spearman_ceiling([[0.5, 0.6]]))
+    assert np.isnan(spearman_ceiling([[0.5], [0.6]]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 7).flatmap(lambda n: st.integers(2, 4).flatmap(
+    lambda R: st.lists(st.lists(st.integers(0, 20), min_size=R, max_size=R),
+                       min_size=n, max_size=n))),
+       st.sampled_from([0.25, 0.5, 2.0, 4.0]), st.integers(-5, 5),
+       st.randoms(use_true_random=False))
+def test_spearman_ceiling_is_a_correlation_of_ranks_alone(runs, scale, shift, rnd):
+    """Within [-1, 1], and the same under any order of the entries and any increasing
+    affine map of every run (it sees ranks, and noise relative to the gaps). Small integer
+    runs and a power-of-two scale keep the arithmetic exact, so ties stay ties."""
+    runs = np.array(runs, dtype=float)
+    value = spearman_ceiling(runs, draws=200)
+    if np.isnan(value):
+        assert np.ptp(runs.mean(axis=1)) == 0
+        return
+    assert -1 - 1e-9 <= value <= 1 + 1e-9
+    order = list(range(len(runs)))
+    rnd.shuffle(order)
+    assert spearman_ceiling(runs[order], draws=200) == pytest.approx(value, abs=1e-9)
+    assert spearman_ceiling(scale * runs + shift, draws=200) == pytest.approx(value, abs=1e-9)
 
 
 def test_separated_pairs_counts_only_what_real_training_tells_apart():

@@ -77,24 +77,36 @@ def c4(n: int) -> float:
     return float(np.sqrt(2.0 / (n - 1)) * np.exp(gammaln(n / 2) - gammaln((n - 1) / 2)))
 
 
-def spearman_ceiling(mean, sd, draws: int = 4000, seed: int = 0) -> float:
-    """The expected Spearman rank correlation between ``mean`` and a noisy measurement
-    ``mean + N(0, sd**2)`` of it: the rank agreement that a predictor knowing ``mean``
-    exactly would score against the measurement, estimated from ``draws`` Monte Carlo
-    draws of a fixed ``seed`` (so it is deterministic). The noise is independent across
-    entries, except that entries with equal ``mean`` and ``sd`` share theirs: policies that
-    decide alike train the same runs, tie in every measurement, and stay tied. NaN for
-    fewer than two entries or a constant ``mean``."""
+def spearman_ceiling(runs, draws: int = 4000, seed: int = 0) -> float:
+    """The expected Spearman rank correlation between the true means of a few entries
+    (policies) and the mean of ``R`` new runs of each: the rank agreement that a predictor
+    knowing the true means exactly would score against an ``R``-run average.
+
+    ``runs`` is an entries-by-``R`` array (``R >= 2``) of measured runs, whose replicate
+    ``r`` shares its run seed across entries. Their row means stand in for the true means,
+    and the noise of an ``R``-run mean is drawn as ``N(0, S / R)``, ``S`` the runs' sample
+    covariance across entries: runs that share a seed share luck (initial model,
+    participation, request streams), and this keeps it, so entries whose runs move together
+    are told apart by less noise than their standard deviations suggest. Entries with equal
+    runs (policies that decide alike) move together and stay tied. The row means are spread
+    further apart than the true means by that noise, so the estimate leans high. ``draws``
+    Monte Carlo draws of a fixed ``seed`` make it deterministic. NaN with fewer than two
+    entries or replicates, or with equal row means."""
     from scipy.stats import rankdata
 
-    mean, sd = np.asarray(mean, dtype=float), np.asarray(sd, dtype=float)
-    if len(mean) < 2 or np.ptp(mean) == 0:
+    runs = np.asarray(runs, dtype=float)
+    if runs.ndim != 2 or runs.shape[0] < 2 or runs.shape[1] < 2:
         return float("nan")
-    _, alike = np.unique(np.column_stack([mean, sd]), axis=0, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    noisy = mean + rng.standard_normal((draws, alike.max() + 1))[:, alike.ravel()] * sd
-    x = rankdata(mean) - (len(mean) + 1) / 2
-    y = rankdata(noisy, axis=1) - (len(mean) + 1) / 2
+    n, R = runs.shape
+    mean = runs.mean(axis=1)
+    if np.ptp(mean) == 0:
+        return float("nan")
+    alike, which = np.unique(runs, axis=0, return_inverse=True)  # bit-equal noise for ties
+    residuals = alike - alike.mean(axis=1, keepdims=True)
+    z = np.random.default_rng(seed).standard_normal((draws, R))
+    noisy = mean + (z @ residuals.T / np.sqrt(R * (R - 1)))[:, which.ravel()]
+    x = rankdata(mean) - (n + 1) / 2
+    y = rankdata(noisy, axis=1) - (n + 1) / 2
     return float(np.mean(y @ x / (np.linalg.norm(y, axis=1) * np.linalg.norm(x))))
 
 
@@ -113,6 +125,9 @@ class ValidationResult:
     serving_draws: int = 1
     replicates: int = 1
     pilot_runs: int = 1
+    #: each policy's real runs' average timely accuracy, policies (``table``'s order) by
+    #: replicates
+    runs: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def spearman(self) -> float:
@@ -135,21 +150,22 @@ class ValidationResult:
         R = self.replicates
         if R < 2:
             return float("nan")
-        return float(np.sqrt(2.0 / np.pi) * np.mean(self._noise_sd()))
+        sigma = self.table["measured_sd"].to_numpy(dtype=float) / c4(R)
+        return float(np.sqrt(2.0 / np.pi) * np.mean(sigma) / np.sqrt(R))
 
     @property
     def noise_spearman(self) -> float:
         """The Spearman rank correlation that the real side's run-to-run noise alone would
         leave: what a surrogate predicting each policy's true mean would score, in
-        expectation, against these ``replicates``-run averages (:func:`spearman_ceiling`,
-        with the noise of :attr:`noise_mae`). Policies whose true means lie within that
-        noise of each other are ranked by luck, so a low value says the ranking cannot be
-        checked at this number of runs, whatever the surrogate. The measured means stand in
-        for the true ones; the noise spreads them further apart than the truth, so this is
-        an upper estimate. NaN with one replicate."""
-        if self.replicates < 2:
+        expectation, against these ``replicates``-run averages (:func:`spearman_ceiling`
+        of :attr:`runs`, which keeps the luck that runs of one seed share across policies).
+        Policies whose true means lie within that noise of each other are ranked by luck,
+        so a low value says the ranking cannot be checked at this number of runs, whatever
+        the surrogate. It leans high: the measured means stand in for the true ones, which
+        the noise spreads apart. NaN with one replicate."""
+        if self.replicates < 2 or self.runs is None:
             return float("nan")
-        return spearman_ceiling(self.table["measured"], self._noise_sd())
+        return spearman_ceiling(self.runs)
 
     def noise_note(self) -> str:
         """What run-to-run noise alone would give, for a line of text ("" with one run)."""
@@ -157,12 +173,6 @@ class ValidationResult:
             return ""
         return (f" (run-to-run noise alone: spearman {self.noise_spearman:.3f}, "
                 f"mae {self.noise_mae:.4f})")
-
-    def _noise_sd(self) -> np.ndarray:
-        """Each policy's run-to-run standard deviation of its ``replicates``-run average,
-        ``measured_sd / c4(R) / sqrt(R)`` (needs ``R >= 2``)."""
-        R = self.replicates
-        return self.table["measured_sd"].to_numpy(dtype=float) / c4(R) / np.sqrt(R)
 
     def to_dict(self) -> dict:
         from jointopt.solvers.base import finite_or_none
@@ -172,9 +182,11 @@ class ValidationResult:
             "policies": {row.policy: {"predicted": row.predicted, "measured": row.measured,
                                       "abs_error": row.abs_error,
                                       "measured_sd": row.measured_sd,
+                                      "measured_runs": (None if self.runs is None
+                                                        else list(self.runs[i])),
                                       "predicted_expected": row.predicted_expected,
                                       "measured_expected": row.measured_expected}
-                         for row in self.table.itertuples()},
+                         for i, row in enumerate(self.table.itertuples())},
             "spearman": self.spearman, "mae": self.mae, "noise_mae": self.noise_mae,
             "noise_spearman": self.noise_spearman, "calibration": self.calibration,
             "elapsed_s": self.elapsed_s,
@@ -267,7 +279,7 @@ def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, clos
     if closed_loop is not None:
         tuned = tuned.replace(controller={**tuned.to_dict()["controller"],
                                           "closed_loop": bool(closed_loop)})
-    rows, frames = [], []
+    rows, frames, runs = [], [], []
     for name in policies:
         sims = [simulate(tuned, make_policy(name), rounds=T, seed=seed * 1000 + s)
                 for s in range(surrogate_seeds)]
@@ -282,13 +294,13 @@ def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, clos
             return float(np.mean([r.summary[key] for r in reals]))
 
         predicted, measured = sim("avg_timely_accuracy"), meas("avg_timely_accuracy")
-        runs = [r.summary["avg_timely_accuracy"] for r in reals]
+        runs.append([r.summary["avg_timely_accuracy"] for r in reals])
         rows.append({
             "scenario": problem.name, "policy": name, "seed": seed, "rounds": T, "engine": engine,
             "serving_draws": real.summary["serving_draws"], "replicates": replicates,
             "predicted": predicted, "measured": measured,
             "abs_error": abs(predicted - measured),
-            "measured_sd": float(np.std(runs, ddof=1)) if len(runs) > 1 else float("nan"),
+            "measured_sd": float(np.std(runs[-1], ddof=1)) if replicates > 1 else float("nan"),
             "predicted_expected": sim("expected_timely_accuracy"),
             "measured_expected": meas("expected_timely_accuracy"),
             "predicted_mean_aom": sim("mean_aom"), "measured_mean_aom": meas("mean_aom"),
@@ -313,7 +325,8 @@ def _validate(harness, problem, policies, T, seed, surrogate_seeds, pilots, clos
         frames.append(both)
     return ValidationResult(problem.name, seed, T, pd.DataFrame(rows), pd.concat(frames),
                             calib.to_dict(), time.perf_counter() - start, engine,
-                            harness.config.serving_draws, replicates, pilot_runs)
+                            harness.config.serving_draws, replicates, pilot_runs,
+                            np.array(runs))
 
 
 def paired_interval(diffs, level: float = 0.95) -> tuple[float, float, float]:
