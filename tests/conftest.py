@@ -6,9 +6,10 @@ everywhere. Exploring afresh is opt-in: ``JOINTOPT_HYPOTHESIS=explore`` (random 
 local example database).
 
 The ``docs_build`` fixture builds the documentation once per run; the docs tests and the
-notebook tests both read that build.
+notebook tests both read that build. ``benchmark_script`` loads a script of ``benchmarks/``.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -48,3 +49,18 @@ def docs_build(tmp_path_factory) -> Path:
         pytest.fail(f"sphinx-build -W failed (exit {proc.returncode}):\n"
                     f"{proc.stderr[-6000:]}\n{proc.stdout[-2000:]}", pytrace=False)
     return out
+
+
+# -- the benchmark scripts, loaded as modules --------------------------------------------------
+
+
+@pytest.fixture
+def benchmark_script():
+    """``load(name)``: ``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

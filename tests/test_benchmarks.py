@@ -133,3 +133,32 @@ def test_cis_training_benchmark_runs_quick():
                            "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "delta" in proc.stdout and "tiny" in proc.stdout and "0.80" in proc.stdout
+
+
+def test_equal_loss_gap_reads_the_high_level_at_the_low_levels_loss(benchmark_script):
+    """A shared accuracy-of-loss curve gives no gap; an offset gives the offset; a loss outside
+    the high-level run's range gives NaN."""
+    gap = benchmark_script("explore_loss_accuracy").equal_loss_gap
+    K_hi = np.array([[2.0, 2.0], [1.5, 1.6], [1.0, 1.1]])
+    acc_hi = 1.0 - 0.4 * K_hi
+    K_lo = np.array([[2.0, 2.0], [1.8, 1.9], [1.2, 0.5]])
+    out = gap(K_hi, acc_hi, K_lo, 1.0 - 0.4 * K_lo - np.array([0.0, 0.1]))
+    np.testing.assert_allclose(out[:, 0], 0.0, atol=1e-12)
+    np.testing.assert_allclose(out[:2, 1], 0.1)
+    assert np.isnan(out[2, 1])
+
+
+def test_loss_accuracy_exploration_runs_quick(tmp_path):
+    """``explore_loss_accuracy.py --quick``: per-round table, CSV of every run and figure."""
+    out, png = tmp_path / "la.csv", tmp_path / "la.png"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "explore_loss_accuracy.py"),
+                           "--quick", "--out", str(out), "--plot", str(png)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "at equal loss" in proc.stdout and "rounds whose accuracy differs" in proc.stdout
+    frame = pd.read_csv(out)
+    assert set(frame["level"]) == {1.0, 0.2} and set(frame["seed"]) == {0, 1}
+    assert list(frame.groupby(["level", "seed"]).size()) == [5] * 4   # rounds 0 .. 4
+    start = frame[frame["round"] == 0]    # every level starts from the seed's initial model
+    assert start.groupby("seed")["K"].nunique().eq(1).all()
+    assert png.stat().st_size > 0

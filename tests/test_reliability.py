@@ -409,14 +409,9 @@ def test_planner_decisions_have_a_row_and_a_name_per_device_class():
     assert frame.loc[frame["included"], "share"].sum() == pytest.approx(1.0)
 
 
-def test_refusal_benchmark_runs_quick(capsys):
+def test_refusal_benchmark_runs_quick(capsys, benchmark_script):
     """The benchmark of refusal times runs end to end (times are printed, not checked)."""
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_refusal.py"
-    spec = importlib.util.spec_from_file_location("bench_refusal", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("bench_refusal")
     assert bench.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "slowest in-process refusal" in out and "tree.nodes" in out

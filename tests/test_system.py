@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -464,17 +463,12 @@ def test_simulate_names_the_kinds_it_takes(capsys):
     assert "edge_system" in err and "cis_early_exit" in err
 
 
-def test_benchmark_runs(tmp_path, capsys):
+def test_benchmark_runs(tmp_path, capsys, benchmark_script):
     """benchmarks/bench_system.py runs end to end on a small size (timings not checked)."""
-    import importlib.util
-
     import pandas as pd
 
     out = tmp_path / "system.csv"
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_system.py"
-    spec = importlib.util.spec_from_file_location("bench_system", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("bench_system")
     assert bench.main(["--sizes", "30x3", "--seeds", "0", "--out", str(out)]) == 0
     assert "Targets" in capsys.readouterr().out
     table = pd.read_csv(out)

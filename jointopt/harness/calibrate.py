@@ -324,6 +324,24 @@ class _UniformParticipation:
         return Allocation(q, np.ones(c.count), c.mu_max.copy())
 
 
+def pilot_policy(problem, level, seed: int = 0):
+    """The pilot policy of one entry of ``calibration.pilots`` (:func:`calibrate`): a number
+    is a constant participation level for every client (clipped to ``[q_min, 1]``),
+    ``"q_min"`` every client's least, ``"uniform"`` a level drawn per client and round
+    (generator seeded by ``seed``); downloads and service at their maximum."""
+    from jointopt.policies import Fixed
+    from jointopt.solvers.jti import Allocation
+
+    c = problem.clients
+    if level == "uniform":
+        return _UniformParticipation(seed)
+    if level == "q_min":
+        return Fixed(Allocation(c.q_min.copy(), np.ones(c.count), c.mu_max.copy()),
+                     name="pilot_qmin")
+    q = np.clip(np.full(c.count, float(level)), c.q_min, 1.0)
+    return Fixed(Allocation(q, np.ones(c.count), c.mu_max.copy()), name=f"pilot_q{level:g}")
+
+
 #: pilots left out of the accuracy map's fit (they still serve the convergence fit)
 MAP_EXCLUDED = ("q_min",)
 
@@ -410,29 +428,17 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
     model. ``K0`` is the loss of run seed ``seed``'s initial model (the validated runs'
     start).
     """
-    from jointopt.policies import Fixed
     from jointopt.solvers.base import check_count
-    from jointopt.solvers.jti import Allocation
 
     problem = harness.problem
-    c = problem.clients
     repeats = check_count("repeats", repeats, "seeds")
     runs, levels = [], []
     pilots = problem.calibration.pilots if pilots is None else pilots
     for k, (i, level) in itertools.product(range(repeats), enumerate(pilots)):
         run_seed = (seed * 1000 + 1 + i + k * 10**8) % 2**63
-        if level == "uniform":
-            policy = _UniformParticipation(run_seed)
-        elif level == "q_min":
-            policy = Fixed(Allocation(c.q_min.copy(), np.ones(c.count), c.mu_max.copy()),
-                           name="pilot_qmin")
-        else:
-            q = np.clip(np.full(c.count, float(level)), c.q_min, 1.0)
-            policy = Fixed(Allocation(q, np.ones(c.count), c.mu_max.copy()),
-                           name=f"pilot_q{level:g}")
         # the fits read training only: one request stream is enough
-        runs.append(harness.run(policy, rounds=rounds, seed=run_seed, progress=progress,
-                                serving_draws=1))
+        runs.append(harness.run(pilot_policy(problem, level, run_seed), rounds=rounds,
+                                seed=run_seed, progress=progress, serving_draws=1))
         levels.append(level)
     if accuracy_on not in ("predicted", "measured"):
         raise ValueError(f"accuracy_on must be 'predicted' or 'measured', got {accuracy_on!r}")
