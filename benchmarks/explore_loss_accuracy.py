@@ -60,19 +60,29 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", type=Path, default=None, help="PNG: accuracy against loss")
     args = ap.parse_args(argv)
 
+    from jointopt.errors import JointoptError
     from jointopt.harness.calibrate import pilot_policy
     from jointopt.harness.validate import make_harness
     from jointopt.scenarios import load
 
-    levels = [1.0, 0.2] if args.quick else [float(v) for v in args.levels.split(",")]
+    try:
+        levels = [1.0, 0.2] if args.quick else [float(v) for v in args.levels.split(",")]
+    except ValueError:
+        ap.error(f"--levels must be a comma list of numbers, got {args.levels!r}")
+    levels = sorted(set(levels), reverse=True)
     seeds = 2 if args.quick else args.seeds
     rounds = 4 if args.quick else args.rounds
     if len(levels) < 2 or any(not 0.0 < q <= 1.0 for q in levels):
-        ap.error("--levels needs at least two levels in (0, 1]")
+        ap.error("--levels needs at least two distinct levels in (0, 1]")
     if seeds < 2 or rounds < 1:
         ap.error("--seeds must be at least 2 and --rounds at least 1")
-    levels = sorted(set(levels), reverse=True)
-    problem = load(args.scenario)
+    try:
+        problem = load(args.scenario)
+    except JointoptError as exc:
+        ap.error(str(exc))
+    if problem.kind != "joint_training_inference":
+        ap.error(f"{args.scenario} is a {problem.kind} scenario; this script trains the "
+                 "joint_training_inference kind")
 
     rows = []
     start = time.perf_counter()

@@ -162,3 +162,16 @@ def test_loss_accuracy_exploration_runs_quick(tmp_path):
     start = frame[frame["round"] == 0]    # every level starts from the seed's initial model
     assert start.groupby("seed")["K"].nunique().eq(1).all()
     assert png.stat().st_size > 0
+
+
+def test_loss_accuracy_exploration_refuses_bad_input():
+    """Bad levels, too few seeds, an unknown scenario or another kind: a usage error."""
+    script = str(ROOT / "benchmarks" / "explore_loss_accuracy.py")
+    for args, says in ((["--levels", "1,1"], "two distinct levels"),
+                       (["--levels", "a"], "comma list of numbers"),
+                       (["--seeds", "1"], "--seeds must be at least 2"),
+                       (["nosuch"], "neither a built-in scenario"),
+                       (["split_default"], "is a split_learning scenario")):
+        proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2 and says in proc.stderr, (args, proc.stderr)
