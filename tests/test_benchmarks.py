@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_round_solver.py"
@@ -164,14 +165,14 @@ def test_loss_accuracy_exploration_runs_quick(tmp_path):
     assert png.stat().st_size > 0
 
 
-def test_loss_accuracy_exploration_refuses_bad_input():
+def test_loss_accuracy_exploration_refuses_bad_input(benchmark_script, capsys):
     """Bad levels, too few seeds, an unknown scenario or another kind: a usage error."""
-    script = str(ROOT / "benchmarks" / "explore_loss_accuracy.py")
+    main = benchmark_script("explore_loss_accuracy").main
     for args, says in ((["--levels", "1,1"], "two distinct levels"),
                        (["--levels", "a"], "comma list of numbers"),
                        (["--seeds", "1"], "--seeds must be at least 2"),
                        (["nosuch"], "neither a built-in scenario"),
                        (["split_default"], "is a split_learning scenario")):
-        proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 2 and says in proc.stderr, (args, proc.stderr)
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        assert exit_.value.code == 2 and says in capsys.readouterr().err, args
