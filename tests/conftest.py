@@ -31,8 +31,8 @@ settings.load_profile(_profile)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the README's docs command, with the output in a temporary folder
-DOCS_COMMAND = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-                str(ROOT / "docs")]
+DOCS_COMMAND = [sys.executable, "-m", "sphinx", "-j", "auto", "-W", "--keep-going", "-q", "-b",
+                "html", str(ROOT / "docs")]
 
 
 @pytest.fixture(scope="session")
