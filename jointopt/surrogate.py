@@ -14,7 +14,9 @@ Provenance: **project choice** (``docs/kinds/joint_training_inference.md``). Eac
    correlation between consecutive sojourns is ignored; with ``simulation.queue = "fifo"``
    each client's FIFO queue is simulated instead, request by request and carried over
    between rounds: :func:`~jointopt.models.queueing.fifo_round`) and is answered correctly
-   with probability ``acc(error of the copy it is served by)``;
+   with probability ``acc(error of the copy it is served by)`` (plus, where the scenario
+   sets ``accuracy.aggregation_noise``, the deficit of the round that aggregated that copy:
+   :func:`~jointopt.models.accuracy.aggregation_deficit`; read, never observed);
 6. under drift (the problem's ``[drift]`` section, :class:`~jointopt.models.drift.DriftModel`)
    the data then moves: the global model and every held copy gain the next round's shock
    ``growth + jump_error * [t + 1 in jumps]``.
@@ -37,6 +39,7 @@ import pandas as pd
 
 from jointopt.closed_loop import Feedback
 from jointopt.errors import ValidationError
+from jointopt.models.accuracy import aggregation_deficit
 from jointopt.models.queueing import fifo_round, on_time_fraction
 from jointopt.policies import POLICIES, Observation, Policy, make_policy
 from jointopt.solvers.base import check_seed, check_size
@@ -88,6 +91,8 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
     estimates = []
     K = problem.K
     held = problem.ebar.copy()
+    noise = problem.accuracy.aggregation_noise
+    deficit = np.zeros(n)  # each held version's aggregation deficit (read, never observed)
     age = np.zeros(n, dtype=np.int64)
     hist = np.zeros(AOM_BINS, dtype=np.int64)
     cols = {k: np.empty(T) for k in (
@@ -107,14 +112,18 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
         downloaded = rng.random(n) < x.d
         with np.errstate(divide="ignore", invalid="ignore"):
             spread = np.where(trained, 1.0 / x.q - 1.0, -1.0)
-        K_next = conv.next(K, float(np.sum(p2 * spread * spread)))
+        sampled_spread = float(np.sum(p2 * spread * spread))
+        K_next = conv.next(K, sampled_spread)
         refreshed = downloaded | (trained if mode == "download_or_train" else False)
         held = np.where(refreshed, K_next, held)
+        if noise:
+            deficit = np.where(refreshed, aggregation_deficit(noise, K, sampled_spread),
+                               deficit)
         age = np.where(refreshed, 0, age + 1)
         hist += np.bincount(np.minimum(age, AOM_BINS - 1), minlength=AOM_BINS)
 
         P = on_time_fraction(lam, x.mu, c.deadline)
-        a_now = acc(held)
+        a_now = acc(held + deficit)
         arrivals = rng.poisson(lam * slot)
         if fifo:
             ok, _, free = fifo_round(arrivals, x.mu, c.deadline, free, t * slot, slot, rng)
@@ -123,7 +132,6 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
             on_time = rng.binomial(arrivals, P)
         correct = rng.binomial(on_time, a_now)
         use = cost[0] * x.q + cost[1] * x.d + cost[2] * x.mu
-        sampled_spread = float(np.sum(p2 * spread * spread))
         feedback = Feedback(sampled_spread, held.copy(), on_time, correct)
         est = getattr(policy, "estimates", None)  # pilots need not have it
         if est:

@@ -336,6 +336,27 @@ def test_accuracy_fit_recovers_known_map(map, params):
     assert fit.r2 > 0.9999
 
 
+@pytest.mark.parametrize("map,params", [("affine", {"acc_max": 0.95, "kappa": 0.35,
+                                                    "acc_min": 0.1}),
+                                        ("logistic", {"acc_max": 0.96, "midpoint": 1.7,
+                                                      "width": 0.35, "acc_min": 0.1})])
+def test_accuracy_fit_recovers_the_aggregation_noise(map, params):
+    """Pairs read at error + beta * noise: the fit gives back the map and beta; with no
+    noise column beta stays 0."""
+    from jointopt.models.accuracy import ACCURACY_MAPS
+
+    e = np.tile(np.linspace(0.2, 2.6, 40), 3)
+    noise = np.repeat([0.0, 0.3, 0.8], 40)
+    acc = ACCURACY_MAPS[map](**params)(e + 0.4 * noise)
+    fit = fit_accuracy(e, acc, map, noise=noise)
+    assert fit.aggregation_noise == pytest.approx(0.4, abs=1e-3)
+    for key, value in params.items():
+        assert fit.params[key] == pytest.approx(value, abs=1e-3)
+    assert fit_accuracy(e, acc, map).aggregation_noise == 0.0
+    with pytest.raises(ValueError, match="one entry per"):
+        fit_accuracy(e, acc, map, noise=noise[:-1])
+
+
 # -- validation -----------------------------------------------------------------------
 def test_quick_validation_cli_json(capsys, tmp_path):
     """3 policies, 10 clients, 30 rounds, 3 serving draws, through the CLI (a few
@@ -501,6 +522,21 @@ def test_calibrated_accuracy_map_family(harness):
     marked = problem.replace(accuracy={**problem.to_dict()["accuracy"],
                                        "calibrate": "exponential"})
     assert calibrate(FederatedHarness(marked), **kw).accuracy.map == "exponential"
+
+
+def test_calibration_fits_the_aggregation_noise_where_the_scenario_asks(harness):
+    """calibration.aggregation_noise (or the argument) fits beta >= 0 with the map; the
+    tuned problem carries it; off, beta is 0."""
+    from jointopt.harness.calibrate import calibrate
+
+    kw = {"rounds": 5, "seed": 2, "pilots": (1.0, 0.3)}
+    assert calibrate(harness, **kw).accuracy.aggregation_noise == 0.0
+    problem = harness.problem.replace(calibration={"aggregation_noise": True})
+    with FederatedHarness(problem) as h:
+        cal = calibrate(h, **kw)
+    beta = cal.accuracy.aggregation_noise
+    assert beta >= 0.0 and cal.to_dict()["accuracy"]["aggregation_noise"] == beta
+    assert cal.apply(problem).accuracy.aggregation_noise == pytest.approx(beta)
 
 
 def test_paired_validation_cli_reports_the_gain_with_an_interval(capsys, tmp_path):

@@ -211,6 +211,29 @@ def test_online_beats_the_myopic_spec_form_on_the_default_scenario(default):
 
 
 # -- reproducibility -------------------------------------------------------------------
+def test_aggregation_noise_lowers_accuracy_only_where_few_clients_aggregate(default):
+    """accuracy.aggregation_noise: with every client training nothing changes; with partial
+    participation accuracy falls, and what the online policy decides stays the same (the
+    deficit is read, never observed)."""
+    noisy = default.replace(accuracy={**default.to_dict()["accuracy"],
+                                      "aggregation_noise": 0.5})
+    full = [simulate(p, _fixed(p, 1.0, 1.0, p.clients.mu_max), rounds=20, seed=3).table
+            for p in (default, noisy)]
+    assert full[0]["timely_accuracy"].equals(full[1]["timely_accuracy"])
+    base, read = (simulate(p, "online", rounds=20, seed=3).table for p in (default, noisy))
+    for col in ("mean_q", "mean_d", "mean_mu", "K", "mean_aom", "requests", "on_time"):
+        assert base[col].equals(read[col]), col
+    assert (read["expected_timely_accuracy"] <= base["expected_timely_accuracy"] + 1e-12).all()
+    assert read["expected_timely_accuracy"].mean() < base["expected_timely_accuracy"].mean()
+
+
+def test_aggregation_noise_must_not_be_negative(default):
+    from jointopt.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="accuracy.aggregation_noise"):
+        default.replace(accuracy={**default.to_dict()["accuracy"], "aggregation_noise": -0.1})
+
+
 def test_identical_seeds_give_identical_tables(default):
     a = simulate(default, "online", rounds=30, seed=11).table
     b = simulate(default, "online", rounds=30, seed=11).table

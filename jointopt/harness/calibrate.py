@@ -144,18 +144,21 @@ class AccuracyFit:
     rmse: float
     r2: float
     n: int
+    aggregation_noise: float = 0.0
 
     def build(self):
         return ACCURACY_MAPS[self.map](**self.params)
 
 
-def fit_accuracy(error, accuracy, map: str = "affine") -> AccuracyFit:
+def fit_accuracy(error, accuracy, map: str = "affine", *, noise=None) -> AccuracyFit:
     """Least squares of ``accuracy ~ acc(error)`` within the ``map`` family.
 
     ``affine``: ``clip(acc_max - kappa e, acc_min, acc_max)``; ``exponential``:
     ``acc_min + (acc_max - acc_min) exp(-e / scale)``; ``logistic``:
     ``acc_min + (acc_max - acc_min) / (1 + exp((e - midpoint) / width))``; every constant
-    of the family is fitted.
+    of the family is fitted. ``noise`` (one entry per pair: ``K_t sqrt(V_t)`` of the round
+    that aggregated the version): fit ``aggregation_noise = beta >= 0`` too, the map read
+    at ``error + beta * noise`` (:func:`~jointopt.models.accuracy.aggregation_deficit`).
     """
     e, y = np.asarray(error, dtype=float), np.asarray(accuracy, dtype=float)
     if e.shape != y.shape or len(e) < 3:
@@ -189,14 +192,25 @@ def fit_accuracy(error, accuracy, map: str = "affine") -> AccuracyFit:
         ub = [1.0, float(e.max()) + spread, np.inf, 1.0]
     else:
         raise ValueError(f"map must be one of {', '.join(ACCURACY_MAPS)}, got {map!r}")
+    low = len(x0) - 1             # acc_min is the last constant of every family
+    if noise is not None:
+        s = np.asarray(noise, dtype=float)
+        if s.shape != e.shape:
+            raise ValueError("noise needs one entry per (error, accuracy) pair")
+        family = f
+
+        def f(x, family=family):  # noqa: F811 -- the family read at error + beta * noise
+            return family(x[:-1], e + x[-1] * s)
+
+        x0, lb, ub = [*x0, 0.0], [*lb, 0.0], [*ub, np.inf]
     x0 = np.clip(x0, np.array(lb) + 1e-9, np.array(ub))
     sol = least_squares(lambda x: f(x) - y, x0, bounds=(lb, ub))
     x = sol.x.copy()
-    low = len(x) - 1              # acc_min is the last constant of every family
     x[low] = min(x[low], x[0] - 1e-3)  # the map needs acc_min < acc_max
     x[low] = max(x[low], 0.0)
-    return AccuracyFit(map, dict(zip(names, (float(v) for v in x), strict=True)),
-                       **_quality(y, f(x)))
+    return AccuracyFit(map, dict(zip(names, (float(v) for v in x[:low + 1]), strict=True)),
+                       **_quality(y, f(x)),
+                       aggregation_noise=float(x[-1]) if noise is not None else 0.0)
 
 
 @dataclass(frozen=True)
@@ -264,6 +278,7 @@ class Calibration:
         out = {"convergence": {"a": conv.a, "b": conv.b, "c": conv.c, "b_rel": conv.b_rel,
                                "rmse": conv.rmse, "r2": conv.r2, "n": conv.n},
                "accuracy": {"map": self.accuracy.map, **self.accuracy.params,
+                            "aggregation_noise": self.accuracy.aggregation_noise,
                             "rmse": self.accuracy.rmse, "r2": self.accuracy.r2,
                             "n": self.accuracy.n},
                "K0": self.K0}
@@ -280,7 +295,8 @@ class Calibration:
         data["convergence"] = {"model": "fitted", "a": self.convergence.a,
                                "b": self.convergence.b, "c": self.convergence.c,
                                "b_rel": self.convergence.b_rel}
-        data["accuracy"] = {"map": self.accuracy.map, **self.accuracy.params}
+        data["accuracy"] = {"map": self.accuracy.map, **self.accuracy.params,
+                            "aggregation_noise": self.accuracy.aggregation_noise}
         if self.drift is not None:
             data["drift"] = {**data.get("drift", {}), "growth": self.drift.growth,
                              "jump_error": self.drift.jump_error}
@@ -350,7 +366,7 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
               pilots=None, accuracy_on: str = "predicted",
               error_scaled: bool = True, map_excluded=MAP_EXCLUDED,
               accuracy_map: str | None = None, repeats: int = 1,
-              progress: bool = False) -> Calibration:
+              aggregation_noise: bool | None = None, progress: bool = False) -> Calibration:
     """Pilot runs (seeds ``seed*1000 + 1 + i``), then the fits.
 
     ``repeats``: runs of each pilot (repeat ``k`` of pilot ``i`` has run seed
@@ -387,6 +403,9 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
     0.0063 0.0069 0.0123 0.0087 0.0098 (worse: left out).
     Downloads and service are at their maximum (serving plays no part in the fit).
     ``accuracy_on``: which error the accuracy map is fitted against (module docstring).
+    ``aggregation_noise`` (None: the scenario's ``calibration.aggregation_noise``): fit the
+    accuracy deficit of a version aggregated from few clients with the map
+    (:func:`fit_accuracy`'s ``noise``, from the same error path).
     ``map_excluded``: pilots whose runs the accuracy map is not fitted on (they still
     serve the convergence fit; every run is kept where excluding would leave none).
     Default: the ``q_min`` pilot. At every client's least participation a
@@ -434,6 +453,8 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
     repeats = check_count("repeats", repeats, "seeds")
     runs, levels = [], []
     pilots = problem.calibration.pilots if pilots is None else pilots
+    if aggregation_noise is None:
+        aggregation_noise = problem.calibration.aggregation_noise
     for k, (i, level) in itertools.product(range(repeats), enumerate(pilots)):
         run_seed = (seed * 1000 + 1 + i + k * 10**8) % 2**63
         # the fits read training only: one request stream is enough
@@ -456,7 +477,12 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
         else:
             errors = [conv_path(conv, r.K[0], r.V, K=r.K, restarts=restarts, shocks=shocks)
                       for r in map_runs]
-        return fit_accuracy(np.concatenate(errors), version_acc, family)
+        # version v was aggregated in round v - 1, from K_{v-1} with spread V_{v-1}
+        noise = ([np.concatenate([[0.0], K[:-1] * np.sqrt(r.V)])
+                  for K, r in zip(errors, map_runs, strict=True)] if aggregation_noise
+                 else None)
+        return fit_accuracy(np.concatenate(errors), version_acc, family,
+                            noise=None if noise is None else np.concatenate(noise))
 
     conv = fit_convergence(K_V, error_scaled=error_scaled, restarts=restarts)
     acc = fit_map(conv)

@@ -201,7 +201,14 @@ class ConvergenceSpec(Section):
 class AccuracySpec(Section):
     """``map = "affine"`` (acc_max, kappa, acc_min), ``"exponential"`` (+ scale) or
     ``"logistic"`` (+ midpoint, width). ``calibrate``: the family the validation harness
-    fits to real training for this scenario (None: ``map``'s own)."""
+    fits to real training for this scenario (None: ``map``'s own).
+
+    ``aggregation_noise`` (``beta >= 0``, default 0): the surrogate reads a served version's
+    accuracy at ``e + beta K_t sqrt(V_t)``, from the error ``K_t`` and the sampled spread
+    ``V_t`` of the round that aggregated it (:func:`~jointopt.models.accuracy.aggregation_deficit`).
+    What the policies observe, and so what they decide, is unchanged: the controller plans
+    without it (its per-round solve needs a spread that adds up over clients). The
+    validation harness fits it where ``calibration.aggregation_noise`` is on."""
 
     map: Literal["affine", "exponential", "logistic"] = "affine"
     calibrate: Literal["affine", "exponential", "logistic"] | None = None
@@ -211,9 +218,11 @@ class AccuracySpec(Section):
     scale: float = 1.0
     midpoint: float = 1.0
     width: float = 0.3
+    aggregation_noise: float = 0.0
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
+        check_range("accuracy.aggregation_noise", self.aggregation_noise, ge=0.0)
         self.build()
         return self
 
@@ -364,9 +373,13 @@ class CalibrationSpec(Section):
     ``"uniform"`` draws each client's level uniformly in ``[q_min, 1]`` every round. The
     fits weigh the levels the pilots cover, so a scenario whose policies train at low
     participation may add a pilot there (the built-in ``default`` adds ``0.1``).
+
+    ``aggregation_noise`` (default off): fit ``accuracy.aggregation_noise`` together with
+    the accuracy map on the pilots (the built-in ``analytic`` turns it on).
     """
 
     pilots: list[float | str] = list(DEFAULT_PILOTS)
+    aggregation_noise: bool = False
 
     @pydantic.field_validator("pilots", mode="before")
     @classmethod
