@@ -23,6 +23,11 @@ model, the data and the batches' generator, and differ in who takes part. Printe
   accuracy, with its 95% interval. A map reads one accuracy off one loss; where this gap is
   outside its interval, no map of the loss, of any shape, gives both levels their accuracy.
 
+``--switch R``: the lowest level's runs train at the highest level from round ``R`` on. How
+fast the gap at equal loss closes then says whether it belongs to the round that aggregated
+the version or to the run's history (on ``analytic``, switching 0.2 to 1 at round 5: 0.19 at
+round 5, 0.015 at round 6, under 0.01 from round 7).
+
 ``--out`` writes every (level, seed, round) row as CSV, ``--plot`` a figure of accuracy against
 loss per level. Numbers are measured, never asserted.
 """
@@ -56,6 +61,8 @@ def main(argv=None) -> int:
     ap.add_argument("--levels", default="1,0.5,0.2", help="comma list of participation levels")
     ap.add_argument("--seeds", type=int, default=16, help="run seeds 0 .. N-1 (at least 2)")
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--switch", type=int, default=None, metavar="R",
+                    help="the lowest level trains at the highest from round R on")
     ap.add_argument("--out", type=Path, default=None, help="CSV of every (level, seed, round)")
     ap.add_argument("--plot", type=Path, default=None, help="PNG: accuracy against loss")
     args = ap.parse_args(argv)
@@ -76,6 +83,8 @@ def main(argv=None) -> int:
         ap.error("--levels needs at least two distinct levels in (0, 1]")
     if seeds < 2 or rounds < 1:
         ap.error("--seeds must be at least 2 and --rounds at least 1")
+    if args.switch is not None and not 0 < args.switch <= rounds:
+        ap.error(f"--switch must be a round in 1 .. {rounds}, got {args.switch}")
     try:
         problem = load(args.scenario)
     except JointoptError as exc:
@@ -88,9 +97,11 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     with make_harness(problem) as harness:
         for q in levels:
+            policy = pilot_policy(problem, q)
+            if args.switch is not None and q == levels[-1]:
+                policy = Switch(policy, pilot_policy(problem, levels[0]), args.switch)
             for s in range(seeds):
-                run = harness.run(pilot_policy(problem, q), rounds=rounds, seed=s,
-                                  serving_draws=1)
+                run = harness.run(policy, rounds=rounds, seed=s, serving_draws=1)
                 rows += [{"level": q, "seed": s, "round": t, "K": float(run.K[t]),
                           "accuracy": float(run.version_accuracy[t])}
                          for t in range(rounds + 1)]
@@ -102,8 +113,11 @@ def main(argv=None) -> int:
             for key in ("K", "accuracy")}
     equal = equal_loss_gap(wide["K"][hi].to_numpy(), wide["accuracy"][hi].to_numpy(),
                            wide["K"][lo].to_numpy(), wide["accuracy"][lo].to_numpy())
+    switch = ("" if args.switch is None else
+              f" (level {lo:g} trains at {hi:g} from round {args.switch} on)")
     print(f"\n{problem.name}: {seeds} run seeds, participation "
-          f"{', '.join(f'{q:g}' for q in levels)}; gaps are level {hi:g} minus level {lo:g}\n")
+          f"{', '.join(f'{q:g}' for q in levels)}{switch}; gaps are level {hi:g} minus "
+          f"level {lo:g}\n")
     head = " ".join(f"{'K q=' + format(q, 'g'):>9} {'acc':>6}" for q in levels)
     print(f"{'round':>5} {head}  {'accuracy gap':>16} {'loss gap':>16} {'at equal loss':>16}")
     beyond = []
@@ -129,6 +143,21 @@ def main(argv=None) -> int:
         plot(frame, levels, args.plot, problem.name)
         print(f"wrote {args.plot}")
     return 0
+
+
+class Switch:
+    """A pilot that follows ``before`` until round ``at``, then ``after``."""
+
+    def __init__(self, before, after, at: int):
+        self.before, self.after, self.at = before, after, at
+        self.name, self.backlog = f"{before.name}_then_{after.name}", 0.0
+
+    def reset(self, problem):
+        self.before.reset(problem)
+        self.after.reset(problem)
+
+    def decide(self, obs):
+        return (self.before if obs.t < self.at else self.after).decide(obs)
 
 
 def equal_loss_gap(K_hi, acc_hi, K_lo, acc_lo) -> np.ndarray:

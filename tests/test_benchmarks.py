@@ -153,10 +153,11 @@ def test_loss_accuracy_exploration_runs_quick(tmp_path):
     """``explore_loss_accuracy.py --quick``: per-round table, CSV of every run and figure."""
     out, png = tmp_path / "la.csv", tmp_path / "la.png"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "explore_loss_accuracy.py"),
-                           "--quick", "--out", str(out), "--plot", str(png)],
+                           "--quick", "--switch", "3", "--out", str(out), "--plot", str(png)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "at equal loss" in proc.stdout and "rounds whose accuracy differs" in proc.stdout
+    assert "level 0.2 trains at 1 from round 3 on" in proc.stdout
     frame = pd.read_csv(out)
     assert set(frame["level"]) == {1.0, 0.2} and set(frame["seed"]) == {0, 1}
     assert list(frame.groupby(["level", "seed"]).size()) == [5] * 4   # rounds 0 .. 4
@@ -165,12 +166,27 @@ def test_loss_accuracy_exploration_runs_quick(tmp_path):
     assert png.stat().st_size > 0
 
 
+def test_switching_pilot_follows_the_low_level_then_the_high_one(benchmark_script):
+    import jointopt
+    from jointopt.harness.calibrate import pilot_policy
+    from jointopt.policies import Observation
+
+    problem = jointopt.load_scenario("analytic")
+    low, high = pilot_policy(problem, 0.2), pilot_policy(problem, 1.0)
+    switch = benchmark_script("explore_loss_accuracy").Switch(low, high, 3)
+    switch.reset(problem)
+    n = problem.clients.count
+    q = [switch.decide(Observation(t, 1.0, np.ones(n), np.zeros(n))).q.mean() for t in range(5)]
+    assert q == pytest.approx([0.2, 0.2, 0.2, 1.0, 1.0])
+
+
 def test_loss_accuracy_exploration_refuses_bad_input(benchmark_script, capsys):
     """Bad levels, too few seeds, an unknown scenario or another kind: a usage error."""
     main = benchmark_script("explore_loss_accuracy").main
     for args, says in ((["--levels", "1,1"], "two distinct levels"),
                        (["--levels", "a"], "comma list of numbers"),
                        (["--seeds", "1"], "--seeds must be at least 2"),
+                       (["--switch", "0"], "--switch must be a round"),
                        (["nosuch"], "neither a built-in scenario"),
                        (["split_default"], "is a split_learning scenario")):
         with pytest.raises(SystemExit) as exit_:
