@@ -81,6 +81,8 @@ def main(argv=None) -> int:
             print(f"\nseed {res.seed} ({res.elapsed_s:.0f} s): calibration a={conv['a']:.3f} "
                   f"b={conv['b']:.4f} c={conv['c']:.4f} b_rel={conv['b_rel']:.4f} "
                   f"(r2 {conv['r2']:.3f}), accuracy map {acc['map']} r2 {acc['r2']:.3f}"
+                  + (f", aggregation noise {acc['aggregation_noise']:.3g}"
+                     if problem.calibration.aggregation_noise else "")
                   + (f", drift growth {res.calibration['drift']['growth']:.4f}"
                      if "drift" in res.calibration else ""))
             print(res.table[["policy", "predicted", "measured", "abs_error"]]

@@ -279,8 +279,10 @@ def _cmd_validate(args) -> int:
               f"{result.replicates} real run(s) per policy, {result.pilot_runs} run(s) "
               f"per pilot)")
         conv, acc = result.calibration["convergence"], result.calibration["accuracy"]
+        noise = (f", aggregation noise {acc['aggregation_noise']:.3g}"
+                 if problem.calibration.aggregation_noise else "")
         print(f"calibration: a={conv['a']:.4g} b={conv['b']:.4g} c={conv['c']:.4g} "
-              f"(r2 {conv['r2']:.3f}); accuracy map r2 {acc['r2']:.3f}")
+              f"(r2 {conv['r2']:.3f}); accuracy map r2 {acc['r2']:.3f}{noise}")
         for path in written:
             print(f"wrote {path}")
     return 0

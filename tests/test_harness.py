@@ -584,6 +584,19 @@ def test_paired_validation_text_reports_run_counts_and_noise(capsys):
     assert {"noise_mae", "noise_spearman"} <= set(header.split())
 
 
+def test_validation_text_reports_the_fitted_aggregation_noise(capsys):
+    """Where the scenario fits aggregation noise (the built-in analytic), the calibration
+    line gives its beta; elsewhere the line leaves it out."""
+    base = ["--policies", "online,equal_split", "--clients", "4", "--rounds", "4", "--seed",
+            "0", "--surrogate-seeds", "1", "--serving-draws", "1", "--no-progress"]
+    assert cli.main(["validate", "analytic", *base]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("calibration"))
+    assert "aggregation noise" in line
+    assert cli.main(["validate", "default", *base]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("calibration"))
+    assert "aggregation noise" not in line
+
+
 def test_spearman_ceiling_is_the_rank_agreement_noise_leaves():
     """Two entries: a perfect predictor's Spearman is +1 unless the noise of the mean swaps
     them, with probability Phi(-gap / sd of the difference of their means); luck the runs
