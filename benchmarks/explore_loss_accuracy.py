@@ -44,14 +44,12 @@ import pandas as pd
 
 
 def paired(diff: np.ndarray) -> tuple[float, float]:
-    """Mean of ``diff`` over seeds and the half-width of its 95% t interval."""
-    from scipy import stats
+    """Mean of ``diff`` over seeds and the half-width of its 95% t interval
+    (:func:`~jointopt.harness.validate.paired_interval`)."""
+    from jointopt.harness.validate import paired_interval
 
-    n = len(diff)
-    if n < 2:
-        return float(diff.mean()), float("nan")
-    half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
-    return float(diff.mean()), float(half)
+    mean, _, hi = paired_interval(diff)
+    return mean, hi - mean
 
 
 def main(argv=None) -> int:

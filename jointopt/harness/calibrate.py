@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares, lsq_linear
 
-from jointopt.models.accuracy import ACCURACY_MAPS
+from jointopt.models.accuracy import ACCURACY_MAPS, aggregation_deficit
 from jointopt.models.convergence import ConvergenceModel
 from jointopt.models.drift import DriftModel
 
@@ -193,23 +193,23 @@ def fit_accuracy(error, accuracy, map: str = "affine", *, noise=None) -> Accurac
     else:
         raise ValueError(f"map must be one of {', '.join(ACCURACY_MAPS)}, got {map!r}")
     low = len(x0) - 1             # acc_min is the last constant of every family
+    model = f
     if noise is not None:
         s = np.asarray(noise, dtype=float)
         if s.shape != e.shape:
             raise ValueError("noise needs one entry per (error, accuracy) pair")
-        family = f
 
-        def f(x, family=family):  # noqa: F811 -- the family read at error + beta * noise
-            return family(x[:-1], e + x[-1] * s)
+        def model(x):  # the family read at error + beta * noise, beta the last constant
+            return f(x[:-1], e + x[-1] * s)
 
         x0, lb, ub = [*x0, 0.0], [*lb, 0.0], [*ub, np.inf]
     x0 = np.clip(x0, np.array(lb) + 1e-9, np.array(ub))
-    sol = least_squares(lambda x: f(x) - y, x0, bounds=(lb, ub))
+    sol = least_squares(lambda x: model(x) - y, x0, bounds=(lb, ub))
     x = sol.x.copy()
     x[low] = min(x[low], x[0] - 1e-3)  # the map needs acc_min < acc_max
     x[low] = max(x[low], 0.0)
     return AccuracyFit(map, dict(zip(names, (float(v) for v in x[:low + 1]), strict=True)),
-                       **_quality(y, f(x)),
+                       **_quality(y, model(x)),
                        aggregation_noise=float(x[-1]) if noise is not None else 0.0)
 
 
@@ -478,7 +478,7 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
             errors = [conv_path(conv, r.K[0], r.V, K=r.K, restarts=restarts, shocks=shocks)
                       for r in map_runs]
         # version v was aggregated in round v - 1, from K_{v-1} with spread V_{v-1}
-        noise = ([np.concatenate([[0.0], K[:-1] * np.sqrt(r.V)])
+        noise = ([np.concatenate([[0.0], aggregation_deficit(1.0, K[:-1], r.V)])
                   for K, r in zip(errors, map_runs, strict=True)] if aggregation_noise
                  else None)
         return fit_accuracy(np.concatenate(errors), version_acc, family,
