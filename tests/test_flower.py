@@ -28,14 +28,15 @@ from jointopt.flower import (  # noqa: E402
     FlowerHarness,
     JointStrategy,
     Simulation,
-    _rng,
     flatten,
     model_arrays,
 )
 from jointopt.harness.data import sample_requests  # noqa: E402
 from jointopt.harness.fl import (  # noqa: E402
+    FederatedHarness,
     HarnessConfig,
     aggregate_unbiased,
+    client_rng,
     evaluate,
     serve_fifo,
 )
@@ -105,7 +106,7 @@ def test_draws_weights_and_aggregation_follow_the_policy(fixed_run, engine, prob
         # the new global model is the unbiased aggregate of the nodes' local models,
         # recomputed here from the same task and seeds
         w = torch.from_numpy(flatten(versions[t]))
-        local = [flatten(task.train(i, versions[t], _rng(SEED, i, t, 0))[0])
+        local = [flatten(task.train(i, versions[t], client_rng(SEED, i, t, 0))[0])
                  for i in np.flatnonzero(B)]
         local = torch.from_numpy(np.stack(local)) if local else w.new_zeros((0, w.numel()))
         expect = aggregate_unbiased(w, local, c.p, x.q, B)
@@ -143,7 +144,7 @@ def test_nodes_serve_as_the_harness_does(fixed_run, engine, problem):
     """Each node's serving records are the harness's serving step replayed for its client
     alone: its queue carried over from the round before, requests drawn from its client's
     label mix, answered by the version it reports holding after the round's refresh (the
-    node's own stream ``_rng(seed, client, t, 1)`` in place of the harness's one stream)."""
+    node's own stream ``client_rng(seed, client, t, 1)`` in place of the harness's one stream)."""
     strategy, versions = fixed_run
     per = strategy.clients_frame()
     c, slot, y = problem.clients, problem.simulation.slot, engine.data.y_test
@@ -156,7 +157,7 @@ def test_nodes_serve_as_the_harness_does(fixed_run, engine, problem):
         free = np.zeros(1)
         for t, row in enumerate(rows.itertuples()):
             carried += bool(free[0] > t * slot)      # the queue was still busy at slot start
-            rng = _rng(SEED, i, t, 1)
+            rng = client_rng(SEED, i, t, 1)
             arrivals, _, on_time, free = serve_fifo(rng, c.arrival_rate[[i]],
                                                     np.array([row.mu]), c.deadline[[i]],
                                                     slot, t, free)
@@ -273,3 +274,14 @@ def test_a_drifting_scenario_is_refused_before_any_round(engine, problem):
     assert drifting.drift.labels.active
     with pytest.raises(ValidationError, match="drift"):
         engine.run("equal_split", problem=drifting, rounds=2)
+
+
+def test_flower_trains_what_the_in_process_harness_trains(fixed_run, problem):
+    # one seed, one policy: the same participation draws, the same keyed minibatches,
+    # so the same global versions on either engine
+    _, versions = fixed_run
+    res = FederatedHarness(problem).run(_fixed(problem), rounds=ROUNDS, seed=SEED)
+    assert len(versions) == len(res.versions)
+    for arrays, w in zip(versions, res.versions, strict=True):
+        np.testing.assert_allclose(flatten(arrays), w, atol=1e-6)
+    assert not np.allclose(res.versions[-1], res.versions[0])

@@ -32,6 +32,8 @@ from jointopt.harness.fl import (  # noqa: E402
     FederatedHarness,
     HarnessConfig,
     aggregate_unbiased,
+    client_rng,
+    local_sgd,
 )
 from jointopt.harness.nets import digits_cnn, mlp  # noqa: E402
 from jointopt.harness.validate import resize, spearman_ceiling  # noqa: E402
@@ -176,6 +178,45 @@ def test_client_that_never_downloads_keeps_its_initial_model(harness, problem):
     assert (res.held_version[1:] == 8).all()  # d = 1: everyone else holds the newest
     assert not np.array_equal(res.versions[-1], init)
     assert res.table["mean_aom"].iloc[-1] == pytest.approx(8 / n)
+
+
+def test_a_clients_minibatches_do_not_depend_on_who_else_trains(harness):
+    # keyed draws are common random numbers: client 2's local model is the same whether
+    # it trains alone or with four others
+    model, h = harness.build_model(0), harness
+    w, cfg = model.flat(), h.config
+
+    def train(clients, rng):
+        return local_sgd(model, w, h._X, h._y, h.parts, np.array(clients), rng=rng,
+                         steps=cfg.local_steps, batch_size=cfg.batch_size, lr=cfg.lr)
+
+    many = train([0, 1, 2, 3, 4], [client_rng(7, i, 3, 0) for i in range(5)])
+    alone = train([2], [client_rng(7, 2, 3, 0)])
+    torch.testing.assert_close(many[2], alone[0], atol=1e-6, rtol=0)
+    assert not torch.allclose(many[1], many[2])
+    # one shared generator draws client by client, so a client's batches move with the set
+    shared = train([0, 1, 2], np.random.default_rng(0))
+    assert not torch.allclose(shared[2], train([2], np.random.default_rng(0))[0])
+    with pytest.raises(ValueError, match="2 generators for 3 clients"):
+        train([0, 1, 2], [client_rng(7, i, 3, 0) for i in range(2)])
+
+
+def test_runs_of_one_seed_share_each_clients_minibatches(harness, problem):
+    # two policies of one seed: each round's new version is the unbiased aggregate of
+    # local models trained on minibatches keyed by (seed, client, round)
+    n, cfg, seed = problem.clients.count, harness.config, 5
+    mu = problem.clients.mu_max.copy()
+    for q in (np.ones(n), np.linspace(0.3, 0.9, n)):
+        res = harness.run(Fixed(Allocation(q, np.ones(n), mu)), rounds=2, seed=seed)
+        B = np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[0]).random(n) < q
+        model = harness.build_model(seed)
+        w = torch.from_numpy(res.versions[0])
+        who = np.flatnonzero(B)
+        local = local_sgd(model, w, harness._X, harness._y, harness.parts, who,
+                          steps=cfg.local_steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                          rng=[client_rng(seed, i, 0, 0) for i in who])
+        expect = aggregate_unbiased(w, local, problem.clients.p, q, B, cfg.server_lr)
+        np.testing.assert_allclose(res.versions[1], expect.numpy(), atol=1e-6)
 
 
 def test_run_is_deterministic_by_seed(harness):

@@ -50,7 +50,11 @@ estimates each round are columns ``est_*`` of the result's table.
 Held copies are versions of the global model: the run stores every version's flat
 parameters and its predictions on the test set, so serving costs one forward pass per
 version. Every random draw comes from generators seeded by ``seed``: the same problem,
-policy, seed and configuration give the same numbers.
+policy, seed and configuration give the same numbers. The draws are common random numbers
+across policies: participation and downloads are drawn for every client every round, a
+client's minibatches come from a generator keyed by (seed, client, round)
+(:func:`client_rng`), and the requests do not depend on the decisions; so two policies'
+runs of one seed differ by their decisions, not by which draws those decisions consumed.
 
 Reusable pieces (``docs/kinds/cis_early_exit.md``, ``docs/kinds/split_learning.md``):
 :class:`FlatModel` (a
@@ -65,6 +69,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,12 +122,24 @@ class FlatModel:
         return torch.func.vmap(self.forward)(W, X)
 
 
+def client_rng(seed: int, client: int, t: int, stream: int) -> np.random.Generator:
+    """The generator of one client's draws of one kind (``stream``; 0: training) in round
+    ``t`` of the run seeded ``seed``. Keyed draws are common random numbers: a client that
+    trains in round ``t`` samples the same minibatches whoever else trains and whatever
+    happened before, so two policies' runs of one seed differ by their decisions, not by
+    which draws their decisions happened to consume."""
+    return np.random.default_rng([int(seed), int(client), int(t), int(stream)])
+
+
 def local_sgd(model: FlatModel, w0: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
               parts: list[np.ndarray], clients: np.ndarray, *, steps: int, batch_size: int,
-              lr: float, rng: np.random.Generator) -> torch.Tensor:
+              lr: float, rng: np.random.Generator | Sequence[np.random.Generator]
+              ) -> torch.Tensor:
     """``steps`` minibatch SGD steps of every client in ``clients``, all from ``w0``.
 
     Client n samples ``batch_size`` indices of ``parts[n]`` with replacement each step.
+    ``rng``: one generator for all (each step, client by client), or one per client of
+    ``clients`` (each client's draws from its own, e.g. :func:`client_rng`).
     Returns the stacked local models ``(len(clients), P)``. The loss summed over clients
     has, for each client's row, exactly that client's gradient, so one backward pass
     serves all of them.
@@ -130,11 +147,16 @@ def local_sgd(model: FlatModel, w0: torch.Tensor, X: torch.Tensor, y: torch.Tens
     m = len(clients)
     if m == 0:
         return w0.new_zeros((0, w0.numel()))
+    own = not isinstance(rng, np.random.Generator)
+    if own and len(rng) != m:
+        raise ValueError(f"rng: {len(rng)} generators for {m} clients")
     sizes = np.array([len(parts[n]) for n in clients])
     pool = [np.asarray(parts[n]) for n in clients]
     W = w0.detach().expand(m, -1).clone()
     for _ in range(steps):
-        pick = np.floor(rng.random((m, batch_size)) * sizes[:, None]).astype(np.int64)
+        u = (np.stack([g.random(batch_size) for g in rng]) if own
+             else rng.random((m, batch_size)))
+        pick = np.floor(u * sizes[:, None]).astype(np.int64)
         idx = torch.from_numpy(np.stack([pool[i][pick[i]] for i in range(m)]))
         W.requires_grad_(True)
         logits = model.forward_stacked(W, X[idx])
@@ -410,11 +432,12 @@ class FederatedHarness:
             torch.set_num_threads(threads)
 
     def _run(self, problem, policy, T, seed, progress, cfg) -> HarnessResult:
-        # a fourth stream draws the drifting training samples: the first three are the
-        # same with or without it; the fifth's children are the further serving streams
-        # (stream k the same whatever the number of draws)
+        # streams: participation and downloads, (1: unused), the first request stream, the
+        # drifting training samples, and the fifth's children the further request streams
+        # (stream k the same whatever the number of draws); a trained client's minibatches
+        # are keyed by (seed, client, round): client_rng, common to every policy of a seed
         seqs = np.random.SeedSequence(seed).spawn(5)
-        rng_part, rng_train, rng_req, rng_data = (np.random.default_rng(s) for s in seqs[:4])
+        rng_part, rng_req, rng_data = (np.random.default_rng(seqs[i]) for i in (0, 2, 3))
         streams = [rng_req, *(np.random.default_rng(s)
                               for s in seqs[4].spawn(cfg.serving_draws - 1))]
         c = problem.clients
@@ -463,7 +486,7 @@ class FederatedHarness:
             parts = self.drifting_parts(mix, rng_data) if drifting else self.parts
             local = local_sgd(model, w, self._X, self._y, parts, who,
                               steps=cfg.local_steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                              rng=rng_train)
+                              rng=[client_rng(seed, i, t, 0) for i in who])
             w = aggregate_unbiased(w, local, p, x.q, trained, cfg.server_lr)
             if drifting:  # K_{t+1}: the loss of the new version on the next round's mixes
                 loss, pred, per_class = self.measure_labels(model, w)

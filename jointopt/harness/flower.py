@@ -87,6 +87,7 @@ from jointopt.harness.fl import (
     HarnessResult,
     aggregate_unbiased,
     aggregation_spread,
+    client_rng,
     evaluate,
     local_sgd,
     serve_fifo,
@@ -123,11 +124,6 @@ def unflatten(vector: np.ndarray, like: ArrayRecord) -> ArrayRecord:
 def model_arrays(model: FlatModel, w: torch.Tensor) -> ArrayRecord:
     """Flat parameters ``w`` of ``model`` as its named arrays (a torch ``state_dict``)."""
     return ArrayRecord({k: v.detach().clone() for k, v in model.params(w).items()})
-
-
-def _rng(seed: int, client: int, t: int, stream: int) -> np.random.Generator:
-    """The generator of one node's draws in one round (stream 0: training, 1: serving)."""
-    return np.random.default_rng([int(seed), int(client), int(t), stream])
 
 
 # -- server ---------------------------------------------------------------------------
@@ -479,7 +475,7 @@ def client_app(make_task: Callable[[Context], ClientTask]) -> ClientApp:
         t = int(msg.content["config"]["server-round"]) - 1
         client = int(node["client"])
         arrays, examples = task.train(client, msg.content["arrays"],
-                                      _rng(node["seed"], client, t, 0))
+                                      client_rng(node["seed"], client, t, 0))
         node["trained-round"] = t
         return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(
             {"num-examples": int(examples)})}), reply_to=msg)
@@ -494,7 +490,7 @@ def client_app(make_task: Callable[[Context], ClientTask]) -> ClientApp:
             node["held-version"] = int(cfg["version"])
         held = context.state[STATE_MODEL]
         client, c = int(node["client"]), task.problem.clients
-        rng = _rng(node["seed"], client, t, 1)
+        rng = client_rng(node["seed"], client, t, 1)
         arrivals, _, on_time, free = serve_fifo(
             rng, c.arrival_rate[[client]], np.array([mu]), c.deadline[[client]],
             task.problem.simulation.slot, t, np.array([float(node["free"])]))
