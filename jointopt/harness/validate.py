@@ -86,12 +86,12 @@ def spearman_ceiling(runs, draws: int = 4000, seed: int = 0) -> float:
     ``r`` shares its run seed across entries. Their row means stand in for the true means,
     and the noise of an ``R``-run mean is drawn as ``N(0, S / R)``, ``S`` the runs' sample
     covariance across entries: runs that share a seed share luck (initial model,
-    participation, request streams), and this keeps it, so entries whose runs move together
-    are told apart by less noise than their standard deviations suggest. Entries with equal
-    runs (policies that decide alike) move together and stay tied. The row means are spread
-    further apart than the true means by that noise, so the estimate leans high. ``draws``
-    Monte Carlo draws of a fixed ``seed`` make it deterministic. NaN with fewer than two
-    entries or replicates, or with equal row means."""
+    participation, minibatches, request streams), and this keeps it, so entries whose runs
+    move together are told apart by less noise than their standard deviations suggest.
+    Entries with equal runs (policies that decide alike) move together and stay tied. The
+    row means are spread further apart than the true means by that noise, so the estimate
+    leans high. ``draws`` Monte Carlo draws of a fixed ``seed`` make it deterministic. NaN
+    with fewer than two entries or replicates, or with equal row means."""
     from scipy.stats import rankdata
 
     runs = np.asarray(runs, dtype=float)
