@@ -123,11 +123,11 @@ class FlatModel:
 
 
 def client_rng(seed: int, client: int, t: int, stream: int) -> np.random.Generator:
-    """The generator of one client's draws of one kind (``stream``; 0: training) in round
-    ``t`` of the run seeded ``seed``. Keyed draws are common random numbers: a client that
-    trains in round ``t`` samples the same minibatches whoever else trains and whatever
-    happened before, so two policies' runs of one seed differ by their decisions, not by
-    which draws their decisions happened to consume."""
+    """The generator of one client's draws of one kind (``stream``; 0: its minibatches, 1: a
+    Flower node's requests) in round ``t`` of the run seeded ``seed``. Keyed draws are
+    common random numbers: a client that trains in round ``t`` samples the same minibatches
+    whoever else trains and whatever happened before, so two policies' runs of one seed
+    differ by their decisions, not by which draws their decisions happened to consume."""
     return np.random.default_rng([int(seed), int(client), int(t), int(stream)])
 
 
