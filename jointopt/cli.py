@@ -564,7 +564,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (policies: predicted, measured; spearman)")
     p.add_argument("--out", metavar="DIR", help="write validation.csv, validation_rounds.csv, "
-                                                "calibration.json and validation.png")
+                                                "validation_windows.csv (where in the run "
+                                                "the policies differ, on each side), "
+                                                "calibration.json and validation.png; with "
+                                                "--seeds: validation_all.csv, gains.csv, "
+                                                "per_seed.csv, windows_all.csv and figures")
     p.add_argument("--engine", choices=("harness", "flower"), default="harness",
                    help="real training on the in-house vmap FedAvg harness, or on Flower's "
                         "Simulation Engine (needs the flower extra) (default: %(default)s)")

@@ -416,9 +416,12 @@ def test_quick_validation_cli_json(capsys, tmp_path):
         assert row["abs_error"] == pytest.approx(abs(row["predicted"] - row["measured"]))
     assert out["spearman"] is None or -1.0 <= out["spearman"] <= 1.0
     assert out["calibration"]["convergence"]["r2"] is not None
-    for name in ("validation.csv", "validation_rounds.csv", "calibration.json",
-                 "validation.png"):
+    for name in ("validation.csv", "validation_rounds.csv", "validation_windows.csv",
+                 "calibration.json", "validation.png"):
         assert (tmp_path / name).stat().st_size > 0
+    windows = pd.read_csv(tmp_path / "validation_windows.csv")
+    assert sorted(set(windows["first"])) == [0, 5, 20]
+    assert set(windows["policy"]) == {"online", "training_first", "equal_split"}
 
 
 def test_validate_rejects_bad_input(capsys):
@@ -602,6 +605,9 @@ def test_paired_validation_cli_reports_the_gain_with_an_interval(capsys, tmp_pat
     assert len(rounds) == 6
     for name in ("gains.csv", "per_seed.csv", "gains.png", "validation_all.png"):
         assert (tmp_path / name).stat().st_size > 0
+    windows = pd.read_csv(tmp_path / "windows_all.csv")
+    assert len(windows) == 2 * 3              # seeds x policies x windows (5 rounds: one)
+    assert set(windows["seed"]) == {0, 1} and set(windows["first"]) == {0}
     assert set(out["separated_pairs"]) == {"pairs", "separated", "agree"}
     assert out["separated_pairs"]["pairs"] == 3
     assert cli.main(["validate", "--seeds", "3", "--rounds", "5"]) == 2
@@ -636,6 +642,41 @@ def test_validation_text_reports_the_fitted_aggregation_noise(capsys):
     assert cli.main(["validate", "default", *base]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("calibration"))
     assert "aggregation noise" not in line
+
+
+def test_window_shares_split_each_policys_lead_over_the_rounds():
+    from jointopt.errors import ValidationError
+    from jointopt.harness.validate import ValidationResult
+
+    rng = np.random.default_rng(0)
+    T, policies = 30, ["online", "static", "equal_split"]
+    rounds = pd.DataFrame([{"policy": p, "round": t,
+                            "predicted_timely_accuracy": rng.random(),
+                            "measured_timely_accuracy": rng.random(),
+                            "measured_expected_timely_accuracy": rng.random()}
+                           for p in policies for t in range(T)])
+    table = pd.DataFrame({"policy": policies})
+    res = ValidationResult("s", 0, T, table, rounds)
+    shares = res.window_shares((0, 5, 20))
+    assert list(shares["first"].unique()) == [0, 5, 20]
+    assert list(shares["last"].unique()) == [4, 19, 29]
+    for side, col in (("predicted", "predicted_timely_accuracy"),
+                      ("measured", "measured_timely_accuracy"),
+                      ("measured_expected", "measured_expected_timely_accuracy")):
+        # every window's shares add up to zero over the policies ...
+        np.testing.assert_allclose(shares.groupby("first")[side].sum(), 0.0, atol=1e-12)
+        # ... and a policy's shares to its run average minus the policies' mean
+        avg = rounds.groupby("policy")[col].mean()
+        np.testing.assert_allclose(shares.groupby("policy")[side].sum()[policies],
+                                   (avg - avg.mean())[policies], atol=1e-12)
+    # one window's share is that window's rounds alone
+    wide = rounds.pivot(index="round", columns="policy", values="measured_timely_accuracy")
+    first = (wide.iloc[:5] - wide.iloc[:5].mean(axis=1).to_numpy()[:, None]).sum() / T
+    got = shares[shares["first"] == 0].set_index("policy")["measured"]
+    np.testing.assert_allclose(got[policies], first[policies], atol=1e-12)
+    for bad in ((), (1, 5), (0, 5, 5), (0, T)):
+        with pytest.raises(ValidationError, match="bounds"):
+            res.window_shares(bad)
 
 
 def test_spearman_ceiling_is_the_rank_agreement_noise_leaves():

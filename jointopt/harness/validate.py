@@ -174,6 +174,45 @@ class ValidationResult:
         return (f" (run-to-run noise alone: spearman {self.noise_spearman:.3f}, "
                 f"mae {self.noise_mae:.4f})")
 
+    def window_shares(self, bounds=None) -> pd.DataFrame:
+        """Where in the run the policies differ, on each side: per window of rounds and
+        policy, the window's share of the policy's run average minus the policies' mean,
+        ``sum over the window's rounds of (x_policy - mean over policies) / rounds``.
+
+        ``bounds``: the windows' first rounds, increasing from 0; the last window ends with
+        the run (default: those of 0, 5, 20 and 50 that the run reaches). Columns:
+        ``first``, ``last`` (rounds), ``policy``, ``predicted`` (the surrogate's expected
+        timely accuracy), ``measured`` (real training's timely accuracy, its replicates'
+        mean) and ``measured_expected`` (real training's expected timely accuracy: the
+        served copies' accuracy times the on-time law, without the request noise). A
+        policy's shares add up over the windows to its per-round average minus the
+        policies' mean, and every window's shares add up to zero over the policies. A
+        window where one side has large shares and the other none is where
+        the surrogate misses what separates the policies."""
+        from jointopt.errors import ValidationError
+
+        T = self.rounds_run
+        bounds = ([b for b in (0, 5, 20, 50) if b < T] if bounds is None
+                  else [int(b) for b in bounds])
+        if not bounds or bounds[0] != 0 or np.any(np.diff(bounds) <= 0) or bounds[-1] >= T:
+            raise ValidationError("bounds", f"must increase from 0 and stay below the run's "
+                                            f"{T} rounds, got {bounds}")
+        window = np.searchsorted(bounds, np.arange(T), side="right") - 1
+        sides = {"predicted": "predicted_timely_accuracy",
+                 "measured": "measured_timely_accuracy",
+                 "measured_expected": "measured_expected_timely_accuracy"}
+        parts = []
+        for key, col in sides.items():
+            wide = self.rounds.pivot(index="round", columns="policy", values=col)
+            wide = wide[list(self.table["policy"])]
+            dev = wide.sub(wide.mean(axis=1), axis=0).groupby(window[wide.index]).sum() / T
+            parts.append(dev.stack().rename(key))
+        out = pd.concat(parts, axis=1).reset_index(names=["window", "policy"])
+        ends = [*bounds[1:], T]
+        out.insert(0, "first", [bounds[w] for w in out["window"]])
+        out.insert(1, "last", [ends[w] - 1 for w in out["window"]])
+        return out.drop(columns="window")
+
     def to_dict(self) -> dict:
         from jointopt.solvers.base import finite_or_none
 
@@ -490,6 +529,7 @@ def _finish(fig, ax, path) -> Path:
 
 def write_validation(result: ValidationResult, out) -> list[Path]:
     """``validation.csv`` (one row per policy), ``validation_rounds.csv``,
+    ``validation_windows.csv`` (:meth:`ValidationResult.window_shares`),
     ``calibration.json`` and ``validation.png`` under ``out``."""
     import json
 
@@ -499,6 +539,8 @@ def write_validation(result: ValidationResult, out) -> list[Path]:
     result.table.to_csv(paths[0], index=False)
     result.rounds.to_csv(paths[1], index=False)
     paths[2].write_text(json.dumps(result.calibration, indent=2))
+    paths.append(out / "validation_windows.csv")
+    result.window_shares().to_csv(paths[-1], index=False)
     paths.append(plot_validation(result.table, out / "validation.png"))
     return paths
 
@@ -529,13 +571,18 @@ def plot_gains(paired: PairedValidation, path) -> Path:
 
 def write_paired(paired: PairedValidation, out) -> list[Path]:
     """``validation_all.csv`` (one row per policy and seed), ``gains.csv``,
-    ``per_seed.csv``, ``validation_all.png`` and ``gains.png`` under ``out``."""
+    ``per_seed.csv``, ``windows_all.csv`` (every seed's
+    :meth:`ValidationResult.window_shares`), ``validation_all.png`` and ``gains.png`` under
+    ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "validation_all.csv", out / "gains.csv", out / "per_seed.csv"]
+    paths = [out / "validation_all.csv", out / "gains.csv", out / "per_seed.csv",
+             out / "windows_all.csv"]
     paired.table.to_csv(paths[0], index=False)
     paired.gains().to_csv(paths[1], index=False)
     paired.per_seed().to_csv(paths[2], index=False)
+    pd.concat([r.window_shares().assign(seed=r.seed) for r in paired.results]).to_csv(
+        paths[3], index=False)
     paths.append(plot_validation(paired.table, out / "validation_all.png"))
     paths.append(plot_gains(paired, out / "gains.png"))
     return paths
