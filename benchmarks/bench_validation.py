@@ -30,7 +30,13 @@ import time
 from pathlib import Path
 
 from jointopt import load_scenario
-from jointopt.harness.validate import DEFAULT_POLICIES, resize, validate_seeds, write_paired
+from jointopt.harness.validate import (
+    DEFAULT_POLICIES,
+    describe_calibration,
+    resize,
+    validate_seeds,
+    write_paired,
+)
 
 
 def main(argv=None) -> int:
@@ -77,14 +83,9 @@ def main(argv=None) -> int:
                                 serving_draws=args.serving_draws,
                                 replicates=args.replicates, pilot_runs=args.pilot_runs)
         for res in paired.results:
-            conv, acc = res.calibration["convergence"], res.calibration["accuracy"]
-            print(f"\nseed {res.seed} ({res.elapsed_s:.0f} s): calibration a={conv['a']:.3f} "
-                  f"b={conv['b']:.4f} c={conv['c']:.4f} b_rel={conv['b_rel']:.4f} "
-                  f"(r2 {conv['r2']:.3f}), accuracy map {acc['map']} r2 {acc['r2']:.3f}"
-                  + (f", aggregation noise {acc['aggregation_noise']:.3g}"
-                     if problem.calibration.aggregation_noise else "")
-                  + (f", drift growth {res.calibration['drift']['growth']:.4f}"
-                     if "drift" in res.calibration else ""))
+            print(f"\nseed {res.seed} ({res.elapsed_s:.0f} s): calibration "
+                  + describe_calibration(res.calibration,
+                                         problem.calibration.aggregation_noise))
             print(res.table[["policy", "predicted", "measured", "abs_error"]]
                   .to_string(index=False, float_format="{:.4f}".format))
             print(f"spearman {res.spearman:.3f}  mae {res.mae:.4f}{res.noise_note()}")

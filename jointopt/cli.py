@@ -243,7 +243,12 @@ def _cmd_validate(args) -> int:
             raise ValidationError("--policies", f"unknown policy {name!r}; choose from "
                                                 f"{', '.join(POLICIES)} or all")
     try:
-        from jointopt.harness.validate import resize, validate, write_validation
+        from jointopt.harness.validate import (
+            describe_calibration,
+            resize,
+            validate,
+            write_validation,
+        )
     except ImportError as exc:
         raise ValidationError("validate", f"needs the train extra (torch, scikit-learn): "
                                           f"pip install -e \".[train]\" ({exc})") from None
@@ -278,11 +283,8 @@ def _cmd_validate(args) -> int:
               f"engine {args.engine}, {result.serving_draws} serving draws, "
               f"{result.replicates} real run(s) per policy, {result.pilot_runs} run(s) "
               f"per pilot)")
-        conv, acc = result.calibration["convergence"], result.calibration["accuracy"]
-        noise = (f", aggregation noise {acc['aggregation_noise']:.3g}"
-                 if problem.calibration.aggregation_noise else "")
-        print(f"calibration: a={conv['a']:.4g} b={conv['b']:.4g} c={conv['c']:.4g} "
-              f"(r2 {conv['r2']:.3f}); accuracy map r2 {acc['r2']:.3f}{noise}")
+        print("calibration: " + describe_calibration(
+            result.calibration, problem.calibration.aggregation_noise))
         for path in written:
             print(f"wrote {path}")
     return 0

@@ -133,13 +133,12 @@ def client_rng(seed: int, client: int, t: int, stream: int) -> np.random.Generat
 
 def local_sgd(model: FlatModel, w0: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
               parts: list[np.ndarray], clients: np.ndarray, *, steps: int, batch_size: int,
-              lr: float, rng: np.random.Generator | Sequence[np.random.Generator]
-              ) -> torch.Tensor:
+              lr: float, rng: Sequence[np.random.Generator]) -> torch.Tensor:
     """``steps`` minibatch SGD steps of every client in ``clients``, all from ``w0``.
 
     Client n samples ``batch_size`` indices of ``parts[n]`` with replacement each step.
-    ``rng``: one generator for all (each step, client by client), or one per client of
-    ``clients`` (each client's draws from its own, e.g. :func:`client_rng`).
+    ``rng``: one generator per client of ``clients``, its batches' only source (e.g.
+    :func:`client_rng`), so a client's local model does not depend on who else trains.
     Returns the stacked local models ``(len(clients), P)``. The loss summed over clients
     has, for each client's row, exactly that client's gradient, so one backward pass
     serves all of them.
@@ -147,15 +146,13 @@ def local_sgd(model: FlatModel, w0: torch.Tensor, X: torch.Tensor, y: torch.Tens
     m = len(clients)
     if m == 0:
         return w0.new_zeros((0, w0.numel()))
-    own = not isinstance(rng, np.random.Generator)
-    if own and len(rng) != m:
+    if len(rng) != m:
         raise ValueError(f"rng: {len(rng)} generators for {m} clients")
     sizes = np.array([len(parts[n]) for n in clients])
     pool = [np.asarray(parts[n]) for n in clients]
     W = w0.detach().expand(m, -1).clone()
     for _ in range(steps):
-        u = (np.stack([g.random(batch_size) for g in rng]) if own
-             else rng.random((m, batch_size)))
+        u = np.stack([g.random(batch_size) for g in rng])
         pick = np.floor(u * sizes[:, None]).astype(np.int64)
         idx = torch.from_numpy(np.stack([pool[i][pick[i]] for i in range(m)]))
         W.requires_grad_(True)

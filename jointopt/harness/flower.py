@@ -399,7 +399,7 @@ class DigitsTask(ClientTask):
         cfg, parts = self.harness.config, self.harness.parts
         local = local_sgd(self.model, self.flat(arrays), self.X, self.y, parts,
                           np.array([client]), steps=cfg.local_steps,
-                          batch_size=cfg.batch_size, lr=cfg.lr, rng=rng)
+                          batch_size=cfg.batch_size, lr=cfg.lr, rng=[rng])
         return model_arrays(self.model, local[0]), len(parts[client])
 
     def answer(self, client, arrays, count, rng):
