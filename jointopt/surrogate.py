@@ -19,7 +19,8 @@ Provenance: **project choice** (``docs/kinds/joint_training_inference.md``). Eac
    :func:`~jointopt.models.accuracy.aggregation_deficit`; read, never observed);
 6. under drift (the problem's ``[drift]`` section, :class:`~jointopt.models.drift.DriftModel`)
    the data then moves: the global model and every held copy gain the next round's shock
-   ``growth + jump_error * [t + 1 in jumps]``.
+   ``growth + jump_error * [t + 1 in jumps]``, a copy of age ``k`` also ``ageing (2k + 1)``
+   (so that it has gained ``ageing k^2`` by age ``k``).
 
 After each round the policy's next observation carries the round's feedback
 (:class:`~jointopt.closed_loop.Feedback`: the sampled spread, the error of the copies that
@@ -157,8 +158,7 @@ def simulate(problem: JointTrainingInferenceProblem, policy: Policy | str = "onl
             float(np.max(x.mu - c.mu_max)))
         K = K_next
         if drift.active:
-            shock = drift.shock(t + 1)
-            K, held = K + shock, held + shock
+            K, held = K + drift.shock(t + 1), held + drift.copy_shock(t + 1, age)
 
     table = pd.DataFrame({"round": np.arange(T), **cols})
     if estimates:  # a closed-loop policy: the estimates it planned each round with

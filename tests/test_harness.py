@@ -753,11 +753,12 @@ def test_separated_pairs_counts_only_what_real_training_tells_apart():
 def test_drifting_data_moves_training_requests_and_held_errors():
     """Under drift the clients' label mixes rotate; K is measured on the current mixes;
     a copy that is never refreshed is observed with its download error plus the drift
-    model's gap, and serves worse and worse."""
+    model's gap (its age-squared term included), and serves worse and worse."""
     from jointopt.harness.calibrate import fit_drift
 
     problem = resize(load_scenario("drift"), 6)
-    problem = problem.replace(drift={**problem.to_dict()["drift"], "rate": 0.25})
+    problem = problem.replace(drift={**problem.to_dict()["drift"], "rate": 0.25,
+                                     "ageing": 0.01})
     h = FederatedHarness(problem)
     assert h.labels.active
     m0, m4 = h.mix_at(0), h.mix_at(4)
@@ -780,7 +781,8 @@ def test_drifting_data_moves_training_requests_and_held_errors():
                 rounds=20, seed=0)
     growth = problem.drift.growth
     held = np.array([o.held_error[0] for o in seen[6:]])
-    np.testing.assert_allclose(np.diff(held), growth)              # the model's gap
+    k = np.arange(1, 14)              # version 6 was fresh in round 5: age k in round 5 + k
+    np.testing.assert_allclose(np.diff(held), growth + 0.01 * (2 * k + 1))  # the model's gap
     assert seen[6].held_error[0] == pytest.approx(res.K[6])
     # the held version (6) loses accuracy on the moving requests; the new ones do not
     A = res.class_accuracy @ res.request_mix.T
@@ -789,19 +791,27 @@ def test_drifting_data_moves_training_requests_and_held_errors():
     assert fit.growth > 0.0 and fit.jump_error == 0.0 and fit.n > 0
 
 
-def test_drift_fit_recovers_a_known_gap():
-    """Synthetic versions whose accuracy falls by kappa * (growth * age + jump * jumps)."""
+@pytest.mark.parametrize("ageing", [0.0, 0.002])
+def test_drift_fit_recovers_a_known_gap(ageing):
+    """Synthetic versions whose accuracy falls by
+    kappa * (growth * age + ageing * age^2 + jump * jumps)."""
     from jointopt.models.accuracy import AffineAccuracy
     from jointopt.models.drift import DriftModel
 
     from jointopt.harness.calibrate import fit_drift
 
     acc = AffineAccuracy(1.0, 0.3, 0.0)
-    model = DriftModel(0.04, 0.5, (12,))
+    model = DriftModel(0.04, 0.5, (12,), ageing)
     T = 30
     # A(v, t) = class_accuracy[v] @ request_mix[t]: with one "label" per round and the
     # identity as request mixes, class_accuracy is the (versions x rounds) table itself
     A = np.array([[float(acc(model.gap(v - 1, t))) if t >= v - 1 else 1.0 for t in range(T)]
                   for v in range(T + 1)])
     fit = fit_drift([(A, np.eye(T))], acc, jumps=(12,), max_age=10)
-    assert (fit.growth, fit.jump_error) == pytest.approx((0.04, 0.5), abs=1e-9)
+    assert (fit.growth, fit.ageing, fit.jump_error) == pytest.approx((0.04, ageing, 0.5),
+                                                                     abs=1e-6)
+    assert fit.rmse < 1e-6
+    # without the age-squared term the line takes what it can of the curve
+    line = fit_drift([(A, np.eye(T))], acc, jumps=(12,), max_age=10, ageing=False)
+    assert line.ageing == 0.0
+    assert line.rmse == pytest.approx(0.0, abs=1e-6) if ageing == 0 else line.rmse > 1e-3

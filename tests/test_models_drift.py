@@ -22,16 +22,23 @@ jump_lists = st.lists(st.integers(1, 60), max_size=5, unique=True).map(sorted)
 
 @SETTINGS
 @given(jumps=jump_lists, growth=st.floats(0.0, 1.0), jump_error=st.floats(0.0, 3.0),
-       since=st.integers(0, 70), now=st.integers(0, 70))
-def test_gap_is_the_sum_of_the_shocks_since(jumps, growth, jump_error, since, now):
-    model = DriftModel(growth, jump_error, tuple(jumps))
-    want = sum(model.shock(t) for t in range(since + 1, now + 1))
-    assert float(model.gap(since, now)) == pytest.approx(want, abs=1e-12)
+       ageing=st.sampled_from([0.0, 0.001, 0.05]), since=st.integers(0, 70),
+       now=st.integers(0, 70))
+def test_gap_is_the_sum_of_a_copys_shocks_since(jumps, growth, jump_error, ageing, since,
+                                                 now):
+    """A copy fresh in round ``since`` gains ``copy_shock(t, age)`` between rounds
+    ``t - 1`` and ``t`` at its age in round ``t - 1``: together its gap."""
+    model = DriftModel(growth, jump_error, tuple(jumps), ageing)
+    want = sum(model.copy_shock(t, t - 1 - since) for t in range(since + 1, now + 1))
+    assert float(model.gap(since, now)) == pytest.approx(want, abs=1e-9)
+    if ageing == 0:   # the global model's shocks are a fresh copy's
+        assert want == pytest.approx(sum(model.shock(t) for t in range(since + 1, now + 1)),
+                                     abs=1e-12)
     # vectorised over the refresh round
     sinces = np.arange(0, 71)
     np.testing.assert_allclose(model.gap(sinces, now),
-                               [sum(model.shock(t) for t in range(s + 1, now + 1))
-                                for s in sinces], atol=1e-12)
+                               [sum(model.copy_shock(t, t - 1 - s) for t in range(s + 1, now + 1))
+                                for s in sinces], atol=1e-9)
 
 
 @SETTINGS
@@ -74,9 +81,10 @@ def test_drift_section_is_validated_in_a_scenario():
     data["drift"]["window"] = 0
     with pytest.raises(jointopt.ValidationError, match="drift.window"):
         jointopt.load_scenario("drift").from_dict(data)
-    data["drift"] = {"growth": -1.0}
-    with pytest.raises(jointopt.ValidationError, match="drift.growth"):
-        jointopt.load_scenario("drift").from_dict(data)
+    for field in ("growth", "ageing"):
+        data["drift"] = {field: -1.0}
+        with pytest.raises(jointopt.ValidationError, match=f"drift.{field}"):
+            jointopt.load_scenario("drift").from_dict(data)
 
 
 @pytest.mark.parametrize("acc", [AffineAccuracy(0.95, 0.3, 0.0),
@@ -87,12 +95,14 @@ def test_error_of_inverts_the_accuracy_map(acc):
 
 
 # -- the surrogate under drift ------------------------------------------------------------
-def test_surrogate_copies_age_and_the_global_model_jumps():
+@pytest.mark.parametrize("ageing", [0.0, 0.01])
+def test_surrogate_copies_age_and_the_global_model_jumps(ageing):
     """A client that never downloads serves with a copy whose error grows by ``growth`` a
-    round and ``jump_error`` at a jump; the global model takes the jump too."""
+    round, ``jump_error`` at a jump and ``ageing (2k + 1)`` from age ``k`` to ``k + 1``; the
+    global model takes the jump too, and no ageing (it is always fresh)."""
     problem = jointopt.load_scenario("drift")
     problem = problem.replace(drift={**problem.to_dict()["drift"], "jumps": [6],
-                                     "growth": 0.1, "jump_error": 1.0})
+                                     "growth": 0.1, "jump_error": 1.0, "ageing": ageing})
     c = problem.clients
     seen = []
 
@@ -104,7 +114,10 @@ def test_surrogate_copies_age_and_the_global_model_jumps():
     policy = Never(Allocation(np.ones(c.count), np.zeros(c.count), c.mu_max.copy()))
     res = simulate(problem, policy, rounds=10, seed=0)
     held = np.array([o.held_error[0] for o in seen])
-    np.testing.assert_allclose(np.diff(held), [0.1] * 5 + [1.1] + [0.1] * 3)
+    ages = np.array([o.age[0] for o in seen]) + 1      # the age it served round t at
+    np.testing.assert_array_equal(ages, np.arange(1, 11))
+    np.testing.assert_allclose(np.diff(held), np.array([0.1] * 5 + [1.1] + [0.1] * 3)
+                               + ageing * (2 * ages[:-1] + 1))
     K_seen = np.array([o.K for o in seen])
     # K_{t+1} = a K_t + b V + c + shock(t + 1): the jump lands in round 6's observation
     K_next = res.table["K"].to_numpy()

@@ -40,7 +40,9 @@ and its requests follow the same mix. ``K_t`` is then the loss of ``w_t`` on rou
 mixes, ``sum_n p_n sum_l pi_n^t(l) F_l(w_t)`` with ``F_l`` the mean training loss on label
 ``l``; a held copy's error proxy is the ``K`` it was downloaded with plus the drift model's
 gap since (:meth:`~jointopt.models.drift.DriftModel.gap`: the error proxy the accuracy map
-reads, as the surrogate tracks it), and its accuracy is measured on the client's current mix.
+reads, as the surrogate tracks it; version ``v`` was fresh in round ``v - 1``, which trained
+it, and its ``K_v``, measured on round ``v``'s mixes, carries that round's gap already), and
+its accuracy is measured on the client's current mix.
 
 After each round the policy's next observation carries the round's feedback
 (:class:`~jointopt.closed_loop.Feedback`: the realised spread, the error proxy of the copies
@@ -443,6 +445,11 @@ class FederatedHarness:
         cost = (c.cost_train, c.cost_download, c.cost_service)
         drifting = self.labels.active
         gap = problem.drift.model.gap
+
+        def stale(held, t):  # what held versions have gained by round t beyond their K
+            # (0 for a version served in the round that trained it)
+            return np.maximum(gap(held - 1, t) - gap(held - 1, held), 0.0) if drifting else 0.0
+
         model = self.build_model(seed)
         w = model.flat()
         mix = self.mix_at(0)
@@ -475,7 +482,7 @@ class FederatedHarness:
             if drifting and t > 0:
                 mix = self.mix_at(t)
                 req_mix = lam @ mix / lam.sum() if lam.sum() > 0 else mix.mean(axis=0)
-            held_error = np.asarray(Ks)[held] + (gap(held, t) if drifting else 0.0)
+            held_error = np.asarray(Ks)[held] + stale(held, t)
             x = policy.decide(Observation(t, Ks[-1], held_error, age.copy(), feedback))
             trained = rng_part.random(n) < x.q
             downloaded = rng_part.random(n) < x.d
@@ -515,7 +522,7 @@ class FederatedHarness:
             use = cost[0] * x.q + cost[1] * x.d + cost[2] * x.mu
             cols["K"][t] = K
             cols["V"][t] = aggregation_spread(p, x.q, trained)
-            served = np.asarray(Ks)[held] + (gap(held, t) if drifting else 0.0)
+            served = np.asarray(Ks)[held] + stale(held, t)
             feedback = Feedback(cols["V"][t], served, on_time_n, correct_n)
             est = getattr(policy, "estimates", None)  # pilots need not have it
             if est:

@@ -240,15 +240,17 @@ def describe_calibration(calibration: dict, aggregation_noise: bool = False) -> 
     """One line of a calibration's fitted constants (a :meth:`Calibration.to_dict
     <jointopt.harness.calibrate.Calibration.to_dict>`): the recursion's, the accuracy map's
     fit, the aggregation noise where it was fitted (``aggregation_noise``: the scenario's
-    ``calibration.aggregation_noise``) and the drift's growth where there is drift."""
+    ``calibration.aggregation_noise``) and the drift's growth and ageing where there is
+    drift."""
     conv, acc = calibration["convergence"], calibration["accuracy"]
     return (f"a={conv['a']:.4g} b={conv['b']:.4g} c={conv['c']:.4g} "
             f"b_rel={conv['b_rel']:.4g} (r2 {conv['r2']:.3f}); accuracy map {acc['map']} "
             f"r2 {acc['r2']:.3f}"
             + (f", aggregation noise {acc['aggregation_noise']:.3g}" if aggregation_noise
                else "")
-            + (f", drift growth {calibration['drift']['growth']:.4f}"
-               if "drift" in calibration else ""))
+            + (f", drift growth {calibration['drift']['growth']:.4f} ageing "
+               f"{calibration['drift'].get('ageing', 0.0):.2g}" if "drift" in calibration
+               else ""))
 
 
 def make_harness(problem, config=None, engine: str = "harness"):

@@ -306,9 +306,10 @@ class DriftSpec(Section):
     ``jumps``; ``window`` (harness only) confines the clients' label mixes to that many
     neighbouring labels, so that the population's mix moves too (None: each client's own
     mix rotates). The model (what the surrogate and the controller use): a copy not
-    retrained gains ``growth`` error a round and ``jump_error`` at a jump. The harness
-    calibration fits ``growth`` and ``jump_error`` to the moving data. No section, or all
-    zeros: stationary data.
+    retrained gains ``growth`` error a round and ``jump_error`` at a jump, and ``ageing k^2``
+    by age ``k`` (the loss of a stale copy can grow faster than linearly with its age). The
+    harness calibration fits ``growth``, ``ageing`` and ``jump_error`` to the moving data. No
+    section, or all zeros: stationary data.
     """
 
     rate: float = 0.0
@@ -317,6 +318,7 @@ class DriftSpec(Section):
     window: int | None = None
     growth: float = 0.0
     jump_error: float = 0.0
+    ageing: float = 0.0
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
@@ -331,7 +333,7 @@ class DriftSpec(Section):
 
     @property
     def model(self) -> DriftModel:
-        return DriftModel(self.growth, self.jump_error, tuple(self.jumps))
+        return DriftModel(self.growth, self.jump_error, tuple(self.jumps), self.ageing)
 
 
 class SimulationSpec(Section):
