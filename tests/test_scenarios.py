@@ -191,14 +191,16 @@ def test_unreadable_files_are_named(tmp_path):
 
 def test_calibration_pilots_are_checked_and_round_trip():
     """[calibration] pilots: levels in (0, 1], "q_min" or "uniform"; the built-in default
-    adds a 0.1 pilot, a scenario without the section gets the usual five."""
+    and drift add a 0.1 pilot, a scenario without the section (analytic) gets the usual
+    five."""
     from jointopt.solvers.jti.problem import DEFAULT_PILOTS
 
     from jointopt.errors import ValidationError
 
     problem = jointopt.load_scenario("default")
     assert problem.calibration.pilots == [1.0, 0.5, 0.2, 0.1, "q_min", "uniform"]
-    assert jointopt.load_scenario("drift").calibration.pilots == list(DEFAULT_PILOTS)
+    assert jointopt.load_scenario("drift").calibration.pilots == problem.calibration.pilots
+    assert jointopt.load_scenario("analytic").calibration.pilots == list(DEFAULT_PILOTS)
     data = problem.to_dict()
     assert type(problem).from_dict(data).calibration == problem.calibration
     for bad, where in (([], "calibration.pilots"), ([0.5, 0], "calibration.pilots[1]"),
