@@ -245,8 +245,9 @@ def fit_drift(runs, accuracy_map, jumps=(), max_age: int = 10,
     the policies hold copies for (a mean age from under 1 to about 7 on that scenario).
     Measured on its pilot runs (seeds 0-4, 100 rounds): the quadratic fitted to ages 1-10
     is within 0.007 of the mean measured gap at every age, where a line fitted to ages 1-5
-    (this fit's former default) falls 0.06-0.10 short at age 10; the measured gap then
-    levels off, and ages to 20 fit no quadratic (residuals to 0.04).
+    (this fit's former default) falls 0.02-0.10 short at age 10 (versions from round 20
+    on); the measured gap then levels off, and ages to 20 fit no quadratic (residuals to
+    0.04).
     """
     jumps = np.asarray(sorted(int(j) for j in jumps), dtype=np.int64)
     X, y = [], []
