@@ -505,7 +505,7 @@ def calibrate(harness, *, rounds: int, seed: int = 0,
         # model's shocks explicitly (not inside c), and the map is refitted on its path
         drift = fit_drift([(r.class_accuracy, r.request_mix) for r in runs], acc.build(),
                           restarts)
-        model = DriftModel(drift.growth, drift.jump_error, tuple(restarts), drift.ageing)
+        model = DriftModel(drift.growth, drift.jump_error, tuple(restarts))  # the global shock
         shocks = np.array([model.shock(t + 1) for t in range(rounds)])
         conv = fit_convergence(K_V, error_scaled=error_scaled, restarts=restarts,
                                shocks=shocks)

@@ -249,7 +249,7 @@ def describe_calibration(calibration: dict, aggregation_noise: bool = False) -> 
             + (f", aggregation noise {acc['aggregation_noise']:.3g}" if aggregation_noise
                else "")
             + (f", drift growth {calibration['drift']['growth']:.4f} ageing "
-               f"{calibration['drift'].get('ageing', 0.0):.2g}" if "drift" in calibration
+               f"{calibration['drift']['ageing']:.2g}" if "drift" in calibration
                else ""))
 
 
