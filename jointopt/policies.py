@@ -204,6 +204,10 @@ class Online(Policy):
     ``closed_loop`` (default: the problem's ``controller.closed_loop``): re-estimate the
     convergence constants and the accuracy map every round from the observation's feedback
     and plan with the estimate (:class:`~jointopt.closed_loop.ClosedLoop`).
+
+    Where the problem has ``accuracy.aggregation_noise``, the first round plans without it
+    and every later round with the deficit linearised at that first decision
+    (:meth:`~jointopt.solvers.jti.round.RoundSolver.linearise_deficit`, project choice).
     """
 
     name = "online"
@@ -236,7 +240,10 @@ class Online(Policy):
         if self.loop is not None:
             self.loop.observe(obs.t, obs.K, obs.feedback)
             self.solver.retune(self.loop.convergence, self.loop.accuracy)
-        return self.controller.step(obs)
+        x = self.controller.step(obs)
+        if self.controller.slots == 1:  # plan with the aggregation deficit from here on
+            self.solver.linearise_deficit(x)
+        return x
 
     @property
     def estimates(self) -> dict:
@@ -302,7 +309,9 @@ class AoMUnaware(Online):
 
 
 class Static(Policy):
-    """The per-round problem solved once, with the budget as the cap, and held fixed."""
+    """The per-round problem solved once, with the budget as the cap, and held fixed (where
+    the problem has ``accuracy.aggregation_noise``: solved again with the deficit
+    linearised at the first solution's participation)."""
 
     name = "static"
 
@@ -312,7 +321,11 @@ class Static(Policy):
         data["clients"]["cap"] = np.minimum(problem.clients.cap, problem.clients.budget).tolist()
         data["state"]["Z"] = 0.0
         held = JointTrainingInferenceProblem.from_dict(data)
-        res = RoundSolver(held).solve()
+        solver = RoundSolver(held)
+        res = solver.solve()
+        if solver.linearise_deficit(Allocation(res.decisions["q"], res.decisions["d"],
+                                               res.decisions["mu"])):  # again, with the deficit
+            res = solver.solve()
         self.x = Allocation(res.decisions["q"], res.decisions["d"], res.decisions["mu"])
 
     def decide(self, obs):

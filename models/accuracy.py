@@ -57,6 +57,17 @@ def aggregation_deficit(beta: float, K, spread):
     return beta * np.asarray(K, dtype=float) * np.sqrt(np.asarray(spread, dtype=float))
 
 
+def deficit_slope(beta: float, spread: float) -> float:
+    """Slope of the deficit's tangent in the spread, per unit of ``K``: ``beta / (2
+    sqrt(spread))``, so that ``beta K sqrt(S) <= beta K (sqrt(spread) + slope (S - spread))``
+    with equality at ``S = spread`` (``sqrt`` is concave). A planner reads the deficit through
+    it as a spread that adds up over clients. 0 when ``beta`` or ``spread`` is 0 (every client
+    takes part: the deficit is already gone and has no finite slope)."""
+    if beta < 0 or spread < 0:
+        raise ValueError(f"beta and spread must be >= 0, got {beta} and {spread}")
+    return 0.0 if beta == 0 or spread == 0 else beta / (2.0 * float(np.sqrt(spread)))
+
+
 def _check_levels(acc_max: float, acc_min: float) -> None:
     check_range("accuracy.acc_max", acc_max, gt=0.0, le=1.0)
     check_range("accuracy.acc_min", acc_min, ge=0.0)

@@ -21,6 +21,7 @@ from jointopt.models import (
     LogisticAccuracy,
     ValidationError,
 )
+from jointopt.models.accuracy import aggregation_deficit, deficit_slope
 
 SETTINGS = settings(max_examples=80, deadline=None)
 
@@ -247,3 +248,25 @@ def test_registry_and_defaults_are_valid_decreasing_maps():
         assert top == pytest.approx(acc.acc_max) and out[0] <= acc.acc_max
         intercept, slope = acc.linearize(1.0)
         assert slope > 0 and intercept >= float(acc(1.0))
+
+
+@given(st.floats(min_value=0.0, max_value=3.0), st.floats(min_value=1e-6, max_value=4.0),
+       st.floats(min_value=0.0, max_value=4.0))
+def test_deficit_tangent_bounds_the_deficit_and_touches_it(beta, s0, s):
+    """The planner's tangent of ``beta sqrt(S)`` at ``s0`` lies on or above it and touches it
+    at ``s0`` (``sqrt`` is concave): participation is never valued above the deficit's
+    own drop."""
+    slope = deficit_slope(beta, s0)
+    tangent = beta * math.sqrt(s0) + slope * (s - s0)
+    assert aggregation_deficit(beta, 1.0, s) <= tangent + 1e-12
+    assert aggregation_deficit(beta, 1.0, s0) == pytest.approx(beta * math.sqrt(s0))
+    assert slope == pytest.approx(beta / (2 * math.sqrt(s0)))
+
+
+def test_deficit_slope_is_zero_without_noise_or_spread_and_refuses_negatives():
+    assert deficit_slope(0.0, 0.3) == 0.0
+    assert deficit_slope(0.5, 0.0) == 0.0
+    with pytest.raises(ValueError, match="beta and spread"):
+        deficit_slope(-0.1, 0.3)
+    with pytest.raises(ValueError, match="beta and spread"):
+        deficit_slope(0.1, -0.3)

@@ -461,3 +461,46 @@ def test_cvxpy_path_warns_past_its_useful_size():
     problem = random_problem(2001, 0)
     with pytest.warns(UserWarning, match="reference formulation"):
         RoundSolver(problem, "cvxpy")
+
+
+def _noisy(beta):
+    from jointopt.scenarios import load
+
+    problem = load("default")
+    return problem.replace(accuracy={**problem.to_dict()["accuracy"], "aggregation_noise": beta})
+
+
+def test_linearising_the_deficit_prices_participation_and_survives_a_retune():
+    """RoundSolver.linearise_deficit: nothing without aggregation noise; with it, the
+    deficit's tangent at the decision's spread, on the copies' share of the training value,
+    joins ``b_rel``, participation rises, and a closed loop's retune keeps it."""
+    import dataclasses
+
+    from jointopt.models.accuracy import deficit_slope
+    from jointopt.models.convergence import participation_variance
+
+    plain = RoundSolver(_noisy(0.0))
+    res = plain.solve()
+    x = Allocation(*(res.decisions[k] for k in ("q", "d", "mu")))
+    assert plain.linearise_deficit(x) == 0.0
+    assert np.array_equal(plain.solve().decisions["q"], res.decisions["q"])
+
+    problem = _noisy(0.3)
+    solver = RoundSolver(problem)
+    before = solver.solve()
+    x = Allocation(*(before.decisions[k] for k in ("q", "d", "mu")))
+    slope = solver.linearise_deficit(x)
+    c, H = problem.clients, problem.horizon
+    copies = np.sum(c.arrival_rate * (on_time_fraction(c.arrival_rate, x.mu, c.deadline) + H)
+                    * x.d)
+    share = copies / (copies + H * c.arrival_rate.sum())
+    assert 0 < share < 1
+    assert slope == pytest.approx(deficit_slope(0.3, participation_variance(x.q, c.p)) * share)
+    base = problem.convergence_model
+    assert solver.data.model_conv.b_rel == pytest.approx(base.b_rel + slope)
+    after = solver.solve()
+    assert after.decisions["q"].mean() > before.decisions["q"].mean() + 1e-3
+    other = dataclasses.replace(base, a=0.7)
+    solver.retune(other)
+    assert solver.data.model_conv.a == 0.7
+    assert solver.data.model_conv.b_rel == pytest.approx(other.b_rel + slope)
