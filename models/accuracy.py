@@ -20,7 +20,8 @@ not to its history. The surrogate reads a served version at error ``e + beta K_t
 ``sum_n p_n^2 (B_n / q_n - 1)^2`` (``sqrt``: the spread of the aggregate in standard-deviation
 units; fitted offline to 16 seeds of runs at participation 1, 0.5 and 0.2, ``beta`` came out
 alike on the ``analytic`` and ``default`` scenarios with ``sqrt``, 0.44 and 0.48, and a
-factor 1.6 apart with ``V_t`` itself).
+factor 1.6 apart with ``V_t`` itself). The per-round solver plans with the deficit's tangent
+in the expected spread (:func:`deficit_slope`), which adds up over clients.
 """
 
 from __future__ import annotations

@@ -499,13 +499,13 @@ class RoundSolver:
             self.data.acc = accuracy
 
     def linearise_deficit(self, x: Allocation) -> float:
-        """Plan the next solves with the aggregation deficit, linearised at participation
-        ``q``; returns its slope (0 where the problem has no ``accuracy.aggregation_noise``).
+        """Plan the next solves with the aggregation deficit, linearised at the allocation
+        ``x``; returns its slope (0 where the problem has no ``accuracy.aggregation_noise``).
 
         Project choice. A fresh copy serves at error ``K_{t+1} + beta K sqrt(S)``, ``S`` the
         aggregation spread ``sum p^2 (1 - q) / q`` (:func:`~jointopt.models.accuracy.
         aggregation_deficit`, which the surrogate reads). ``sqrt`` does not add up over
-        clients, so the solve plans with its tangent at ``S0 = S(q)``: the deficit then acts
+        clients, so the solve plans with its tangent at ``S0 = S(x.q)``: the deficit then acts
         like ``b_rel`` larger by ``beta / (2 sqrt(S0))``
         (:func:`~jointopt.models.accuracy.deficit_slope`), which prices participation above
         what the loss alone says, most where ``K`` is large. The tangent's level is left
