@@ -51,6 +51,11 @@ def random_problem(n: int, seed: int, *, deadlines: bool = True, caps: bool = Tr
     return JointTrainingInferenceProblem.from_dict(data)
 
 
+def with_aggregation_noise(problem, beta: float):
+    """``problem`` with ``accuracy.aggregation_noise = beta``."""
+    return problem.replace(accuracy={**problem.to_dict()["accuracy"], "aggregation_noise": beta})
+
+
 def state_of(problem) -> RoundState:
     return RoundState.initial(problem)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from instances import random_problem
+from instances import random_problem, with_aggregation_noise
 from jointopt.models.errors import ValidationError
 from jointopt.models.queueing import on_time_fraction
 from jointopt.solvers.jti import Allocation, JointTrainingInferenceProblem, RoundSolver, RoundState
@@ -466,8 +466,7 @@ def test_cvxpy_path_warns_past_its_useful_size():
 def _noisy(beta):
     from jointopt.scenarios import load
 
-    problem = load("default")
-    return problem.replace(accuracy={**problem.to_dict()["accuracy"], "aggregation_noise": beta})
+    return with_aggregation_noise(load("default"), beta)
 
 
 def test_linearising_the_deficit_prices_participation_and_survives_a_retune():

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from instances import random_problem
+from instances import random_problem, with_aggregation_noise
 from jointopt.solvers.jti import Allocation
 
 import jointopt
@@ -215,8 +215,7 @@ def test_aggregation_noise_lowers_accuracy_only_where_few_clients_aggregate(defa
     """accuracy.aggregation_noise: with every client training nothing changes; with partial
     participation the same decisions are less accurate (the deficit is read, never
     observed: training and serving go as before)."""
-    noisy = default.replace(accuracy={**default.to_dict()["accuracy"],
-                                      "aggregation_noise": 0.5})
+    noisy = with_aggregation_noise(default, 0.5)
     full = [simulate(p, _fixed(p, 1.0, 1.0, p.clients.mu_max), rounds=20, seed=3).table
             for p in (default, noisy)]
     assert full[0]["timely_accuracy"].equals(full[1]["timely_accuracy"])
@@ -235,8 +234,7 @@ def test_online_plans_with_the_aggregation_deficit(default, monkeypatch):
     controller planning without it (seeds 0-2, 60 rounds)."""
     from jointopt.solvers.jti.round import RoundSolver
 
-    noisy = default.replace(accuracy={**default.to_dict()["accuracy"],
-                                      "aggregation_noise": 0.17})
+    noisy = with_aggregation_noise(default, 0.17)
     aware = [simulate(noisy, "online", rounds=60, seed=s) for s in range(3)]
     monkeypatch.setattr(RoundSolver, "linearise_deficit", lambda self, x: 0.0)
     blind = [simulate(noisy, "online", rounds=60, seed=s) for s in range(3)]
@@ -254,8 +252,7 @@ def test_static_plans_with_the_aggregation_deficit(default):
     more participation, within the same budget."""
     from jointopt.policies import Static
 
-    noisy = default.replace(accuracy={**default.to_dict()["accuracy"],
-                                      "aggregation_noise": 0.17})
+    noisy = with_aggregation_noise(default, 0.17)
     plain, aware = Static(), Static()
     plain.reset(default)
     aware.reset(noisy)
@@ -269,7 +266,7 @@ def test_aggregation_noise_must_not_be_negative(default):
     from jointopt.errors import ValidationError
 
     with pytest.raises(ValidationError, match="accuracy.aggregation_noise"):
-        default.replace(accuracy={**default.to_dict()["accuracy"], "aggregation_noise": -0.1})
+        with_aggregation_noise(default, -0.1)
 
 
 def test_identical_seeds_give_identical_tables(default):
